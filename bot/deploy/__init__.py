@@ -1,0 +1,1 @@
+"""Deploy assistance: change sets from the code host and executors that start and follow deploys."""
