@@ -1,0 +1,19 @@
+"""Slack listeners, one module per surface. They verify identity, create the task, ack and enqueue.
+
+No LLM calls and no slow I/O happen here: the work is done by ``workers/``.
+"""
+
+from __future__ import annotations
+
+from slack_bolt import App
+
+from handlers.context import HandlerContext
+
+
+def register_handlers(app: App, ctx: HandlerContext) -> None:
+    """Register every surface's listeners on ``app``."""
+    from handlers import actions, dms, mentions
+
+    mentions.register(app, ctx)
+    dms.register(app, ctx)
+    actions.register(app, ctx)

@@ -1,0 +1,175 @@
+"""RQ job entry points: thin, importable functions taking small ids.
+
+``run_task(task_id)`` loads the task, re-checks scopes and the kill switch (authoritative), and runs the
+intent's core with explicit dependencies. Denials and over-budget refusals end the task as ``denied``
+with a note to the requester; transient failures are retried by RQ and, once retries are exhausted,
+end the task as ``failed`` with a short message in the thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from rq import get_current_job
+
+from bot import audit, controls, ledger, messages
+from bot.blocks import build_feedback_done_blocks
+from bot.db import Outcome, Task
+from bot.errors import BudgetExceeded, Denied, TransientError, UserFacingError
+from workers import runtime
+from workers.actuators import SlackActuator
+
+log = logging.getLogger(__name__)
+
+Core = Callable[[runtime.WorkerDeps, Task], dict[str, Any]]
+
+
+def _intents() -> dict[str, tuple[str, Core]]:
+    """Intent → (scope it needs, core function)."""
+    from workers import answer
+
+    table: dict[str, tuple[str, Core]] = {"answer": ("chat.reply", answer.answer)}
+    for extra in ("workers.triage", "workers.deploy"):
+        try:
+            module = __import__(extra, fromlist=["INTENTS"])
+        except ModuleNotFoundError:
+            continue
+        table.update(module.INTENTS)
+    return table
+
+
+def _is_last_attempt() -> bool:
+    job = get_current_job()
+    return job is None or not job.retries_left
+
+
+def run_task(task_id: str) -> str:
+    """RQ entry: run one task."""
+    return execute(runtime.current(), task_id, last_attempt=_is_last_attempt())
+
+
+def execute(deps: runtime.WorkerDeps, task_id: str, *, last_attempt: bool = True) -> str:
+    """Run a task with explicit dependencies; returns its final (or current) status."""
+    task = ledger.mark_running(deps.db, task_id)
+    if task is None:
+        log.info("task %s: already finished or unknown; nothing to do", task_id)
+        return "skipped"
+    intents = _intents()
+    if task.intent not in intents:
+        ledger.finish(deps.db, task.id, "failed", reason=f"unknown intent {task.intent}")
+        return "failed"
+    scope, core = intents[task.intent]
+    actuator = SlackActuator(deps.slack, deps.db, deps.policy)
+    try:
+        deps.policy.current.require(task.requester, scope,
+                                    channel=task.channel_id if task.surface not in ("dm", "email") else None)
+        if controls.active_pause(deps.db, user=task.requester, intent=task.intent):
+            raise Denied(messages.PAUSED, reason="paused by an administrator")
+        result = core(deps, task)
+    except (Denied, BudgetExceeded) as exc:
+        log.info("task %s denied: %s", task.id, exc.reason)
+        audit.record(deps.db, actor="clawback", on_behalf_of=task.requester, action=f"worker.{task.intent}",
+                     decision="deny", task_id=task.id, scope=getattr(exc, "scope", None) or scope,
+                     details={"reason": exc.reason})
+        ledger.finish(deps.db, task.id, "denied", reason=exc.reason)
+        _tell(actuator, task, messages.task_denied(task.id, exc.user_message))
+        return "denied"
+    except UserFacingError as exc:
+        log.warning("task %s failed: %s", task.id, exc.reason)
+        _fail(deps, actuator, task, exc.user_message, exc.reason)
+        return "failed"
+    except TransientError as exc:
+        if not last_attempt:
+            log.warning("task %s: transient failure, will retry: %s", task.id, exc)
+            raise
+        _fail(deps, actuator, task, f"{exc} and retries are used up", str(exc))
+        return "failed"
+    except Exception as exc:
+        log.exception("task %s: unexpected error (attempt %s)", task.id, task.attempts)
+        if not last_attempt:
+            raise
+        _fail(deps, actuator, task, "something went wrong on our side", f"{type(exc).__name__}: {exc}")
+        return "failed"
+    ledger.finish(deps.db, task.id, "done", result=result)
+    audit.record(deps.db, actor="clawback", on_behalf_of=task.requester, action=f"worker.{task.intent}.done",
+                 decision="info", task_id=task.id, details={k: v for k, v in result.items() if k != "answer"})
+    return "done"
+
+
+def _fail(deps: runtime.WorkerDeps, actuator: SlackActuator, task: Task, user_reason: str, reason: str) -> None:
+    ledger.finish(deps.db, task.id, "failed", reason=reason)
+    audit.record(deps.db, actor="clawback", on_behalf_of=task.requester, action=f"worker.{task.intent}.failed",
+                 decision="info", task_id=task.id, details={"reason": reason})
+    _tell(actuator, task, messages.task_failed(task.id, user_reason))
+
+
+def _tell(actuator: SlackActuator, task: Task, text: str) -> None:
+    """Best-effort note to the requester; a failure to notify never hides the task's real status."""
+    try:
+        if task.surface == "email":
+            return
+        if task.surface == "mention" and task.thread_ts:
+            actuator.client.chat_postMessage(channel=task.channel_id, thread_ts=task.thread_ts, text=text,
+                                             unfurl_links=False, unfurl_media=False)
+        else:
+            actuator.notify(task, text)
+    except Exception:
+        log.exception("task %s: could not notify the requester", task.id)
+
+
+def notify_denied(task_id: str) -> str:
+    """RQ entry: tell the requester why ingress refused their request."""
+    deps = runtime.current()
+    task = ledger.get_task(deps.db, task_id)
+    if task is None or task.status != "denied":
+        return "skipped"
+    SlackActuator(deps.slack, deps.db, deps.policy).notify(task, messages.task_denied(task.id, _denial_text(task)))
+    return "notified"
+
+
+def _denial_text(task: Task) -> str:
+    reason = task.status_reason or ""
+    if reason.startswith("missing scope "):
+        return messages.missing_scope(reason.removeprefix("missing scope "))
+    if "not allowed in channel" in reason:
+        return messages.CHANNEL_NOT_ALLOWED
+    return reason
+
+
+def apply_feedback(task_id: str, ref: str) -> str:
+    """RQ entry: make a feedback click visible (or tell a non-requester they cannot rate)."""
+    return show_feedback(runtime.current(), task_id, ref)
+
+
+def show_feedback(deps: runtime.WorkerDeps, task_id: str, ref: str) -> str:
+    """Update the answer message after a click; ``ref`` is an outcome id or ``deny:<user>``."""
+    task = ledger.get_task(deps.db, task_id)
+    if task is None:
+        return "skipped"
+    actuator = SlackActuator(deps.slack, deps.db, deps.policy)
+    if ref.startswith("deny:"):
+        user = ref.removeprefix("deny:")
+        if task.channel_id:
+            actuator.client.chat_postEphemeral(channel=task.channel_id, user=user, text=messages.FEEDBACK_NOT_YOURS,
+                                               thread_ts=task.thread_ts)
+        return "told"
+    with deps.db.session() as s:
+        outcome = s.get(Outcome, int(ref))
+    ts = (task.result or {}).get("reply_ts")
+    if outcome is None or not ts:
+        return "skipped"
+    template = messages.FEEDBACK_THANKS_RESOLVED if outcome.kind == "resolved" else messages.FEEDBACK_THANKS_NOT_HELPFUL
+    note = template.format(user=outcome.actor)
+    current = _message_blocks(actuator, task, ts)
+    actuator.update_message(task, ts=ts, text=note, blocks=build_feedback_done_blocks(current, note))
+    return "updated"
+
+
+def _message_blocks(actuator: SlackActuator, task: Task, ts: str) -> list[dict[str, Any]]:
+    resp = actuator.client.conversations_replies(channel=task.channel_id, ts=task.thread_ts or ts, limit=200)
+    for m in resp.get("messages", []):
+        if m.get("ts") == ts:
+            return list(m.get("blocks") or [])
+    return []

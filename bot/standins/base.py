@@ -60,7 +60,7 @@ class StandInServer:
         """Start serving in a daemon thread; returns self."""
         self._httpd = _Server((self._host, self._port), self.handler_class)
         self._httpd.standin = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name=type(self).__name__, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name=type(self).__name__, daemon=True)
         self._thread.start()
         return self
 

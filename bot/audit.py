@@ -1,0 +1,186 @@
+"""Append-only, hash-chained audit log with signed checkpoints.
+
+Each entry's ``hash`` is SHA-256 over a canonical JSON encoding of the entry including ``prev_hash``.
+Appends lock the single ``audit_head`` row (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite transactions
+begin IMMEDIATE), so concurrent writers in many processes keep one linear chain. Checkpoints sign
+(seq, hash) with a key the workers do not hold, so truncating the newest entries is detected too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bot.db import AuditCheckpoint, AuditEntry, AuditHead, Database, utcnow
+
+GENESIS = "0" * 64
+_FIELDS = ("seq", "ts", "actor", "on_behalf_of", "action", "target", "scope", "decision", "task_id", "details")
+
+
+def canonical(obj: Any) -> str:
+    """Canonical JSON: sorted keys, no spaces, UTF-8 kept."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def entry_hash(fields: dict[str, Any], prev_hash: str) -> str:
+    """Hash of an entry's fields chained to ``prev_hash``."""
+    body = {k: fields.get(k) for k in _FIELDS}
+    body["prev_hash"] = prev_hash
+    return hashlib.sha256(canonical(body).encode()).hexdigest()
+
+
+def append(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    decision: str = "allow",
+    task_id: str | None = None,
+    on_behalf_of: str | None = None,
+    target: str | None = None,
+    scope: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEntry:
+    """Append one entry inside the caller's transaction (commit it with the decision it records)."""
+    if decision not in ("allow", "deny", "info"):
+        raise ValueError(f"bad audit decision {decision!r}")
+    stmt = select(AuditHead).where(AuditHead.id == 1)
+    if session.get_bind().dialect.name != "sqlite":
+        stmt = stmt.with_for_update()
+    head = session.execute(stmt).scalar_one()
+    fields = {
+        "seq": head.seq + 1,
+        "ts": utcnow().isoformat(timespec="microseconds"),
+        "actor": actor,
+        "on_behalf_of": on_behalf_of,
+        "action": action,
+        "target": target,
+        "scope": scope,
+        "decision": decision,
+        "task_id": task_id,
+        "details": canonical(details or {}),
+    }
+    digest = entry_hash(fields, head.hash)
+    entry = AuditEntry(**fields, prev_hash=head.hash, hash=digest)
+    session.add(entry)
+    head.seq, head.hash = fields["seq"], digest
+    session.flush()
+    return entry
+
+
+def record(db: Database, **kwargs: Any) -> AuditEntry:
+    """Append one entry in its own transaction."""
+    with db.session() as s:
+        return append(s, **kwargs)
+
+
+# -- checkpoints -------------------------------------------------------------------------------------
+def _sign(key: str, seq: int, digest: str, signed_at: str) -> str:
+    return hmac.new(key.encode(), f"{seq}:{digest}:{signed_at}".encode(), hashlib.sha256).hexdigest()
+
+
+def key_id(key: str) -> str:
+    """A short public identifier of a signing key (never the key)."""
+    return hashlib.sha256(b"clawback-audit-key:" + key.encode()).hexdigest()[:12]
+
+
+def checkpoint(db: Database, key: str) -> AuditCheckpoint | None:
+    """Sign the current head; returns None when the log is empty."""
+    if not key:
+        raise ValueError("a checkpoint needs CLAWBACK_AUDIT_KEY")
+    with db.session() as s:
+        head = s.get(AuditHead, 1)
+        if head is None or head.seq == 0:
+            return None
+        signed_at = utcnow().isoformat(timespec="seconds")
+        cp = AuditCheckpoint(
+            seq=head.seq, hash=head.hash, signed_at=signed_at, key_id=key_id(key),
+            signature=_sign(key, head.seq, head.hash, signed_at),
+        )
+        s.add(cp)
+        return cp
+
+
+# -- verification ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of ``verify``: ok, or the first bad sequence number and why."""
+
+    ok: bool
+    entries: int
+    checkpoints: int
+    first_bad_seq: int | None = None
+    reason: str | None = None
+
+
+def _iter_entries(db: Database, batch: int = 5000) -> Iterator[AuditEntry]:
+    last = 0
+    while True:
+        with db.session() as s:
+            rows = s.execute(select(AuditEntry).where(AuditEntry.seq > last).order_by(AuditEntry.seq).limit(batch))
+            chunk = list(rows.scalars())
+        if not chunk:
+            return
+        yield from chunk
+        last = chunk[-1].seq
+
+
+def verify(db: Database, key: str | None = None) -> VerifyResult:
+    """Recompute the chain and check the checkpoints; names the first bad sequence number."""
+    expected_seq, prev, count = 1, GENESIS, 0
+    hashes: dict[int, str] = {}
+    with db.session() as s:
+        cps = list(s.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.seq)).scalars())
+        head = s.get(AuditHead, 1)
+    wanted = {cp.seq for cp in cps}
+    for e in _iter_entries(db):
+        if e.seq != expected_seq:
+            return VerifyResult(False, count, len(cps), expected_seq, f"entry {expected_seq} is missing")
+        fields = {k: getattr(e, k) for k in _FIELDS}
+        if e.prev_hash != prev:
+            return VerifyResult(False, count, len(cps), e.seq, "prev_hash does not match the previous entry")
+        if entry_hash(fields, e.prev_hash) != e.hash:
+            return VerifyResult(False, count, len(cps), e.seq, "hash does not match the entry's content")
+        if e.seq in wanted:
+            hashes[e.seq] = e.hash
+        prev, expected_seq, count = e.hash, expected_seq + 1, count + 1
+    last_seq = expected_seq - 1
+    for cp in cps:
+        if key is not None and not hmac.compare_digest(cp.signature, _sign(key, cp.seq, cp.hash, cp.signed_at)):
+            return VerifyResult(False, count, len(cps), cp.seq, f"checkpoint at {cp.seq} has a bad signature")
+        if cp.seq > last_seq:
+            return VerifyResult(
+                False, count, len(cps), last_seq + 1, f"log truncated: checkpoint vouches for {cp.seq} entries"
+            )
+        if hashes.get(cp.seq) != cp.hash:
+            return VerifyResult(False, count, len(cps), cp.seq, f"entry {cp.seq} differs from its signed checkpoint")
+    if head is not None and (head.seq != last_seq or (last_seq and head.hash != prev)):
+        return VerifyResult(False, count, len(cps), min(head.seq, last_seq) + 1, "log tail does not match the head")
+    return VerifyResult(True, count, len(cps))
+
+
+def export(db: Database, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+    """Entries as dicts (oldest first), optionally only those at or after ``since``."""
+    cutoff = since.isoformat(timespec="microseconds") if since else None
+    for e in _iter_entries(db):
+        if cutoff and e.ts < cutoff:
+            continue
+        yield {
+            "seq": e.seq, "ts": e.ts, "actor": e.actor, "on_behalf_of": e.on_behalf_of, "action": e.action,
+            "target": e.target, "scope": e.scope, "decision": e.decision, "task_id": e.task_id,
+            "details": json.loads(e.details), "prev_hash": e.prev_hash, "hash": e.hash,
+        }
+
+
+def count(db: Database) -> int:
+    """Number of entries."""
+    with db.session() as s:
+        return s.execute(select(func.count()).select_from(AuditEntry)).scalar_one()

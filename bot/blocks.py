@@ -1,0 +1,58 @@
+"""Block Kit builders (pure functions returning lists of blocks)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.safety import split_text
+
+FEEDBACK_RESOLVED = "feedback_resolved"
+FEEDBACK_NOT_HELPFUL = "feedback_not_helpful"
+MAX_BLOCKS = 50
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
+def build_answer_blocks(answer: str, footer: str, task_id: str) -> list[dict[str, Any]]:
+    """An answer: its text in sections, the token/cost footer, and the two feedback buttons."""
+    sections = [_section(chunk) for chunk in split_text(answer or "_(empty answer)_")]
+    return [
+        *sections,
+        _context(footer),
+        {
+            "type": "actions",
+            "block_id": f"feedback:{task_id}",
+            "elements": [
+                {"type": "button", "action_id": FEEDBACK_RESOLVED, "value": task_id, "style": "primary",
+                 "text": {"type": "plain_text", "text": "Resolved"}},
+                {"type": "button", "action_id": FEEDBACK_NOT_HELPFUL, "value": task_id,
+                 "text": {"type": "plain_text", "text": "Not helpful"}},
+            ],
+        },
+    ]
+
+
+def split_answer_messages(answer: str, footer: str, task_id: str) -> list[list[dict[str, Any]]]:
+    """Answer blocks split across messages so none exceeds Slack's 50-block limit; buttons on the last."""
+    sections = [_section(chunk) for chunk in split_text(answer or "_(empty answer)_")]
+    per = MAX_BLOCKS - 2
+    pages = [sections[i:i + per] for i in range(0, len(sections), per)] or [[]]
+    tail = build_answer_blocks("x", footer, task_id)[-2:]
+    return [*pages[:-1], pages[-1] + tail]
+
+
+def build_feedback_done_blocks(blocks: list[dict[str, Any]], note: str) -> list[dict[str, Any]]:
+    """The same message with its buttons replaced by a note saying who rated it and how."""
+    kept = [b for b in blocks if b.get("type") != "actions"]
+    return [*kept, _context(note)]
+
+
+def build_notice_blocks(text: str) -> list[dict[str, Any]]:
+    """A plain notice (denials, failures)."""
+    return [_section(text)]

@@ -1,0 +1,140 @@
+"""Budgets: tokens per UTC day and requests per minute, per user, held in Redis.
+
+A job *reserves* its worst case (estimated prompt + max completion tokens) before the model call and
+*settles* the real usage after, in one atomic Lua step each. Concurrent jobs therefore cannot spend
+past the limit by more than one call's maximum. Reservations expire, so a killed worker does not leak
+budget. If Redis lost the day's counter, it is rebuilt from the ledger (SQL stays the truth).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import redis
+
+from bot import messages
+from bot.errors import BudgetExceeded
+from bot.policy import Limits
+
+# KEYS: day hash, reservations zset, rpm key. ARGV: limit, amount, res id, now, res ttl, rpm limit, ledger used
+_RESERVE = """
+local day, resv, rpm = KEYS[1], KEYS[2], KEYS[3]
+local limit, amount, rid, now = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local ttl, rpm_limit = tonumber(ARGV[5]), tonumber(ARGV[6])
+if redis.call('EXISTS', day) == 0 then
+  redis.call('HSET', day, 'used', ARGV[7])
+  redis.call('EXPIRE', day, 172800)
+end
+-- drop expired reservations (their jobs died) and give their tokens back
+local expired = redis.call('ZRANGEBYSCORE', resv, '-inf', now)
+for _, r in ipairs(expired) do
+  local amt = tonumber(redis.call('HGET', day, 'r:' .. r) or '0')
+  redis.call('HDEL', day, 'r:' .. r)
+  redis.call('HINCRBY', day, 'reserved', -amt)
+end
+redis.call('ZREMRANGEBYSCORE', resv, '-inf', now)
+if rpm_limit > 0 then
+  local n = tonumber(redis.call('GET', rpm) or '0')
+  if n >= rpm_limit then return {-2, n} end
+end
+local used = tonumber(redis.call('HGET', day, 'used') or '0')
+local reserved = tonumber(redis.call('HGET', day, 'reserved') or '0')
+if limit >= 0 and used + reserved >= limit then return {-1, used + reserved} end
+if rpm_limit > 0 then
+  redis.call('INCR', rpm)
+  redis.call('EXPIRE', rpm, 120)
+end
+redis.call('HINCRBY', day, 'reserved', amount)
+redis.call('HSET', day, 'r:' .. rid, amount)
+redis.call('ZADD', resv, now + ttl, rid)
+redis.call('EXPIRE', resv, 172800)
+return {1, used + reserved + amount}
+"""
+
+# KEYS: day hash, reservations zset. ARGV: res id, actual tokens
+_SETTLE = """
+local day, resv, rid, actual = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
+local amt = redis.call('HGET', day, 'r:' .. rid)
+if amt then
+  redis.call('HDEL', day, 'r:' .. rid)
+  redis.call('HINCRBY', day, 'reserved', -tonumber(amt))
+  redis.call('ZREM', resv, rid)
+end
+redis.call('HINCRBY', day, 'used', actual)
+return redis.call('HGET', day, 'used')
+"""
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A hold on part of a user's daily budget."""
+
+    user: str
+    day: str
+    id: str
+    amount: int
+
+
+def _next_midnight(now: datetime) -> datetime:
+    return (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+class Budget:
+    """Token and request-rate budgets per user."""
+
+    def __init__(
+        self,
+        connection: redis.Redis,
+        *,
+        prefix: str = "clawback",
+        ledger_tokens: Callable[[str, datetime], int] | None = None,
+        reservation_ttl: int = 900,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.r = connection
+        self.prefix = prefix
+        self.ledger_tokens = ledger_tokens
+        self.ttl = reservation_ttl
+        self.clock = clock
+        self._reserve = connection.register_script(_RESERVE)
+        self._settle = connection.register_script(_SETTLE)
+
+    def _keys(self, user: str, day: str) -> tuple[str, str]:
+        return f"{self.prefix}:budget:{user}:{day}", f"{self.prefix}:budget:{user}:{day}:resv"
+
+    def reserve(self, user: str, amount: int, limits: Limits) -> Reservation:
+        """Reserve ``amount`` tokens, or raise BudgetExceeded (with when it resets) / rate limit."""
+        now = self.clock()
+        day = now.strftime("%Y%m%d")
+        day_key, resv_key = self._keys(user, day)
+        rpm_key = f"{self.prefix}:rpm:{user}:{int(now.timestamp() // 60)}"
+        ledger_used = 0
+        if self.ledger_tokens is not None and not self.r.exists(day_key):
+            ledger_used = self.ledger_tokens(user, now.replace(hour=0, minute=0, second=0, microsecond=0))
+        rid = secrets.token_hex(6)
+        limit = limits.daily_tokens if limits.daily_tokens > 0 else 0
+        status, _value = self._reserve(
+            keys=[day_key, resv_key, rpm_key],
+            args=[limit, amount, rid, now.timestamp(), self.ttl, limits.requests_per_minute, ledger_used],
+        )
+        if status == -2:
+            raise BudgetExceeded(messages.rate_limited(60 - int(now.timestamp()) % 60), reason="rate limited")
+        if status == -1:
+            raise BudgetExceeded(messages.over_budget(_next_midnight(now)), reason="daily token budget used up")
+        return Reservation(user, day, rid, amount)
+
+    def settle(self, reservation: Reservation, actual_tokens: int) -> int:
+        """Replace a reservation by the real usage; returns tokens used today."""
+        day_key, resv_key = self._keys(reservation.user, reservation.day)
+        return int(self._settle(keys=[day_key, resv_key], args=[reservation.id, int(actual_tokens)]))
+
+    def used_today(self, user: str) -> tuple[int, int]:
+        """(used, reserved) tokens for the user today."""
+        day_key, _ = self._keys(user, self.clock().strftime("%Y%m%d"))
+        used, reserved = self.r.hmget(day_key, "used", "reserved")
+        return int(used or 0), int(reserved or 0)
+
+

@@ -1,0 +1,313 @@
+"""The ``clawback`` command line (Typer)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bot.errors import ClawbackError
+
+app = typer.Typer(help="Clawback: a Slack-and-email agent with least privilege and honest token accounting.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+audit_app = typer.Typer(help="Verify and export the tamper-evident audit log.", no_args_is_help=True)
+policy_app = typer.Typer(help="Check policy files.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+redis_app = typer.Typer(help="The embedded Redis server.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+app.add_typer(policy_app, name="policy")
+app.add_typer(db_app, name="db")
+app.add_typer(redis_app, name="redis")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _settings():
+    from bot.settings import load_settings
+
+    return load_settings()
+
+
+def _db(settings, *, check: bool = True):
+    from bot.db import Database, ensure_schema
+
+    db = Database(settings.database_url)
+    if check:
+        ensure_schema(db)
+    return db
+
+
+def parse_since(value: str | None) -> datetime | None:
+    """``30d``, ``12h``, ``90m`` or an ISO date/time → an aware datetime."""
+    if not value:
+        return None
+    m = re.fullmatch(r"(\d+)([dhm])", value.strip())
+    if m:
+        n, unit = int(m.group(1)), m.group(2)
+        delta = {"d": timedelta(days=n), "h": timedelta(hours=n), "m": timedelta(minutes=n)}[unit]
+        return datetime.now(UTC) - delta
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r}: use 30d, 12h, 90m or an ISO date") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@app.command()
+def web(host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="Port to listen on")] = 3000,
+        threads: Annotated[int, typer.Option(help="Request threads")] = 16) -> None:
+    """Serve the Slack app over HTTP: POST /slack/events, GET /healthz, GET /metrics."""
+    import waitress
+
+    from bot.ingress import IngressDeps
+    from bot.queue import TaskQueue, connect_redis
+    from bot.slack_app import build_web
+    from handlers.context import HandlerContext
+    from workers.runtime import policy_store
+
+    _logging()
+    settings = _settings()
+    settings.require("slack_bot_token", "slack_signing_secret")
+    db = _db(settings)
+    conn = connect_redis(settings)
+    queue = TaskQueue(conn, prefix=settings.clawback_queue_prefix, retries=settings.clawback_job_retries,
+                      retry_intervals=settings.retry_intervals)
+    ctx = HandlerContext(IngressDeps(db=db, queue=queue, policy=policy_store(settings, db)))
+    wsgi = build_web(settings, db=db, queue_conn=conn, ctx=ctx)
+    console.print(f"clawback web listening on http://{host}:{port}/slack/events")
+    waitress.serve(wsgi, host=host, port=port, threads=threads, ident="clawback", connection_limit=1000,
+                   channel_timeout=30)
+
+
+@app.command()
+def socket() -> None:
+    """Run the same Slack app over Socket Mode (no public URL needed; needs SLACK_APP_TOKEN)."""
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    from bot.ingress import IngressDeps
+    from bot.queue import TaskQueue, connect_redis
+    from bot.slack_app import create_bolt_app, make_slack_client
+    from handlers.context import HandlerContext
+    from workers.runtime import policy_store
+
+    _logging()
+    settings = _settings()
+    settings.require("slack_bot_token", "slack_signing_secret", "slack_app_token")
+    db = _db(settings)
+    conn = connect_redis(settings)
+    queue = TaskQueue(conn, prefix=settings.clawback_queue_prefix, retries=settings.clawback_job_retries,
+                      retry_intervals=settings.retry_intervals)
+    ctx = HandlerContext(IngressDeps(db=db, queue=queue, policy=policy_store(settings, db)))
+    bolt = create_bolt_app(settings, ctx, make_slack_client(settings))
+    SocketModeHandler(bolt, settings.slack_app_token).start()
+
+
+@app.command()
+def worker(burst: Annotated[bool, typer.Option(help="Drain the queues (and due retries), then exit")] = False,
+           fork: Annotated[bool, typer.Option(help="Run each job in a forked work horse")] = True,
+           name: Annotated[str | None, typer.Option(help="Worker name")] = None) -> None:
+    """Run an RQ worker on Clawback's queues (interactive first, then bulk). Stops cleanly on SIGTERM."""
+    from bot.worker import run_worker
+    from workers.runtime import build_deps
+
+    _logging()
+    settings = _settings()
+    settings.require("slack_bot_token")
+    deps = build_deps(settings)
+    raise typer.Exit(run_worker(deps, burst=burst, fork=fork, name=name))
+
+
+@app.command()
+def reconcile() -> None:
+    """Re-enqueue tasks that SQL says are pending but whose job Redis lost."""
+    from bot.queue import TaskQueue, connect_redis
+
+    settings = _settings()
+    db = _db(settings)
+    queue = TaskQueue(connect_redis(settings), prefix=settings.clawback_queue_prefix)
+    ids = queue.reconcile(db, older_than=timedelta(seconds=0))
+    console.print(f"re-enqueued {len(ids)} task(s)")
+
+
+@app.command("mail-poll")
+def mail_poll(once: Annotated[bool, typer.Option(help="Poll every mailbox once and exit")] = False) -> None:
+    """Poll the configured mailboxes and enqueue triage tasks."""
+    try:
+        from bot.mail.poller import main as poll_main
+    except ModuleNotFoundError:
+        err.print("No mailbox support is configured in this build.")
+        raise typer.Exit(1) from None
+    _logging()
+    raise typer.Exit(poll_main(_settings(), once=once))
+
+
+@app.command()
+def report(
+    since: Annotated[str | None, typer.Option(help="Window, e.g. 30d, 12h, or an ISO date")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+) -> None:
+    """Print usage totals by surface and intent."""
+    from bot.report import build_report
+
+    if fmt not in ("table", "json"):
+        raise typer.BadParameter("--format must be table or json")
+    settings = _settings()
+    doc = build_report(_db(settings), since=parse_since(since))
+    if fmt == "json":
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    print_report_tables(doc)
+
+
+def print_report_tables(doc: dict) -> None:
+    """Render a report document as Rich tables."""
+    cols = ["tasks", "prompt_tokens", "completion_tokens", "total_tokens", "cost", "accepted_outcomes",
+            "cost_per_accepted_outcome"]
+    for title, key, rows in (("Totals", None, [doc["totals"]]), ("By surface", "surface", doc["by_surface"]),
+                             ("By intent", "intent", doc["by_intent"])):
+        table = Table(title=title)
+        if key:
+            table.add_column(key)
+        for c in cols:
+            table.add_column(c.replace("_", " "), justify="right")
+        for r in rows:
+            cells = [str(r[key])] if key else []
+            for c in cols:
+                v = r.get(c)
+                cells.append("—" if v is None else f"{v:,.4f}" if isinstance(v, float) else f"{v:,}")
+            table.add_row(*cells)
+        console.print(table)
+
+
+@app.command()
+def pause(user: Annotated[str | None, typer.Option(help="Only this Slack user id")] = None,
+          intent: Annotated[str | None, typer.Option(help="Only this intent")] = None,
+          reason: Annotated[str | None, typer.Option(help="Why (shown in the audit log)")] = None,
+          by: Annotated[str, typer.Option(help="Who is pausing (recorded)")] = "cli") -> None:
+    """Kill switch: stop side effects now, including for jobs already queued."""
+    from bot import controls
+
+    controls.pause(_db(_settings()), by=by, user=user, intent=intent, reason=reason)
+    console.print(f"paused: user={user or '*'} intent={intent or '*'}")
+
+
+@app.command()
+def resume(user: Annotated[str | None, typer.Option(help="Only pauses for this user")] = None,
+           intent: Annotated[str | None, typer.Option(help="Only pauses for this intent")] = None,
+           by: Annotated[str, typer.Option(help="Who is resuming (recorded)")] = "cli") -> None:
+    """End pauses."""
+    from bot import controls
+
+    n = controls.resume(_db(_settings()), by=by, user=user, intent=intent)
+    console.print(f"resumed {n} pause(s)")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Recompute the hash chain and checkpoints; exit 1 naming the first bad entry."""
+    from bot import audit
+
+    settings = _settings()
+    result = audit.verify(_db(settings), key=settings.clawback_audit_key)
+    if result.ok:
+        console.print(f"audit log intact: {result.entries} entries, {result.checkpoints} checkpoint(s)")
+        return
+    err.print(f"audit log BROKEN at seq {result.first_bad_seq}: {result.reason}")
+    raise typer.Exit(1)
+
+
+@audit_app.command("export")
+def audit_export(since: Annotated[str | None, typer.Option(help="e.g. 7d or an ISO date")] = None,
+                 fmt: Annotated[str, typer.Option("--format", help="jsonl")] = "jsonl") -> None:
+    """Print entries as JSON lines."""
+    from bot import audit
+
+    if fmt != "jsonl":
+        raise typer.BadParameter("--format must be jsonl")
+    for entry in audit.export(_db(_settings()), since=parse_since(since)):
+        sys.stdout.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(every: Annotated[float, typer.Option(help="Repeat every N seconds (0 = once)")] = 0) -> None:
+    """Sign the current head with CLAWBACK_AUDIT_KEY (run by an auditor process, not the workers)."""
+    import time
+
+    from bot import audit
+
+    settings = _settings()
+    settings.require("clawback_audit_key")
+    db = _db(settings)
+    while True:
+        cp = audit.checkpoint(db, settings.clawback_audit_key)
+        console.print(f"checkpoint at seq {cp.seq}" if cp else "audit log is empty; nothing to sign")
+        if not every:
+            return
+        time.sleep(every)
+
+
+@policy_app.command("check")
+def policy_check(path: Annotated[Path, typer.Argument(help="Policy TOML file")]) -> None:
+    """Validate a policy file; exit 1 naming the line and the reason."""
+    from bot.policy import load_policy
+
+    try:
+        policy = load_policy(path)
+    except ClawbackError as exc:
+        err.print(f"policy error: {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"policy OK: {len(policy.roles)} role(s), {len(policy.users)} user(s), sha256 {policy.digest[:12]}")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply schema migrations."""
+    from bot import migrate
+
+    db = _db(_settings(), check=False)
+    migrate.upgrade(db)
+    console.print(f"database at revision {migrate.current_revision(db)}")
+
+
+@redis_app.command("stop")
+def redis_stop() -> None:
+    """Stop the embedded Redis server of this checkout."""
+    from bot import embedded_redis
+
+    stopped = embedded_redis.stop(_settings().clawback_home)
+    console.print("stopped" if stopped else "not running")
+
+
+@app.command()
+def demo(keep: Annotated[bool, typer.Option(help="Keep the demo's data directory")] = False) -> None:
+    """Run the whole pipeline on embedded defaults and local stand-ins: no credentials, no network."""
+    from bot.demo import run_demo
+
+    raise typer.Exit(run_demo(console, keep=keep))
+
+
+def main() -> None:
+    """Console entry point: clear one-line errors for Clawback's own failures."""
+    try:
+        app()
+    except ClawbackError as exc:
+        err.print(f"clawback: {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Ingress: turn a verified request into a task — check scopes, create it once, enqueue it.
+
+Everything here is fast (one SQL transaction and one Redis write) because it runs before the ack.
+Surfaces call ``submit``; the Slack specifics live in ``handlers/``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from bot import audit
+from bot.db import Database, Task, utcnow
+from bot.errors import Denied, ServiceUnavailable
+from bot.ledger import NewTask
+from bot.policy import PolicyStore
+from bot.queue import INTERACTIVE, TaskQueue
+from bot.redact import Redactor
+
+log = logging.getLogger(__name__)
+
+NOTIFY_DENIED = "workers.notify_denied"
+
+
+@dataclass
+class IngressDeps:
+    """What ingress needs: the ledger, the queue and the policy."""
+
+    db: Database
+    queue: TaskQueue
+    policy: PolicyStore
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What happened to a submitted request."""
+
+    task_id: str
+    created: bool
+    denied: Denied | None = None
+    enqueued: bool = False
+
+
+def redactor_for(policy: PolicyStore) -> Redactor:
+    """A redactor with the policy's site-specific patterns."""
+    return Redactor(extra=[(p.name, p.regex) for p in policy.current.redaction])
+
+
+def _insert(db: Database, task: Task, *, decision: str, scope: str | None, reason: str | None) -> bool:
+    """Insert the task and its audit entry in one transaction; False when the key was seen before."""
+    try:
+        with db.session() as s:
+            s.add(task)
+            s.flush()
+            audit.append(s, actor=task.requester, action=f"ingress.{task.surface}", decision=decision,
+                         task_id=task.id, target=task.channel_id, scope=scope,
+                         details={"intent": task.intent, "trigger": task.trigger, "reason": reason,
+                                  "key": task.idempotency_key})
+        return True
+    except IntegrityError:
+        return False
+
+
+def submit(deps: IngressDeps, new: NewTask, *, scope: str, channel: str | None = None, queue: str = INTERACTIVE,
+           notify_denial: bool = True) -> Submission:
+    """Create the task for a request exactly once and enqueue it, or record and report a denial."""
+    policy = deps.policy.current
+    denied: Denied | None = None
+    try:
+        policy.require(new.requester, scope, channel=channel)
+    except Denied as exc:
+        denied = exc
+    task = Task(
+        idempotency_key=new.idempotency_key, requester=new.requester, surface=new.surface, intent=new.intent,
+        trigger=new.trigger, team_id=new.team_id, channel_id=new.channel_id, thread_ts=new.thread_ts,
+        message_ts=new.message_ts, on_behalf_of=new.on_behalf_of, parent_id=new.parent_id,
+        payload=new.payload or {}, redactions=new.redactions,
+        status="denied" if denied else "queued", status_reason=denied.reason if denied else None,
+    )
+    if denied is not None:
+        task.finished_at = utcnow()
+    created = _insert(deps.db, task, decision="deny" if denied else "allow", scope=scope,
+                      reason=denied.reason if denied else None)
+    if not created:
+        with deps.db.session() as s:
+            existing = s.execute(select(Task.id).where(Task.idempotency_key == new.idempotency_key)).scalar_one()
+        return Submission(existing, created=False, denied=denied)
+    enqueued = False
+    try:
+        if denied is None:
+            deps.queue.enqueue(task.id, queue=queue)
+            enqueued = True
+        elif notify_denial:
+            deps.queue.enqueue(task.id, queue=INTERACTIVE, func=NOTIFY_DENIED)
+    except ServiceUnavailable:
+        # The task is safe in SQL; the reconciler enqueues it when Redis is back.
+        log.warning("task %s created but not enqueued: queue unavailable", task.id)
+    return Submission(task.id, created=True, denied=denied, enqueued=enqueued)
+
+
+def record_ignored(deps: IngressDeps, new: NewTask, reason: str) -> Submission:
+    """Record a message we deliberately do not answer (another bot's), so loops and chains are visible."""
+    task = Task(
+        idempotency_key=new.idempotency_key, requester=new.requester, surface=new.surface, intent=new.intent,
+        trigger="bot", channel_id=new.channel_id, thread_ts=new.thread_ts, message_ts=new.message_ts,
+        team_id=new.team_id, payload=new.payload or {}, status="ignored", status_reason=reason,
+    )
+    task.finished_at = utcnow()
+    created = _insert(deps.db, task, decision="info", scope=None, reason=reason)
+    return Submission(task.id, created=created)

@@ -1,0 +1,52 @@
+"""Every string a person sees from Clawback, in one place."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+CHANNEL_NOT_ALLOWED = "I'm not enabled for that in this channel. Ask an admin to allow it in the Clawback policy."
+PAUSED = "Clawback is paused by an administrator right now, so I did not act on this. Nothing was changed."
+EMPTY_QUESTION = "Ask me something after the mention, e.g. `@Clawback what did we decide about the launch date?`"
+FEEDBACK_THANKS_RESOLVED = "Marked as resolved by <@{user}>. Thanks, that is what we measure."
+FEEDBACK_THANKS_NOT_HELPFUL = "Marked as not helpful by <@{user}>. Thanks, that is what we measure."
+FEEDBACK_NOT_YOURS = "Only the person who asked can rate this answer."
+PROMPT_INJECTION_NOTE = "Note: the conversation contained text addressed to me as instructions; I treated it as data."
+TRUNCATED_NOTE = "_(answer was long; the full text is attached as a file)_"
+BOT_IGNORED = "bot message ignored"
+
+
+def missing_scope(scope: str) -> str:
+    """Denial text naming the missing scope."""
+    return f"You don't have the `{scope}` permission in Clawback, so I did not do this. Ask an admin if you need it."
+
+
+def over_budget(resets_at: datetime) -> str:
+    """Denial text for a used-up daily token budget."""
+    return (
+        "You've used your daily Clawback token budget. "
+        f"It resets at {resets_at:%H:%M} UTC ({resets_at:%Y-%m-%d}). Nothing was sent to the model."
+    )
+
+
+def rate_limited(seconds: int) -> str:
+    """Denial text for too many requests in a minute."""
+    return f"You're sending requests faster than your limit allows. Try again in about {seconds} s."
+
+
+def task_failed(task_id: str, reason: str) -> str:
+    """What the user sees when a task failed for good."""
+    return f"Sorry, I couldn't finish this: {reason}. Nothing else was done. (task `{task_id}`)"
+
+
+def task_denied(task_id: str, reason: str) -> str:
+    """What the user sees when a task was refused."""
+    return f"{reason} (task `{task_id}`)"
+
+
+def footer(model: str, prompt_tokens: int, completion_tokens: int, cost: float, task_id: str) -> str:
+    """The context footer under every answer: model, tokens, cost, task id."""
+    total = prompt_tokens + completion_tokens
+    return (
+        f"{model} · tokens in {prompt_tokens:,} / out {completion_tokens:,} / total {total:,}"
+        f" · est. ${cost:.4f} · task `{task_id}`"
+    )

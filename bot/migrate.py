@@ -1,0 +1,38 @@
+"""Schema migrations (Alembic), driven from code so ``clawback db upgrade`` needs no alembic.ini."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from bot.db import Database
+
+_SCRIPTS = Path(__file__).with_name("migrations")
+
+
+def _config(db: Database) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_SCRIPTS))
+    cfg.set_main_option("sqlalchemy.url", db.url.replace("%", "%%"))
+    cfg.attributes["engine"] = db.engine
+    return cfg
+
+
+def head_revision() -> str | None:
+    """The newest revision this code ships."""
+    return ScriptDirectory(str(_SCRIPTS)).get_current_head()
+
+
+def current_revision(db: Database) -> str | None:
+    """The revision the database is at (None for an empty database)."""
+    with db.engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(db: Database, revision: str = "head") -> None:
+    """Bring the schema up to ``revision``."""
+    command.upgrade(_config(db), revision)

@@ -1,0 +1,360 @@
+"""Policy: who may do what, where, and how much. Loaded from TOML (``CLAWBACK_POLICY``).
+
+The model never decides any of this: every check here runs in code, at ingress, in the worker and in
+every actuator. With no policy file, ``DEFAULT_POLICY`` applies (answers and own usage; nothing else).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import re
+import threading
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot import messages
+from bot.errors import Denied, PolicyError
+
+SCOPES: dict[str, str] = {
+    "chat.reply": "answer mentions and DMs in Slack (post in the thread or DM where asked)",
+    "chat.read_thread": "read the thread a question was asked in, as context",
+    "chat.read_channel": "read recent channel history as context",
+    "mail.read": "read the owner's mailbox for triage",
+    "mail.categorize": "set Exchange categories on triaged mail",
+    "mail.move": "move triaged mail to configured folders",
+    "mail.draft": "save reply drafts (never sent by the agent)",
+    "mail.send": "send a saved draft when the owner clicks Send in Slack",
+    "deploy.plan": "ask for a risk summary of a change set",
+    "deploy.request": "request a deploy of a planned change",
+    "deploy.approve.<env>": "approve someone else's deploy request to <env>",
+    "usage.self": "see one's own usage and outcomes",
+    "usage.team": "see team aggregates (k-anonymous)",
+    "audit.read": "read the audit log and waste/gaming flags with evidence",
+    "admin": "pause/resume the agent, manage policy",
+}
+_ENV_SCOPE = re.compile(r"deploy\.approve\.[a-z0-9][a-z0-9_-]*")
+
+DEFAULT_POLICY = """
+[defaults]
+roles = ["member"]
+
+[roles.member]
+scopes = ["chat.reply", "chat.read_thread", "usage.self"]
+daily_tokens = 200000
+requests_per_minute = 20
+"""
+
+
+def is_known_scope(scope: str) -> bool:
+    """True for catalog scopes and ``deploy.approve.<env>``."""
+    return scope in SCOPES and scope != "deploy.approve.<env>" or bool(_ENV_SCOPE.fullmatch(scope))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Budget limits for one user (the most generous of their roles)."""
+
+    daily_tokens: int
+    requests_per_minute: int
+
+
+@dataclass(frozen=True)
+class Role:
+    """A named set of scopes with budgets."""
+
+    name: str
+    scopes: frozenset[str]
+    daily_tokens: int = 0
+    requests_per_minute: int = 0
+
+
+@dataclass(frozen=True)
+class ChannelRule:
+    """What the bot may do in one channel: ``allow`` scopes (``*`` = all), or nothing when disabled."""
+
+    allow: frozenset[str]
+
+    def permits(self, scope: str) -> bool:
+        """True if ``scope`` may be used in this channel."""
+        return "*" in self.allow or scope in self.allow
+
+
+@dataclass(frozen=True)
+class RedactionPattern:
+    """A site-specific secret shape from the policy file."""
+
+    name: str
+    regex: str
+
+
+@dataclass
+class Policy:
+    """A parsed, validated policy."""
+
+    roles: dict[str, Role]
+    default_roles: tuple[str, ...]
+    users: dict[str, tuple[str, ...]]
+    groups: dict[str, tuple[tuple[str, ...], frozenset[str]]]  # name -> (roles, members)
+    channels: dict[str, ChannelRule]
+    redaction: tuple[RedactionPattern, ...]
+    raw: dict[str, Any]
+    digest: str
+    source: str = "built-in default"
+    k_anonymity: int = 5
+    _cache: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
+
+    # -- queries -------------------------------------------------------------------------------------
+    def roles_of(self, user: str) -> tuple[str, ...]:
+        """Roles of a Slack user id: listed users replace the defaults; groups add to them."""
+        roles = list(self.users.get(user, self.default_roles))
+        for group_roles, members in self.groups.values():
+            if user in members:
+                roles.extend(r for r in group_roles if r not in roles)
+        return tuple(roles)
+
+    def scopes_for(self, user: str) -> frozenset[str]:
+        """Every scope the user holds."""
+        cached = self._cache.get(user)
+        if cached is None:
+            cached = frozenset().union(*(self.roles[r].scopes for r in self.roles_of(user))) if user else frozenset()
+            self._cache[user] = cached
+        return cached
+
+    def has_scope(self, user: str, scope: str) -> bool:
+        """True if the user holds ``scope``."""
+        return scope in self.scopes_for(user)
+
+    def limits_for(self, user: str) -> Limits:
+        """The most generous budget of the user's roles (0 = none)."""
+        roles = [self.roles[r] for r in self.roles_of(user)]
+        return Limits(
+            daily_tokens=max((r.daily_tokens for r in roles), default=0),
+            requests_per_minute=max((r.requests_per_minute for r in roles), default=0),
+        )
+
+    def channel_permits(self, channel: str | None, scope: str) -> bool:
+        """True if ``scope`` may be used in ``channel`` (DMs and unlisted channels follow ``*``)."""
+        if not channel or not self.channels:
+            return True
+        rule = self.channels.get(channel) or self.channels.get("*")
+        return rule.permits(scope) if rule else True
+
+    def require(self, user: str, scope: str, *, channel: str | None = None) -> None:
+        """Raise Denied unless the user holds ``scope`` and the channel allows it."""
+        if not self.has_scope(user, scope):
+            raise Denied(messages.missing_scope(scope), reason=f"missing scope {scope}", scope=scope)
+        if not self.channel_permits(channel, scope):
+            raise Denied(messages.CHANNEL_NOT_ALLOWED, reason=f"{scope} not allowed in channel {channel}", scope=scope)
+
+    def holders_of(self, scope: str) -> list[str]:
+        """Users explicitly listed (or in groups) that hold ``scope``: for approver lists."""
+        people = set(self.users)
+        for _roles, members in self.groups.values():
+            people |= members
+        return sorted(u for u in people if self.has_scope(u, scope))
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A raw top-level table (mailboxes, services, ...) for the module that owns it to validate."""
+        value = self.raw.get(name, {})
+        return value if isinstance(value, dict) else {}
+
+
+# -- parsing -------------------------------------------------------------------------------------------
+# Sections owned by a surface: its module's validate_section(table) raises PolicyError(reason, path=needle)
+# where ``path`` is a text to search for to find the line (e.g. the mailbox address or key).
+_SECTION_VALIDATORS = {"mailboxes": "bot.mail.config", "services": "bot.deploy.config"}
+_KNOWN_TOP = {"defaults", "roles", "users", "groups", "channels", "redaction", "privacy", "mailboxes", "services"}
+
+
+def _line_of(text: str, *needles: str) -> int | None:
+    """1-based line of the first line containing every needle, searching after the previous needle."""
+    lines = text.splitlines()
+    start = 0
+    for i, needle in enumerate(needles):
+        for n in range(start, len(lines)):
+            if needle in lines[n]:
+                if i == len(needles) - 1:
+                    return n + 1
+                start = n
+                break
+        else:
+            return None
+    return None
+
+
+def parse_policy(text: str, *, source: str = "policy") -> Policy:
+    """Parse and validate policy TOML, raising PolicyError with the line and the reason."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        raise PolicyError(f"not valid TOML: {exc}", path=source, line=int(m.group(1)) if m else None) from None
+
+    def fail(reason: str, *needles: str) -> PolicyError:
+        return PolicyError(reason, path=source, line=_line_of(text, *needles) if needles else None)
+
+    for key in raw:
+        if key not in _KNOWN_TOP:
+            raise fail(f"unknown section [{key}] (known: {', '.join(sorted(_KNOWN_TOP))})", key)
+
+    roles: dict[str, Role] = {}
+    raw_roles = raw.get("roles", {})
+    if not isinstance(raw_roles, dict):
+        raise fail("[roles] must be a table", "roles")
+    for name, spec in raw_roles.items():
+        if not isinstance(spec, dict):
+            raise fail(f"role {name!r} must be a table", f"roles.{name}")
+        unknown_keys = set(spec) - {"scopes", "daily_tokens", "requests_per_minute", "description"}
+        if unknown_keys:
+            key = sorted(unknown_keys)[0]
+            raise fail(f"role {name!r}: unknown key {key!r}", f"[roles.{name}]", key)
+        scopes = spec.get("scopes", [])
+        if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+            raise fail(f"role {name!r}: scopes must be a list of strings", f"[roles.{name}]", "scopes")
+        for s in scopes:
+            if not is_known_scope(s):
+                raise fail(f"role {name!r}: unknown scope {s!r}", f"[roles.{name}]", f'"{s}"')
+        ints = {}
+        for key in ("daily_tokens", "requests_per_minute"):
+            value = spec.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise fail(f"role {name!r}: {key} must be a non-negative integer", f"[roles.{name}]", key)
+            ints[key] = value
+        roles[name] = Role(name, frozenset(scopes), **ints)
+
+    def role_list(value: Any, where: str, *needles: str) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
+            raise fail(f"{where}: roles must be a list of strings", *needles)
+        for r in value:
+            if r not in roles:
+                raise fail(f"{where}: unknown role {r!r}", *needles, f'"{r}"')
+        return tuple(value)
+
+    defaults = raw.get("defaults", {})
+    default_roles = role_list(defaults.get("roles", []), "[defaults]", "[defaults]") if defaults else ()
+
+    users: dict[str, tuple[str, ...]] = {}
+    for uid, spec in raw.get("users", {}).items():
+        if not re.fullmatch(r"[UW][A-Z0-9]{2,}", uid):
+            raise fail(f"users: {uid!r} is not a Slack user id (U… or W…)", uid)
+        if not isinstance(spec, dict):
+            raise fail(f"user {uid!r} must be a table", uid)
+        users[uid] = role_list(spec.get("roles", []), f"user {uid}", uid)
+
+    groups: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {}
+    for gname, spec in raw.get("groups", {}).items():
+        if not isinstance(spec, dict):
+            raise fail(f"group {gname!r} must be a table", gname)
+        members = spec.get("members", [])
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise fail(f"group {gname!r}: members must be a list of Slack user ids", gname, "members")
+        groups[gname] = (role_list(spec.get("roles", []), f"group {gname}", gname), frozenset(members))
+
+    channels: dict[str, ChannelRule] = {}
+    for cid, spec in raw.get("channels", {}).items():
+        if not isinstance(spec, dict):
+            raise fail(f"channel {cid!r} must be a table", cid)
+        allow = spec.get("allow", [])
+        if not isinstance(allow, list) or not all(isinstance(s, str) for s in allow):
+            raise fail(f"channel {cid!r}: allow must be a list of scopes", cid, "allow")
+        for s in allow:
+            if s != "*" and not is_known_scope(s):
+                raise fail(f"channel {cid!r}: unknown scope {s!r}", cid, f'"{s}"')
+        channels[cid] = ChannelRule(frozenset(allow))
+
+    patterns: list[RedactionPattern] = []
+    for item in raw.get("redaction", {}).get("patterns", []):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not isinstance(item.get("regex"), str):
+            raise fail("redaction.patterns entries need a name and a regex", "patterns")
+        try:
+            re.compile(item["regex"])
+        except re.error as exc:
+            raise fail(f"redaction pattern {item['name']!r}: bad regex: {exc}", item["name"]) from None
+        patterns.append(RedactionPattern(item["name"], item["regex"]))
+
+    for section, module in _SECTION_VALIDATORS.items():
+        if section in raw:
+            validate = importlib.import_module(module).validate_section
+            try:
+                validate(raw[section])
+            except PolicyError as exc:
+                needles = [n for n in (section, exc.path) if n]
+                raise fail(f"[{section}] {exc.reason}", *needles) from None
+
+    k = raw.get("privacy", {}).get("k_anonymity", 5)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise fail("privacy.k_anonymity must be an integer >= 2", "k_anonymity")
+
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return Policy(roles, default_roles, users, groups, channels, tuple(patterns), raw, digest, source, k)
+
+
+def load_policy(path: Path | None) -> Policy:
+    """Load the policy at ``path``, or the built-in default when ``path`` is None."""
+    if path is None:
+        return parse_policy(DEFAULT_POLICY, source="built-in default")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy file: {exc.strerror}", path=str(path)) from None
+    return parse_policy(text, source=str(path))
+
+
+class PolicyStore:
+    """Holds the current policy and reloads it when the file changes (checked at most every ``interval``)."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        interval: float = 2.0,
+        on_change: Callable[[Policy, Policy], None] | None = None,
+    ) -> None:
+        self.path = Path(path) if path else None
+        self.interval = interval
+        self.on_change = on_change
+        self._lock = threading.Lock()
+        self._policy = load_policy(self.path)
+        self._stamp = self._file_stamp()
+        self._checked = time.monotonic()
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def reload(self) -> Policy:
+        """Re-read the file now; a bad file keeps the old policy and raises PolicyError."""
+        with self._lock:
+            new = load_policy(self.path)
+            old, self._policy = self._policy, new
+            self._stamp = self._file_stamp()
+        if self.on_change is not None and new.digest != old.digest:
+            self.on_change(old, new)
+        return new
+
+    @property
+    def current(self) -> Policy:
+        """The policy in force, reloading first if the file changed."""
+        now = time.monotonic()
+        if self.path is not None and now - self._checked >= self.interval:
+            self._checked = now
+            if self._file_stamp() != self._stamp:
+                try:
+                    self.reload()
+                except PolicyError:
+                    # Keep enforcing the last good policy; the bad file is reported by reload callers/logs.
+                    import logging
+
+                    logging.getLogger(__name__).exception("policy file changed but is invalid; keeping the old one")
+                    self._stamp = self._file_stamp()
+        return self._policy

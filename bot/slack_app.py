@@ -1,0 +1,188 @@
+"""The Bolt app factory and the WSGI application serving it (``POST /slack/events``, health, metrics)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qs
+
+import redis
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from slack_bolt import App, BoltResponse
+from slack_bolt.request import BoltRequest
+from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
+
+from bot.db import Database
+from bot.errors import ServiceUnavailable
+from bot.metrics import IngressMetrics, LedgerCollector
+from bot.settings import Settings
+from handlers import register_handlers
+from handlers.context import HandlerContext
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 512 * 1024  # Slack payloads are far smaller; anything bigger is refused before parsing
+
+
+def make_slack_client(settings: Settings) -> WebClient:
+    """A Web API client for ``SLACK_API_URL`` that honours Retry-After and retries connection errors."""
+    client = WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=15)
+    client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=3))
+    client.retry_handlers.append(ConnectionErrorRetryHandler(max_retry_count=2))
+    return client
+
+
+def create_bolt_app(settings: Settings, ctx: HandlerContext, client: WebClient) -> App:
+    """The Bolt app with every listener; the listener finishes before the HTTP response (no lost work)."""
+    settings.require("slack_bot_token", "slack_signing_secret")
+    app = App(
+        client=client,
+        signing_secret=settings.slack_signing_secret,
+        process_before_response=True,
+        ignoring_self_events_enabled=False,  # we record bot messages ourselves (no loops, but visible)
+        token_verification_enabled=False,
+        raise_error_for_unhandled_request=False,
+    )
+
+    @app.error
+    def on_error(error: Exception, response: BoltResponse) -> BoltResponse | None:
+        if isinstance(error, ServiceUnavailable):
+            log.error("ingress unavailable: %s", error)
+            response.status = 503
+            response.body = json.dumps({"error": "temporarily unavailable, retry later"})
+            return response
+        log.exception("listener failed", exc_info=error)
+        return None
+
+    register_handlers(app, ctx)
+    return app
+
+
+def is_valid_signature(secret: str, body: bytes, timestamp: str, signature: str, *, now: float | None = None,
+                       tolerance: int = 300) -> bool:
+    """Slack's v0 signature over the raw bytes, with a 5-minute replay window (constant-time compare)."""
+    if not timestamp.isdigit() or not signature.startswith("v0="):
+        return False
+    if abs((time.time() if now is None else now) - int(timestamp)) > tolerance:
+        return False
+    base = b"v0:" + timestamp.encode() + b":" + body
+    expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature)
+
+
+def _kind(body: bytes, content_type: str) -> str | None:
+    """Classify a Slack request body, or None if it is malformed."""
+    try:
+        if "json" in content_type:
+            data = json.loads(body)
+            if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+                return None
+            return "event" if data["type"] == "event_callback" else data["type"]
+        form = parse_qs(body.decode("utf-8"), strict_parsing=True)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if "payload" in form:
+        try:
+            payload = json.loads(form["payload"][0])
+        except ValueError:
+            return None
+        return "interactive" if isinstance(payload, dict) and isinstance(payload.get("type"), str) else None
+    if "command" in form and "user_id" in form:
+        return "command"
+    if "ssl_check" in form:
+        return "ssl_check"
+    return None
+
+
+class WebApp:
+    """WSGI entry: signature check and body validation first, then Bolt."""
+
+    def __init__(self, bolt: App, *, signing_secret: str, db: Database, redis_conn: redis.Redis | None,
+                 registry: CollectorRegistry | None = None, metrics: IngressMetrics | None = None) -> None:
+        self.bolt = bolt
+        self.signing_secret = signing_secret
+        self.db = db
+        self.redis = redis_conn
+        self.registry = registry or CollectorRegistry()
+        self.metrics = metrics
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")
+        if path == "/slack/events" and method == "POST":
+            status, headers, body = self._slack(environ)
+        elif path == "/healthz" and method == "GET":
+            status, headers, body = self._health()
+        elif path == "/metrics" and method == "GET":
+            status, headers, body = 200, [("Content-Type", CONTENT_TYPE_LATEST)], generate_latest(self.registry)
+        else:
+            status, headers, body = 404, [("Content-Type", "text/plain")], b"not found"
+        start_response(f"{status} {_REASONS.get(status, 'OK')}", [*headers, ("Content-Length", str(len(body)))])
+        return [body]
+
+    def _slack(self, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+        started = time.perf_counter()
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return self._done("bad", started, 400, b"bad content-length")
+        if length > MAX_BODY:
+            return self._done("too_large", started, 413, b"request body too large")
+        body = environ["wsgi.input"].read(length) if length else b""
+        headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
+        headers["content-type"] = environ.get("CONTENT_TYPE", "")
+        ts, sig = headers.get("x-slack-request-timestamp", ""), headers.get("x-slack-signature", "")
+        if not is_valid_signature(self.signing_secret, body, ts, sig):
+            return self._done("unauthorized", started, 401, b"invalid signature")
+        kind = _kind(body, headers["content-type"])
+        if kind is None:
+            return self._done("malformed", started, 400, b"malformed request body")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._done("malformed", started, 400, b"malformed request body")
+        req = BoltRequest(body=text, query=environ.get("QUERY_STRING", ""), headers={k: [v] for k, v in headers.items()})
+        resp = self.bolt.dispatch(req)
+        out_headers = [(k, v) for k, values in resp.headers.items() for v in values if k.lower() != "content-length"]
+        payload = resp.body.encode() if isinstance(resp.body, str) else (resp.body or b"")
+        return self._done(kind, started, resp.status, payload, out_headers)
+
+    def _done(self, kind: str, started: float, status: int, body: bytes,
+              headers: list[tuple[str, str]] | None = None) -> tuple[int, list[tuple[str, str]], bytes]:
+        if self.metrics is not None:
+            self.metrics.requests.labels(kind, str(status)).inc()
+            self.metrics.ack_seconds.labels(kind).observe(time.perf_counter() - started)
+        return status, headers or [("Content-Type", "text/plain")], body
+
+    def _health(self) -> tuple[int, list[tuple[str, str]], bytes]:
+        db_ok = self.db.ping()
+        try:
+            redis_ok = bool(self.redis.ping()) if self.redis is not None else False
+        except redis.RedisError:
+            redis_ok = False
+        ok = db_ok and redis_ok
+        body = json.dumps({"ok": ok, "database": db_ok, "redis": redis_ok}).encode()
+        return (200 if ok else 503), [("Content-Type", "application/json")], body
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 413: "Payload Too Large",
+            500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+def build_web(settings: Settings, *, db: Database, queue_conn: redis.Redis, ctx: HandlerContext,
+              client: WebClient | None = None) -> WebApp:
+    """Wire the whole web process: Bolt app, metrics registry (ingress + ledger), WSGI app."""
+    registry = CollectorRegistry()
+    metrics = IngressMetrics(registry)
+    registry.register(LedgerCollector(db))
+    ctx.metrics = metrics
+    bolt = create_bolt_app(settings, ctx, client or make_slack_client(settings))
+    assert settings.slack_signing_secret
+    return WebApp(bolt, signing_secret=settings.slack_signing_secret, db=db, redis_conn=queue_conn,
+                  registry=registry, metrics=metrics)

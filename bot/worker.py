@@ -1,0 +1,62 @@
+"""Running RQ workers for Clawback's queues, including a burst mode that waits for scheduled retries."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from rq import SimpleWorker, Worker
+
+from workers import runtime
+from workers.runtime import WorkerDeps
+
+log = logging.getLogger(__name__)
+
+RECONCILE_LOCK = "clawback:reconciler"
+
+
+def reconcile_once(deps: WorkerDeps) -> list[str]:
+    """One reconciler pass, under a Redis lock so several workers do not race each other."""
+    lock_key = f"{deps.settings.clawback_queue_prefix}:reconciler"
+    if not deps.redis.set(lock_key, "1", nx=True, ex=55):
+        return []
+    try:
+        return deps.queue.reconcile(deps.db)
+    finally:
+        deps.redis.delete(lock_key)
+
+
+def _reconciler_loop(deps: WorkerDeps, stop: threading.Event, interval: float) -> None:
+    while not stop.wait(interval):
+        try:
+            reconcile_once(deps)
+        except Exception:
+            log.exception("reconciler pass failed")
+
+
+def run_worker(deps: WorkerDeps, *, burst: bool = False, fork: bool = True, max_wait: float = 300.0,
+               reconcile_interval: float = 60.0, name: str | None = None) -> int:
+    """Work the queues (interactive first). In burst mode, drain them — scheduled retries included — and return."""
+    runtime.install(deps)
+    worker_class = Worker if fork else SimpleWorker
+    worker = worker_class(deps.queue.ordered, connection=deps.redis, name=name)
+    if not burst:
+        stop = threading.Event()
+        thread = threading.Thread(target=_reconciler_loop, args=(deps, stop, reconcile_interval), daemon=True)
+        thread.start()
+        try:
+            worker.work(with_scheduler=True, logging_level="INFO")
+        finally:
+            stop.set()
+        return 0
+    deadline = time.monotonic() + max_wait
+    while True:
+        worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
+        wait = deps.queue.pending_scheduled()
+        if wait is None:
+            return 0
+        if time.monotonic() + wait > deadline:
+            log.warning("burst: retries still scheduled after %.0f s; leaving them for a long-running worker", max_wait)
+            return 0
+        time.sleep(min(max(wait, 0.05), 1.0))

@@ -1,0 +1,16 @@
+"""What every listener module receives from the app factory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.ingress import IngressDeps
+from bot.metrics import IngressMetrics
+
+
+@dataclass
+class HandlerContext:
+    """Dependencies of the Slack listeners: ingress services and metrics."""
+
+    ingress: IngressDeps
+    metrics: IngressMetrics | None = None

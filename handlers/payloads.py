@@ -1,0 +1,49 @@
+"""Pure checks and extractors over Slack payloads (no I/O; unit-tested without servers)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_LEADING_MENTION = re.compile(r"^\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>[\s,:]*")
+MAX_QUESTION_CHARS = 8000
+
+
+def is_bot_message(event: dict[str, Any], bot_user_id: str | None = None) -> bool:
+    """True for messages written by any bot (ours included): they are never answered."""
+    return bool(event.get("bot_id") or event.get("subtype") == "bot_message" or event.get("bot_profile")
+                or (bot_user_id and event.get("user") == bot_user_id))
+
+
+def is_own_message(event: dict[str, Any], bot_user_id: str | None, bot_id: str | None = None) -> bool:
+    """True when the message is the bot's own."""
+    return bool((bot_user_id and event.get("user") == bot_user_id) or (bot_id and event.get("bot_id") == bot_id))
+
+
+def thread_of(event: dict[str, Any]) -> str | None:
+    """The thread a reply belongs in: the event's thread, or the message itself starts one."""
+    return event.get("thread_ts") or event.get("ts")
+
+
+def question_text(event: dict[str, Any]) -> str:
+    """The question without the leading bot mention, whitespace-trimmed and bounded."""
+    text = event.get("text") or ""
+    return _LEADING_MENTION.sub("", text, count=1).strip()[:MAX_QUESTION_CHARS]
+
+
+def is_user_dm(event: dict[str, Any]) -> bool:
+    """True for a plain user message in a DM (not edits, joins or other subtypes)."""
+    return event.get("channel_type") == "im" and event.get("subtype") in (None, "file_share", "thread_broadcast")
+
+
+def event_id(body: dict[str, Any]) -> str | None:
+    """The Events API delivery id (stable across Slack's retries)."""
+    value = body.get("event_id")
+    return value if isinstance(value, str) and value else None
+
+
+def is_well_formed_event(event: Any) -> bool:
+    """True if an event has the fields every handler relies on, with the right types."""
+    return (isinstance(event, dict) and isinstance(event.get("channel"), str) and isinstance(event.get("ts"), str)
+            and isinstance(event.get("text", ""), str)
+            and (isinstance(event.get("user"), str) or isinstance(event.get("bot_id"), str)))

@@ -1,0 +1,41 @@
+"""Shared ingress for questions asked by mention or DM: record, check, enqueue — then ack."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bot.ingress import IngressDeps, record_ignored, redactor_for, submit
+from bot.ledger import NewTask
+from bot.metrics import IngressMetrics
+from handlers import payloads
+
+log = logging.getLogger(__name__)
+
+
+def ingest_question(deps: IngressDeps, metrics: IngressMetrics | None, body: dict[str, Any], event: dict[str, Any],
+                    *, surface: str, bot_user_id: str | None, bot_id: str | None = None) -> str:
+    """Handle one question event; returns what happened (for logs and metrics)."""
+    eid = payloads.event_id(body)
+    if not eid or not payloads.is_well_formed_event(event):
+        return "malformed"
+    if payloads.is_own_message(event, bot_user_id, bot_id):
+        if metrics:
+            metrics.ignored.labels("self").inc()
+        return "own message"
+    channel = event["channel"]
+    base = dict(idempotency_key=f"slack:{eid}", surface=surface, intent="answer", team_id=body.get("team_id"),
+                channel_id=channel, thread_ts=payloads.thread_of(event), message_ts=event["ts"])
+    if payloads.is_bot_message(event, bot_user_id):
+        if metrics:
+            metrics.ignored.labels("bot").inc()
+        requester = event.get("user") or event.get("bot_id") or "unknown-bot"
+        record_ignored(deps, NewTask(requester=requester, **base), "message from another bot")
+        return "bot message"
+    text, counts = redactor_for(deps.policy).redact(payloads.question_text(event))
+    new = NewTask(requester=event["user"], payload={"text": text, "redacted": dict(counts)},
+                  redactions=sum(counts.values()), **base)
+    result = submit(deps, new, scope="chat.reply", channel=channel if surface != "dm" else None)
+    if not result.created:
+        return "duplicate"
+    return "denied" if result.denied else "queued"

@@ -1,0 +1,142 @@
+"""Actuators: the only code that causes side effects. Each re-checks scope and pause, is idempotent,
+and writes its audit entry *before* acting (if the audit write fails, nothing happens: fail closed).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot import audit, controls, ledger, messages
+from bot.db import Database, Task
+from bot.errors import Denied, TransientError, UserFacingError
+from bot.policy import PolicyStore
+
+log = logging.getLogger(__name__)
+
+METADATA_EVENT = "clawback_reply"
+
+
+class SlackActuator:
+    """Posts to Slack on a task's behalf, exactly once per idempotency key."""
+
+    def __init__(self, client: WebClient, db: Database, policy: PolicyStore) -> None:
+        self.client = client
+        self.db = db
+        self.policy = policy
+
+    def guard(self, task: Task, scope: str, *, channel: str | None) -> None:
+        """Defense in depth: scope, channel rule and kill switch, checked right before acting."""
+        policy = self.policy.current
+        policy.require(task.requester, scope, channel=channel if task.surface != "dm" else None)
+        if controls.active_pause(self.db, user=task.requester, intent=task.intent):
+            raise Denied(messages.PAUSED, reason="paused by an administrator")
+
+    def post_reply(self, task: Task, *, text: str, blocks_pages: list[list[dict[str, Any]]],
+                   scope: str = "chat.reply", key: str = "reply") -> list[str]:
+        """Post the answer in the task's thread (one message per page); returns the message timestamps."""
+        assert task.channel_id
+        channel = task.channel_id
+        self.guard(task, scope, channel=channel)
+        timestamps = []
+        for n, blocks in enumerate(blocks_pages):
+            idem = f"{task.id}:slack.post:{key}:{n}"
+            action, created = ledger.begin_action(self.db, task_id=task.id, key=idem, kind="slack.post", scope=scope,
+                                                  target=channel, detail={"thread_ts": task.thread_ts, "page": n})
+            if not created and action.status == "done":
+                timestamps.append(action.result["ts"])
+                continue
+            if not created:
+                found = self._find_posted(channel, task.thread_ts, idem)
+                if found:
+                    ledger.complete_action(self.db, idem, "done", {"ts": found, "recovered": True})
+                    timestamps.append(found)
+                    continue
+            audit.record(self.db, actor="clawback", on_behalf_of=task.requester, action="slack.post", scope=scope,
+                         target=channel, task_id=task.id, details={"key": idem, "chars": len(text)})
+            ts = self._post(channel, task.thread_ts, text if n == len(blocks_pages) - 1 else text[:200],
+                            blocks, idem, task)
+            ledger.complete_action(self.db, idem, "done", {"ts": ts})
+            timestamps.append(ts)
+        return timestamps
+
+    def _post(self, channel: str, thread_ts: str | None, text: str, blocks: list[dict[str, Any]], idem: str,
+              task: Task) -> str:
+        try:
+            resp = self.client.chat_postMessage(
+                channel=channel, thread_ts=thread_ts, text=text[:3000] or " ", blocks=blocks,
+                unfurl_links=False, unfurl_media=False,
+                metadata={"event_type": METADATA_EVENT, "event_payload": {"task_id": task.id, "key": idem}},
+            )
+        except SlackApiError as exc:
+            raise _classify(exc) from exc
+        return str(resp["ts"])
+
+    def _find_posted(self, channel: str, thread_ts: str | None, idem: str) -> str | None:
+        """Look in the thread for a message we posted under ``idem`` (a crash after posting, before recording)."""
+        if not thread_ts:
+            return None
+        try:
+            resp = self.client.conversations_replies(channel=channel, ts=thread_ts, include_all_metadata=True,
+                                                     limit=200)
+        except SlackApiError as exc:
+            raise _classify(exc) from exc
+        for m in resp.get("messages", []):
+            payload = (m.get("metadata") or {}).get("event_payload") or {}
+            if payload.get("key") == idem:
+                return str(m["ts"])
+        return None
+
+    def notify(self, task: Task, text: str) -> None:
+        """Tell the requester something privately (ephemeral in a channel, a DM message in DMs).
+
+        Notices are not actions on anyone's behalf, so they go out even while paused.
+        """
+        channel = task.channel_id
+        try:
+            if channel and task.surface == "dm":
+                self.client.chat_postMessage(channel=channel, text=text, thread_ts=None, unfurl_links=False,
+                                             unfurl_media=False)
+            elif channel:
+                self.client.chat_postEphemeral(channel=channel, user=task.requester, text=text,
+                                               thread_ts=task.thread_ts)
+            else:
+                dm = self.client.conversations_open(users=task.requester)["channel"]["id"]
+                self.client.chat_postMessage(channel=dm, text=text, unfurl_links=False, unfurl_media=False)
+        except SlackApiError as exc:
+            if exc.response.get("error") in ("channel_not_found", "not_in_channel", "user_not_in_channel"):
+                dm = self.client.conversations_open(users=task.requester)["channel"]["id"]
+                self.client.chat_postMessage(channel=dm, text=text, unfurl_links=False, unfurl_media=False)
+            else:
+                raise _classify(exc) from exc
+
+    def update_message(self, task: Task, *, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
+        """Edit a message we posted (feedback acknowledgement)."""
+        assert task.channel_id
+        try:
+            self.client.chat_update(channel=task.channel_id, ts=ts, text=text, blocks=blocks)
+        except SlackApiError as exc:
+            raise _classify(exc) from exc
+
+
+def _classify(exc: SlackApiError) -> Exception:
+    """Map Slack errors: rate limits and server trouble retry; the rest fail with a clear reason."""
+    error = exc.response.get("error") if exc.response is not None else None
+    if error in ("ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"):
+        retry_after = None
+        if exc.response is not None and exc.response.headers:
+            try:
+                retry_after = float(exc.response.headers.get("Retry-After", ""))
+            except ValueError:
+                retry_after = None
+        return TransientError(f"Slack said {error}", retry_after=retry_after)
+    reasons = {
+        "channel_not_found": "I can't find that channel",
+        "not_in_channel": "I'm not a member of that channel (invite me with /invite)",
+        "is_archived": "the channel is archived",
+        "msg_too_long": "the answer was too long for Slack",
+    }
+    return UserFacingError(reasons.get(error or "", f"Slack refused the message ({error})"), reason=f"slack:{error}")
