@@ -22,7 +22,18 @@ from sqlalchemy.orm import Session
 from bot.db import AuditCheckpoint, AuditEntry, AuditHead, Database, utcnow
 
 GENESIS = "0" * 64
-_FIELDS = ("seq", "ts", "actor", "on_behalf_of", "action", "target", "scope", "decision", "task_id", "details")
+_FIELDS = (
+    "seq",
+    "ts",
+    "actor",
+    "on_behalf_of",
+    "action",
+    "target",
+    "scope",
+    "decision",
+    "task_id",
+    "details",
+)
 
 
 def canonical(obj: Any) -> str:
@@ -102,7 +113,10 @@ def checkpoint(db: Database, key: str) -> AuditCheckpoint | None:
             return None
         signed_at = utcnow().isoformat(timespec="seconds")
         cp = AuditCheckpoint(
-            seq=head.seq, hash=head.hash, signed_at=signed_at, key_id=key_id(key),
+            seq=head.seq,
+            hash=head.hash,
+            signed_at=signed_at,
+            key_id=key_id(key),
             signature=_sign(key, head.seq, head.hash, signed_at),
         )
         s.add(cp)
@@ -125,7 +139,9 @@ def _iter_entries(db: Database, batch: int = 5000) -> Iterator[AuditEntry]:
     last = 0
     while True:
         with db.session() as s:
-            rows = s.execute(select(AuditEntry).where(AuditEntry.seq > last).order_by(AuditEntry.seq).limit(batch))
+            rows = s.execute(
+                select(AuditEntry).where(AuditEntry.seq > last).order_by(AuditEntry.seq).limit(batch)
+            )
             chunk = list(rows.scalars())
         if not chunk:
             return
@@ -154,16 +170,26 @@ def verify(db: Database, key: str | None = None) -> VerifyResult:
         prev, expected_seq, count = e.hash, expected_seq + 1, count + 1
     last_seq = expected_seq - 1
     for cp in cps:
-        if key is not None and not hmac.compare_digest(cp.signature, _sign(key, cp.seq, cp.hash, cp.signed_at)):
+        if key is not None and not hmac.compare_digest(
+            cp.signature, _sign(key, cp.seq, cp.hash, cp.signed_at)
+        ):
             return VerifyResult(False, count, len(cps), cp.seq, f"checkpoint at {cp.seq} has a bad signature")
         if cp.seq > last_seq:
             return VerifyResult(
-                False, count, len(cps), last_seq + 1, f"log truncated: checkpoint vouches for {cp.seq} entries"
+                False,
+                count,
+                len(cps),
+                last_seq + 1,
+                f"log truncated: checkpoint vouches for {cp.seq} entries",
             )
         if hashes.get(cp.seq) != cp.hash:
-            return VerifyResult(False, count, len(cps), cp.seq, f"entry {cp.seq} differs from its signed checkpoint")
+            return VerifyResult(
+                False, count, len(cps), cp.seq, f"entry {cp.seq} differs from its signed checkpoint"
+            )
     if head is not None and (head.seq != last_seq or (last_seq and head.hash != prev)):
-        return VerifyResult(False, count, len(cps), min(head.seq, last_seq) + 1, "log tail does not match the head")
+        return VerifyResult(
+            False, count, len(cps), min(head.seq, last_seq) + 1, "log tail does not match the head"
+        )
     return VerifyResult(True, count, len(cps))
 
 
@@ -174,9 +200,18 @@ def export(db: Database, since: datetime | None = None) -> Iterator[dict[str, An
         if cutoff and e.ts < cutoff:
             continue
         yield {
-            "seq": e.seq, "ts": e.ts, "actor": e.actor, "on_behalf_of": e.on_behalf_of, "action": e.action,
-            "target": e.target, "scope": e.scope, "decision": e.decision, "task_id": e.task_id,
-            "details": json.loads(e.details), "prev_hash": e.prev_hash, "hash": e.hash,
+            "seq": e.seq,
+            "ts": e.ts,
+            "actor": e.actor,
+            "on_behalf_of": e.on_behalf_of,
+            "action": e.action,
+            "target": e.target,
+            "scope": e.scope,
+            "decision": e.decision,
+            "task_id": e.task_id,
+            "details": json.loads(e.details),
+            "prev_hash": e.prev_hash,
+            "hash": e.hash,
         }
 
 

@@ -29,10 +29,19 @@ def build_answer_blocks(answer: str, footer: str, task_id: str) -> list[dict[str
             "type": "actions",
             "block_id": f"feedback:{task_id}",
             "elements": [
-                {"type": "button", "action_id": FEEDBACK_RESOLVED, "value": task_id, "style": "primary",
-                 "text": {"type": "plain_text", "text": "Resolved"}},
-                {"type": "button", "action_id": FEEDBACK_NOT_HELPFUL, "value": task_id,
-                 "text": {"type": "plain_text", "text": "Not helpful"}},
+                {
+                    "type": "button",
+                    "action_id": FEEDBACK_RESOLVED,
+                    "value": task_id,
+                    "style": "primary",
+                    "text": {"type": "plain_text", "text": "Resolved"},
+                },
+                {
+                    "type": "button",
+                    "action_id": FEEDBACK_NOT_HELPFUL,
+                    "value": task_id,
+                    "text": {"type": "plain_text", "text": "Not helpful"},
+                },
             ],
         },
     ]
@@ -42,7 +51,7 @@ def split_answer_messages(answer: str, footer: str, task_id: str) -> list[list[d
     """Answer blocks split across messages so none exceeds Slack's 50-block limit; buttons on the last."""
     sections = [_section(chunk) for chunk in split_text(answer or "_(empty answer)_")]
     per = MAX_BLOCKS - 2
-    pages = [sections[i:i + per] for i in range(0, len(sections), per)] or [[]]
+    pages = [sections[i : i + per] for i in range(0, len(sections), per)] or [[]]
     tail = build_answer_blocks("x", footer, task_id)[-2:]
     return [*pages[:-1], pages[-1] + tail]
 

@@ -123,7 +123,9 @@ class Budget:
         if status == -2:
             raise BudgetExceeded(messages.rate_limited(60 - int(now.timestamp()) % 60), reason="rate limited")
         if status == -1:
-            raise BudgetExceeded(messages.over_budget(_next_midnight(now)), reason="daily token budget used up")
+            raise BudgetExceeded(
+                messages.over_budget(_next_midnight(now)), reason="daily token budget used up"
+            )
         return Reservation(user, day, rid, amount)
 
     def settle(self, reservation: Reservation, actual_tokens: int) -> int:
@@ -136,5 +138,3 @@ class Budget:
         day_key, _ = self._keys(user, self.clock().strftime("%Y%m%d"))
         used, reserved = self.r.hmget(day_key, "used", "reserved")
         return int(used or 0), int(reserved or 0)
-
-

@@ -16,8 +16,11 @@ from rich.table import Table
 
 from bot.errors import ClawbackError
 
-app = typer.Typer(help="Clawback: a Slack-and-email agent with least privilege and honest token accounting.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Clawback: a Slack-and-email agent with least privilege and honest token accounting.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 audit_app = typer.Typer(help="Verify and export the tamper-evident audit log.", no_args_is_help=True)
 policy_app = typer.Typer(help="Check policy files.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -67,9 +70,11 @@ def parse_since(value: str | None) -> datetime | None:
 
 
 @app.command()
-def web(host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
-        port: Annotated[int, typer.Option(help="Port to listen on")] = 3000,
-        threads: Annotated[int, typer.Option(help="Request threads")] = 16) -> None:
+def web(
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 3000,
+    threads: Annotated[int, typer.Option(help="Request threads")] = 16,
+) -> None:
     """Serve the Slack app over HTTP: POST /slack/events, GET /healthz, GET /metrics."""
     import waitress
 
@@ -84,13 +89,24 @@ def web(host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.
     settings.require("slack_bot_token", "slack_signing_secret")
     db = _db(settings)
     conn = connect_redis(settings)
-    queue = TaskQueue(conn, prefix=settings.clawback_queue_prefix, retries=settings.clawback_job_retries,
-                      retry_intervals=settings.retry_intervals)
+    queue = TaskQueue(
+        conn,
+        prefix=settings.clawback_queue_prefix,
+        retries=settings.clawback_job_retries,
+        retry_intervals=settings.retry_intervals,
+    )
     ctx = HandlerContext(IngressDeps(db=db, queue=queue, policy=policy_store(settings, db)))
     wsgi = build_web(settings, db=db, queue_conn=conn, ctx=ctx)
     console.print(f"clawback web listening on http://{host}:{port}/slack/events")
-    waitress.serve(wsgi, host=host, port=port, threads=threads, ident="clawback", connection_limit=1000,
-                   channel_timeout=30)
+    waitress.serve(
+        wsgi,
+        host=host,
+        port=port,
+        threads=threads,
+        ident="clawback",
+        connection_limit=1000,
+        channel_timeout=30,
+    )
 
 
 @app.command()
@@ -109,17 +125,23 @@ def socket() -> None:
     settings.require("slack_bot_token", "slack_signing_secret", "slack_app_token")
     db = _db(settings)
     conn = connect_redis(settings)
-    queue = TaskQueue(conn, prefix=settings.clawback_queue_prefix, retries=settings.clawback_job_retries,
-                      retry_intervals=settings.retry_intervals)
+    queue = TaskQueue(
+        conn,
+        prefix=settings.clawback_queue_prefix,
+        retries=settings.clawback_job_retries,
+        retry_intervals=settings.retry_intervals,
+    )
     ctx = HandlerContext(IngressDeps(db=db, queue=queue, policy=policy_store(settings, db)))
     bolt = create_bolt_app(settings, ctx, make_slack_client(settings))
     SocketModeHandler(bolt, settings.slack_app_token).start()
 
 
 @app.command()
-def worker(burst: Annotated[bool, typer.Option(help="Drain the queues (and due retries), then exit")] = False,
-           fork: Annotated[bool, typer.Option(help="Run each job in a forked work horse")] = True,
-           name: Annotated[str | None, typer.Option(help="Worker name")] = None) -> None:
+def worker(
+    burst: Annotated[bool, typer.Option(help="Drain the queues (and due retries), then exit")] = False,
+    fork: Annotated[bool, typer.Option(help="Run each job in a forked work horse")] = True,
+    name: Annotated[str | None, typer.Option(help="Worker name")] = None,
+) -> None:
     """Run an RQ worker on Clawback's queues (interactive first, then bulk). Stops cleanly on SIGTERM."""
     from bot.worker import run_worker
     from workers.runtime import build_deps
@@ -175,10 +197,20 @@ def report(
 
 def print_report_tables(doc: dict) -> None:
     """Render a report document as Rich tables."""
-    cols = ["tasks", "prompt_tokens", "completion_tokens", "total_tokens", "cost", "accepted_outcomes",
-            "cost_per_accepted_outcome"]
-    for title, key, rows in (("Totals", None, [doc["totals"]]), ("By surface", "surface", doc["by_surface"]),
-                             ("By intent", "intent", doc["by_intent"])):
+    cols = [
+        "tasks",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "cost",
+        "accepted_outcomes",
+        "cost_per_accepted_outcome",
+    ]
+    for title, key, rows in (
+        ("Totals", None, [doc["totals"]]),
+        ("By surface", "surface", doc["by_surface"]),
+        ("By intent", "intent", doc["by_intent"]),
+    ):
         table = Table(title=title)
         if key:
             table.add_column(key)
@@ -194,10 +226,12 @@ def print_report_tables(doc: dict) -> None:
 
 
 @app.command()
-def pause(user: Annotated[str | None, typer.Option(help="Only this Slack user id")] = None,
-          intent: Annotated[str | None, typer.Option(help="Only this intent")] = None,
-          reason: Annotated[str | None, typer.Option(help="Why (shown in the audit log)")] = None,
-          by: Annotated[str, typer.Option(help="Who is pausing (recorded)")] = "cli") -> None:
+def pause(
+    user: Annotated[str | None, typer.Option(help="Only this Slack user id")] = None,
+    intent: Annotated[str | None, typer.Option(help="Only this intent")] = None,
+    reason: Annotated[str | None, typer.Option(help="Why (shown in the audit log)")] = None,
+    by: Annotated[str, typer.Option(help="Who is pausing (recorded)")] = "cli",
+) -> None:
     """Kill switch: stop side effects now, including for jobs already queued."""
     from bot import controls
 
@@ -206,9 +240,11 @@ def pause(user: Annotated[str | None, typer.Option(help="Only this Slack user id
 
 
 @app.command()
-def resume(user: Annotated[str | None, typer.Option(help="Only pauses for this user")] = None,
-           intent: Annotated[str | None, typer.Option(help="Only pauses for this intent")] = None,
-           by: Annotated[str, typer.Option(help="Who is resuming (recorded)")] = "cli") -> None:
+def resume(
+    user: Annotated[str | None, typer.Option(help="Only pauses for this user")] = None,
+    intent: Annotated[str | None, typer.Option(help="Only pauses for this intent")] = None,
+    by: Annotated[str, typer.Option(help="Who is resuming (recorded)")] = "cli",
+) -> None:
     """End pauses."""
     from bot import controls
 
@@ -231,8 +267,10 @@ def audit_verify() -> None:
 
 
 @audit_app.command("export")
-def audit_export(since: Annotated[str | None, typer.Option(help="e.g. 7d or an ISO date")] = None,
-                 fmt: Annotated[str, typer.Option("--format", help="jsonl")] = "jsonl") -> None:
+def audit_export(
+    since: Annotated[str | None, typer.Option(help="e.g. 7d or an ISO date")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl")] = "jsonl",
+) -> None:
     """Print entries as JSON lines."""
     from bot import audit
 
@@ -243,7 +281,9 @@ def audit_export(since: Annotated[str | None, typer.Option(help="e.g. 7d or an I
 
 
 @audit_app.command("checkpoint")
-def audit_checkpoint(every: Annotated[float, typer.Option(help="Repeat every N seconds (0 = once)")] = 0) -> None:
+def audit_checkpoint(
+    every: Annotated[float, typer.Option(help="Repeat every N seconds (0 = once)")] = 0,
+) -> None:
     """Sign the current head with CLAWBACK_AUDIT_KEY (run by an auditor process, not the workers)."""
     import time
 
@@ -270,7 +310,9 @@ def policy_check(path: Annotated[Path, typer.Argument(help="Policy TOML file")])
     except ClawbackError as exc:
         err.print(f"policy error: {exc}")
         raise typer.Exit(1) from None
-    console.print(f"policy OK: {len(policy.roles)} role(s), {len(policy.users)} user(s), sha256 {policy.digest[:12]}")
+    console.print(
+        f"policy OK: {len(policy.roles)} role(s), {len(policy.users)} user(s), sha256 {policy.digest[:12]}"
+    )
 
 
 @db_app.command("upgrade")

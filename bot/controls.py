@@ -20,14 +20,21 @@ def active_pause(db: Database, *, user: str | None, intent: str | None) -> Pause
         ).scalar_one_or_none()
 
 
-def pause(db: Database, *, by: str, user: str | None = None, intent: str | None = None,
-          reason: str | None = None) -> Pause:
+def pause(
+    db: Database, *, by: str, user: str | None = None, intent: str | None = None, reason: str | None = None
+) -> Pause:
     """Start a pause (audited)."""
     with db.session() as s:
         row = Pause(user=user, intent=intent, reason=reason, created_by=by)
         s.add(row)
-        audit.append(s, actor=by, action="control.pause", target=f"user={user or '*'} intent={intent or '*'}",
-                     scope="admin", details={"reason": reason})
+        audit.append(
+            s,
+            actor=by,
+            action="control.pause",
+            target=f"user={user or '*'} intent={intent or '*'}",
+            scope="admin",
+            details={"reason": reason},
+        )
     return row
 
 
@@ -40,6 +47,12 @@ def resume(db: Database, *, by: str, user: str | None = None, intent: str | None
         if intent is not None:
             stmt = stmt.where(Pause.intent == intent)
         n = s.execute(stmt.values(active=False)).rowcount
-        audit.append(s, actor=by, action="control.resume", target=f"user={user or '*'} intent={intent or '*'}",
-                     scope="admin", details={"ended": n})
+        audit.append(
+            s,
+            actor=by,
+            action="control.resume",
+            target=f"user={user or '*'} intent={intent or '*'}",
+            scope="admin",
+            details={"ended": n},
+        )
     return n

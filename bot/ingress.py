@@ -55,17 +55,35 @@ def _insert(db: Database, task: Task, *, decision: str, scope: str | None, reaso
         with db.session() as s:
             s.add(task)
             s.flush()
-            audit.append(s, actor=task.requester, action=f"ingress.{task.surface}", decision=decision,
-                         task_id=task.id, target=task.channel_id, scope=scope,
-                         details={"intent": task.intent, "trigger": task.trigger, "reason": reason,
-                                  "key": task.idempotency_key})
+            audit.append(
+                s,
+                actor=task.requester,
+                action=f"ingress.{task.surface}",
+                decision=decision,
+                task_id=task.id,
+                target=task.channel_id,
+                scope=scope,
+                details={
+                    "intent": task.intent,
+                    "trigger": task.trigger,
+                    "reason": reason,
+                    "key": task.idempotency_key,
+                },
+            )
         return True
     except IntegrityError:
         return False
 
 
-def submit(deps: IngressDeps, new: NewTask, *, scope: str, channel: str | None = None, queue: str = INTERACTIVE,
-           notify_denial: bool = True) -> Submission:
+def submit(
+    deps: IngressDeps,
+    new: NewTask,
+    *,
+    scope: str,
+    channel: str | None = None,
+    queue: str = INTERACTIVE,
+    notify_denial: bool = True,
+) -> Submission:
     """Create the task for a request exactly once and enqueue it, or record and report a denial."""
     policy = deps.policy.current
     denied: Denied | None = None
@@ -74,19 +92,36 @@ def submit(deps: IngressDeps, new: NewTask, *, scope: str, channel: str | None =
     except Denied as exc:
         denied = exc
     task = Task(
-        idempotency_key=new.idempotency_key, requester=new.requester, surface=new.surface, intent=new.intent,
-        trigger=new.trigger, team_id=new.team_id, channel_id=new.channel_id, thread_ts=new.thread_ts,
-        message_ts=new.message_ts, on_behalf_of=new.on_behalf_of, parent_id=new.parent_id,
-        payload=new.payload or {}, redactions=new.redactions,
-        status="denied" if denied else "queued", status_reason=denied.reason if denied else None,
+        idempotency_key=new.idempotency_key,
+        requester=new.requester,
+        surface=new.surface,
+        intent=new.intent,
+        trigger=new.trigger,
+        team_id=new.team_id,
+        channel_id=new.channel_id,
+        thread_ts=new.thread_ts,
+        message_ts=new.message_ts,
+        on_behalf_of=new.on_behalf_of,
+        parent_id=new.parent_id,
+        payload=new.payload or {},
+        redactions=new.redactions,
+        status="denied" if denied else "queued",
+        status_reason=denied.reason if denied else None,
     )
     if denied is not None:
         task.finished_at = utcnow()
-    created = _insert(deps.db, task, decision="deny" if denied else "allow", scope=scope,
-                      reason=denied.reason if denied else None)
+    created = _insert(
+        deps.db,
+        task,
+        decision="deny" if denied else "allow",
+        scope=scope,
+        reason=denied.reason if denied else None,
+    )
     if not created:
         with deps.db.session() as s:
-            existing = s.execute(select(Task.id).where(Task.idempotency_key == new.idempotency_key)).scalar_one()
+            existing = s.execute(
+                select(Task.id).where(Task.idempotency_key == new.idempotency_key)
+            ).scalar_one()
         return Submission(existing, created=False, denied=denied)
     enqueued = False
     try:
@@ -104,9 +139,18 @@ def submit(deps: IngressDeps, new: NewTask, *, scope: str, channel: str | None =
 def record_ignored(deps: IngressDeps, new: NewTask, reason: str) -> Submission:
     """Record a message we deliberately do not answer (another bot's), so loops and chains are visible."""
     task = Task(
-        idempotency_key=new.idempotency_key, requester=new.requester, surface=new.surface, intent=new.intent,
-        trigger="bot", channel_id=new.channel_id, thread_ts=new.thread_ts, message_ts=new.message_ts,
-        team_id=new.team_id, payload=new.payload or {}, status="ignored", status_reason=reason,
+        idempotency_key=new.idempotency_key,
+        requester=new.requester,
+        surface=new.surface,
+        intent=new.intent,
+        trigger="bot",
+        channel_id=new.channel_id,
+        thread_ts=new.thread_ts,
+        message_ts=new.message_ts,
+        team_id=new.team_id,
+        payload=new.payload or {},
+        status="ignored",
+        status_reason=reason,
     )
     task.finished_at = utcnow()
     created = _insert(deps.db, task, decision="info", scope=None, reason=reason)

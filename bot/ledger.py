@@ -33,13 +33,26 @@ class NewTask:
     redactions: int = 0
 
 
-def create_task(db: Database, new: NewTask, *, status: str = "queued", reason: str | None = None) -> tuple[Task, bool]:
+def create_task(
+    db: Database, new: NewTask, *, status: str = "queued", reason: str | None = None
+) -> tuple[Task, bool]:
     """Insert a task; on a duplicate idempotency key return the existing one and False."""
     task = Task(
-        idempotency_key=new.idempotency_key, requester=new.requester, surface=new.surface, intent=new.intent,
-        trigger=new.trigger, team_id=new.team_id, channel_id=new.channel_id, thread_ts=new.thread_ts,
-        message_ts=new.message_ts, on_behalf_of=new.on_behalf_of, parent_id=new.parent_id,
-        payload=new.payload or {}, redactions=new.redactions, status=status, status_reason=reason,
+        idempotency_key=new.idempotency_key,
+        requester=new.requester,
+        surface=new.surface,
+        intent=new.intent,
+        trigger=new.trigger,
+        team_id=new.team_id,
+        channel_id=new.channel_id,
+        thread_ts=new.thread_ts,
+        message_ts=new.message_ts,
+        on_behalf_of=new.on_behalf_of,
+        parent_id=new.parent_id,
+        payload=new.payload or {},
+        redactions=new.redactions,
+        status=status,
+        status_reason=reason,
         finished_at=utcnow() if status in TERMINAL else None,
     )
     try:
@@ -70,7 +83,9 @@ def mark_running(db: Database, task_id: str) -> Task | None:
         return task
 
 
-def finish(db: Database, task_id: str, status: str, *, reason: str | None = None, result: dict | None = None) -> None:
+def finish(
+    db: Database, task_id: str, status: str, *, reason: str | None = None, result: dict | None = None
+) -> None:
     """Set a terminal status (only from a non-terminal one: finishing is idempotent)."""
     if status not in TERMINAL:
         raise ValueError(f"{status!r} is not terminal")
@@ -134,7 +149,13 @@ def tokens_since(db: Database, user: str, since: datetime) -> int:
 
 
 def record_outcome(
-    db: Database, task_id: str, kind: str, *, source: str, actor: str | None = None, detail: dict | None = None
+    db: Database,
+    task_id: str,
+    kind: str,
+    *,
+    source: str,
+    actor: str | None = None,
+    detail: dict | None = None,
 ) -> Outcome:
     """Record what came of a task."""
     row = Outcome(task_id=task_id, kind=kind, source=source, actor=actor, detail=detail or {})
@@ -146,7 +167,9 @@ def record_outcome(
 def outcomes_of(db: Database, task_id: str) -> list[Outcome]:
     """A task's outcomes, oldest first."""
     with db.session() as s:
-        return list(s.execute(select(Outcome).where(Outcome.task_id == task_id).order_by(Outcome.id)).scalars())
+        return list(
+            s.execute(select(Outcome).where(Outcome.task_id == task_id).order_by(Outcome.id)).scalars()
+        )
 
 
 def get_action(db: Database, key: str) -> Action | None:
@@ -156,10 +179,19 @@ def get_action(db: Database, key: str) -> Action | None:
 
 
 def begin_action(
-    db: Database, *, task_id: str, key: str, kind: str, scope: str | None, target: str | None, detail: dict | None = None
+    db: Database,
+    *,
+    task_id: str,
+    key: str,
+    kind: str,
+    scope: str | None,
+    target: str | None,
+    detail: dict | None = None,
 ) -> tuple[Action, bool]:
     """Create a pending action, or return the existing one (and False) for this key."""
-    row = Action(task_id=task_id, idempotency_key=key, kind=kind, scope=scope, target=target, detail=detail or {})
+    row = Action(
+        task_id=task_id, idempotency_key=key, kind=kind, scope=scope, target=target, detail=detail or {}
+    )
     try:
         with db.session() as s:
             s.add(row)
@@ -173,4 +205,6 @@ def begin_action(
 def complete_action(db: Database, key: str, status: str, result: dict | None = None) -> None:
     """Mark an action done, failed or denied."""
     with db.session() as s:
-        s.execute(update(Action).where(Action.idempotency_key == key).values(status=status, result=result or {}))
+        s.execute(
+            update(Action).where(Action.idempotency_key == key).values(status=status, result=result or {})
+        )

@@ -31,11 +31,15 @@ def price_of(prices: dict[str, dict[str, float]], model: str) -> dict[str, float
     return prices[max(prefixes, key=len)] if prefixes else prices.get("*", {})
 
 
-def cost_of(prices: dict[str, dict[str, float]], model: str, prompt: int, completion: int, cached: int = 0) -> float:
+def cost_of(
+    prices: dict[str, dict[str, float]], model: str, prompt: int, completion: int, cached: int = 0
+) -> float:
     """Estimated USD cost of one call from per-million-token prices."""
     p = price_of(prices, model)
     cached_price = p.get("cached_input", p.get("input", 0.0))
-    return ((prompt - cached) * p.get("input", 0.0) + cached * cached_price + completion * p.get("output", 0.0)) / 1e6
+    return (
+        (prompt - cached) * p.get("input", 0.0) + cached * cached_price + completion * p.get("output", 0.0)
+    ) / 1e6
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,9 @@ class LLMResult:
 class LLMGateway:
     """Calls the model for a task step and records the call in the ledger."""
 
-    def __init__(self, client: openai.OpenAI, db: Database, *, model: str, prices: dict[str, dict[str, float]]):
+    def __init__(
+        self, client: openai.OpenAI, db: Database, *, model: str, prices: dict[str, dict[str, float]]
+    ):
         self.client = client
         self.db = db
         self.model = model
@@ -100,11 +106,19 @@ class LLMGateway:
         if reuse:
             done = ledger.find_llm_call(self.db, task_id, step)
             if done is not None and done.content is not None:
-                stored = json.loads(done.content) if done.content.startswith("{\"__clawback") else None
+                stored = json.loads(done.content) if done.content.startswith('{"__clawback') else None
                 content = stored["content"] if stored else done.content
                 calls = tuple(ToolCall(**c) for c in (stored or {}).get("tool_calls", []))
-                return LLMResult(content, done.model, done.prompt_tokens, done.completion_tokens, done.cost,
-                                 done.id, reused=True, tool_calls=calls)
+                return LLMResult(
+                    content,
+                    done.model,
+                    done.prompt_tokens,
+                    done.completion_tokens,
+                    done.cost,
+                    done.id,
+                    reused=True,
+                    tool_calls=calls,
+                )
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": messages or prompt.messages(),
@@ -114,13 +128,23 @@ class LLMGateway:
             kwargs["tools"] = tools
         if response_format:
             kwargs["response_format"] = response_format
-        record = {"task_id": task_id, "step": step, "model": self.model, "prompt_name": prompt.name,
-                  "prompt_version": prompt.version}
+        record = {
+            "task_id": task_id,
+            "step": step,
+            "model": self.model,
+            "prompt_name": prompt.name,
+            "prompt_version": prompt.version,
+        }
         started = time.perf_counter()
         try:
             resp = self.client.chat.completions.create(**kwargs)
-        except (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
-                openai.InternalServerError, openai.APIResponseValidationError) as exc:
+        except (
+            openai.RateLimitError,
+            openai.APITimeoutError,
+            openai.APIConnectionError,
+            openai.InternalServerError,
+            openai.APIResponseValidationError,
+        ) as exc:
             self._record_error(record, started, exc)
             raise TransientError(f"model unavailable ({_short(exc)})", retry_after=_retry_after(exc)) from exc
         except openai.APIStatusError as exc:
@@ -138,10 +162,18 @@ class LLMGateway:
         details = getattr(usage, "prompt_tokens_details", None) if usage else None
         cached = (getattr(details, "cached_tokens", 0) or 0) if details else 0
         cost = cost_of(self.prices, resp.model or self.model, prompt_tokens, completion_tokens, cached)
-        base = dict(record, model=resp.model or self.model, prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens, cached_tokens=cached,
-                    total_tokens=prompt_tokens + completion_tokens, usage_reported=usage is not None, cost=cost,
-                    latency_ms=latency, request_id=getattr(resp, "_request_id", None) or resp.id)
+        base = dict(
+            record,
+            model=resp.model or self.model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cached_tokens=cached,
+            total_tokens=prompt_tokens + completion_tokens,
+            usage_reported=usage is not None,
+            cost=cost,
+            latency_ms=latency,
+            request_id=getattr(resp, "_request_id", None) or resp.id,
+        )
         if not resp.choices:
             ledger.record_llm_call(self.db, **base, status="error", error="empty choices")
             raise TransientError("model returned no answer")
@@ -149,22 +181,41 @@ class LLMGateway:
         content = choice.message.content or ""
         calls = tuple(
             ToolCall(c.id, c.function.name, c.function.arguments or "")
-            for c in (choice.message.tool_calls or []) if getattr(c, "function", None) is not None
+            for c in (choice.message.tool_calls or [])
+            if getattr(c, "function", None) is not None
         )
         stored = content
         if calls:
-            stored = json.dumps({"__clawback": 1, "content": content,
-                                 "tool_calls": [c.__dict__ for c in calls]})
+            stored = json.dumps(
+                {"__clawback": 1, "content": content, "tool_calls": [c.__dict__ for c in calls]}
+            )
         row = ledger.record_llm_call(self.db, **base, status="ok", content=stored)
-        return LLMResult(content, base["model"], prompt_tokens, completion_tokens, cost, row.id,
-                         finish_reason=choice.finish_reason, tool_calls=calls)
+        return LLMResult(
+            content,
+            base["model"],
+            prompt_tokens,
+            completion_tokens,
+            cost,
+            row.id,
+            finish_reason=choice.finish_reason,
+            tool_calls=calls,
+        )
 
     def _record_error(self, record: dict[str, Any], started: float, exc: Exception) -> None:
         ledger.record_llm_call(
-            self.db, **record, prompt_tokens=0, completion_tokens=0, total_tokens=0, usage_reported=False,
-            cost=0.0, latency_ms=(time.perf_counter() - started) * 1000, status="error", error=_short(exc),
+            self.db,
+            **record,
+            prompt_tokens=0,
+            completion_tokens=0,
+            total_tokens=0,
+            usage_reported=False,
+            cost=0.0,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            status="error",
+            error=_short(exc),
             request_id=getattr(getattr(exc, "response", None), "headers", {}).get("x-request-id")
-            if getattr(exc, "response", None) is not None else None,
+            if getattr(exc, "response", None) is not None
+            else None,
         )
 
 
@@ -184,6 +235,10 @@ def _retry_after(exc: Exception) -> float | None:
         return None
 
 
-def make_client(*, base_url: str | None, api_key: str | None, timeout: float, max_retries: int) -> openai.OpenAI:
+def make_client(
+    *, base_url: str | None, api_key: str | None, timeout: float, max_retries: int
+) -> openai.OpenAI:
     """The official client; it already backs off on 429/5xx honouring Retry-After."""
-    return openai.OpenAI(base_url=base_url, api_key=api_key or "unused", timeout=timeout, max_retries=max_retries)
+    return openai.OpenAI(
+        base_url=base_url, api_key=api_key or "unused", timeout=timeout, max_retries=max_retries
+    )

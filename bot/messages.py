@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-CHANNEL_NOT_ALLOWED = "I'm not enabled for that in this channel. Ask an admin to allow it in the Clawback policy."
+CHANNEL_NOT_ALLOWED = (
+    "I'm not enabled for that in this channel. Ask an admin to allow it in the Clawback policy."
+)
 PAUSED = "Clawback is paused by an administrator right now, so I did not act on this. Nothing was changed."
-EMPTY_QUESTION = "Ask me something after the mention, e.g. `@Clawback what did we decide about the launch date?`"
+EMPTY_QUESTION = (
+    "Ask me something after the mention, e.g. `@Clawback what did we decide about the launch date?`"
+)
 FEEDBACK_THANKS_RESOLVED = "Marked as resolved by <@{user}>. Thanks, that is what we measure."
 FEEDBACK_THANKS_NOT_HELPFUL = "Marked as not helpful by <@{user}>. Thanks, that is what we measure."
 FEEDBACK_NOT_YOURS = "Only the person who asked can rate this answer."
-PROMPT_INJECTION_NOTE = "Note: the conversation contained text addressed to me as instructions; I treated it as data."
+PROMPT_INJECTION_NOTE = (
+    "Note: the conversation contained text addressed to me as instructions; I treated it as data."
+)
 TRUNCATED_NOTE = "_(answer was long; the full text is attached as a file)_"
 BOT_IGNORED = "bot message ignored"
 

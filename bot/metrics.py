@@ -21,13 +21,22 @@ class IngressMetrics:
     """Counters and histograms of the web process, in their own registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter("clawback_ingress_requests", "Slack requests by kind and result",
-                                ["kind", "result"], registry=registry)
-        self.ack_seconds = Histogram("clawback_ingress_ack_seconds", "Time to acknowledge a Slack request",
-                                     ["kind"], registry=registry,
-                                     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
-        self.ignored = Counter("clawback_ignored_messages", "Bot messages ignored (no loops)", ["kind"],
-                               registry=registry)
+        self.requests = Counter(
+            "clawback_ingress_requests",
+            "Slack requests by kind and result",
+            ["kind", "result"],
+            registry=registry,
+        )
+        self.ack_seconds = Histogram(
+            "clawback_ingress_ack_seconds",
+            "Time to acknowledge a Slack request",
+            ["kind"],
+            registry=registry,
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.ignored = Counter(
+            "clawback_ignored_messages", "Bot messages ignored (no loops)", ["kind"], registry=registry
+        )
 
 
 class LedgerCollector:
@@ -45,23 +54,37 @@ class LedgerCollector:
         yield from self._cached[1]
 
     def _build(self) -> list:
-        tasks = GaugeMetricFamily("clawback_tasks", "Tasks by surface, intent and status",
-                                  labels=["surface", "intent", "status"])
-        tokens = CounterMetricFamily("clawback_llm_tokens", "LLM tokens as reported by the API",
-                                     labels=["surface", "intent", "model", "kind"])
-        cost = CounterMetricFamily("clawback_llm_cost_usd", "Estimated LLM cost", labels=["surface", "intent", "model"])
-        outcomes = CounterMetricFamily("clawback_outcomes", "Outcomes by surface, intent and kind",
-                                       labels=["surface", "intent", "kind"])
+        tasks = GaugeMetricFamily(
+            "clawback_tasks", "Tasks by surface, intent and status", labels=["surface", "intent", "status"]
+        )
+        tokens = CounterMetricFamily(
+            "clawback_llm_tokens",
+            "LLM tokens as reported by the API",
+            labels=["surface", "intent", "model", "kind"],
+        )
+        cost = CounterMetricFamily(
+            "clawback_llm_cost_usd", "Estimated LLM cost", labels=["surface", "intent", "model"]
+        )
+        outcomes = CounterMetricFamily(
+            "clawback_outcomes", "Outcomes by surface, intent and kind", labels=["surface", "intent", "kind"]
+        )
         try:
             with self.db.session() as s:
                 for surface, intent, status, n in s.execute(
                     select(Task.surface, Task.intent, Task.status, func.count()).group_by(
-                        Task.surface, Task.intent, Task.status)
+                        Task.surface, Task.intent, Task.status
+                    )
                 ):
                     tasks.add_metric([surface, intent, status], n)
                 for surface, intent, model, p, c, usd in s.execute(
-                    select(Task.surface, Task.intent, LLMCall.model, func.sum(LLMCall.prompt_tokens),
-                           func.sum(LLMCall.completion_tokens), func.sum(LLMCall.cost))
+                    select(
+                        Task.surface,
+                        Task.intent,
+                        LLMCall.model,
+                        func.sum(LLMCall.prompt_tokens),
+                        func.sum(LLMCall.completion_tokens),
+                        func.sum(LLMCall.cost),
+                    )
                     .join(Task, Task.id == LLMCall.task_id)
                     .group_by(Task.surface, Task.intent, LLMCall.model)
                 ):

@@ -121,7 +121,11 @@ class Policy:
         """Every scope the user holds."""
         cached = self._cache.get(user)
         if cached is None:
-            cached = frozenset().union(*(self.roles[r].scopes for r in self.roles_of(user))) if user else frozenset()
+            cached = (
+                frozenset().union(*(self.roles[r].scopes for r in self.roles_of(user)))
+                if user
+                else frozenset()
+            )
             self._cache[user] = cached
         return cached
 
@@ -149,7 +153,9 @@ class Policy:
         if not self.has_scope(user, scope):
             raise Denied(messages.missing_scope(scope), reason=f"missing scope {scope}", scope=scope)
         if not self.channel_permits(channel, scope):
-            raise Denied(messages.CHANNEL_NOT_ALLOWED, reason=f"{scope} not allowed in channel {channel}", scope=scope)
+            raise Denied(
+                messages.CHANNEL_NOT_ALLOWED, reason=f"{scope} not allowed in channel {channel}", scope=scope
+            )
 
     def holders_of(self, scope: str) -> list[str]:
         """Users explicitly listed (or in groups) that hold ``scope``: for approver lists."""
@@ -168,7 +174,17 @@ class Policy:
 # Sections owned by a surface: its module's validate_section(table) raises PolicyError(reason, path=needle)
 # where ``path`` is a text to search for to find the line (e.g. the mailbox address or key).
 _SECTION_VALIDATORS = {"mailboxes": "bot.mail.config", "services": "bot.deploy.config"}
-_KNOWN_TOP = {"defaults", "roles", "users", "groups", "channels", "redaction", "privacy", "mailboxes", "services"}
+_KNOWN_TOP = {
+    "defaults",
+    "roles",
+    "users",
+    "groups",
+    "channels",
+    "redaction",
+    "privacy",
+    "mailboxes",
+    "services",
+}
 
 
 def _line_of(text: str, *needles: str) -> int | None:
@@ -193,7 +209,9 @@ def parse_policy(text: str, *, source: str = "policy") -> Policy:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"line (\d+)", str(exc))
-        raise PolicyError(f"not valid TOML: {exc}", path=source, line=int(m.group(1)) if m else None) from None
+        raise PolicyError(
+            f"not valid TOML: {exc}", path=source, line=int(m.group(1)) if m else None
+        ) from None
 
     def fail(reason: str, *needles: str) -> PolicyError:
         return PolicyError(reason, path=source, line=_line_of(text, *needles) if needles else None)
@@ -269,7 +287,11 @@ def parse_policy(text: str, *, source: str = "policy") -> Policy:
 
     patterns: list[RedactionPattern] = []
     for item in raw.get("redaction", {}).get("patterns", []):
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not isinstance(item.get("regex"), str):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("name"), str)
+            or not isinstance(item.get("regex"), str)
+        ):
             raise fail("redaction.patterns entries need a name and a regex", "patterns")
         try:
             re.compile(item["regex"])
@@ -355,6 +377,8 @@ class PolicyStore:
                     # Keep enforcing the last good policy; the bad file is reported by reload callers/logs.
                     import logging
 
-                    logging.getLogger(__name__).exception("policy file changed but is invalid; keeping the old one")
+                    logging.getLogger(__name__).exception(
+                        "policy file changed but is invalid; keeping the old one"
+                    )
                     self._stamp = self._file_stamp()
         return self._policy

@@ -64,8 +64,14 @@ class TaskQueue:
         retry = Retry(max=self.retries, interval=self.retry_intervals) if self.retries else None
         try:
             return self.queues[queue].enqueue(
-                func, task_id, job_id=task_id, retry=retry, job_timeout=self.job_timeout,
-                result_ttl=600, failure_ttl=7 * 86400, description=f"{func}({task_id})",
+                func,
+                task_id,
+                job_id=task_id,
+                retry=retry,
+                job_timeout=self.job_timeout,
+                result_ttl=600,
+                failure_ttl=7 * 86400,
+                description=f"{func}({task_id})",
             )
         except redis.RedisError as exc:
             raise ServiceUnavailable(f"queue unavailable: {exc}") from exc
@@ -88,7 +94,9 @@ class TaskQueue:
                 earliest = wait if earliest is None else min(earliest, wait)
         return earliest
 
-    def reconcile(self, db: Database, *, older_than: timedelta = timedelta(seconds=60), limit: int = 500) -> list[str]:
+    def reconcile(
+        self, db: Database, *, older_than: timedelta = timedelta(seconds=60), limit: int = 500
+    ) -> list[str]:
         """Re-enqueue tasks SQL says are queued/running whose job Redis lost or gave up on."""
         cutoff = utcnow() - older_than
         with db.session() as s:

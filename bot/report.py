@@ -10,7 +10,14 @@ from sqlalchemy import case, func, select
 
 from bot.db import Database, LLMCall, Outcome, Task
 
-ACCEPTED = ("resolved", "label_kept", "draft_sent", "draft_sent_unchanged", "draft_sent_edited", "deploy_succeeded")
+ACCEPTED = (
+    "resolved",
+    "label_kept",
+    "draft_sent",
+    "draft_sent_unchanged",
+    "draft_sent_edited",
+    "deploy_succeeded",
+)
 
 
 @dataclass(frozen=True)
@@ -27,26 +34,41 @@ class Totals:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dict, with cost per accepted outcome."""
         return {
-            "tasks": self.tasks, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens, "cost": round(self.cost, 6), "accepted_outcomes": self.accepted,
+            "tasks": self.tasks,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "cost": round(self.cost, 6),
+            "accepted_outcomes": self.accepted,
             "cost_per_accepted_outcome": round(self.cost / self.accepted, 6) if self.accepted else None,
         }
 
 
 def _totals(db: Database, since: datetime | None, group: list[Any]) -> list[tuple[tuple, Totals]]:
     usage = (
-        select(LLMCall.task_id, func.sum(LLMCall.prompt_tokens).label("p"),
-               func.sum(LLMCall.completion_tokens).label("c"), func.sum(LLMCall.cost).label("cost"))
-        .group_by(LLMCall.task_id).subquery()
+        select(
+            LLMCall.task_id,
+            func.sum(LLMCall.prompt_tokens).label("p"),
+            func.sum(LLMCall.completion_tokens).label("c"),
+            func.sum(LLMCall.cost).label("cost"),
+        )
+        .group_by(LLMCall.task_id)
+        .subquery()
     )
     accepted = (
         select(Outcome.task_id, func.max(case((Outcome.kind.in_(ACCEPTED), 1), else_=0)).label("ok"))
-        .group_by(Outcome.task_id).subquery()
+        .group_by(Outcome.task_id)
+        .subquery()
     )
     stmt = (
-        select(*group, func.count(Task.id), func.coalesce(func.sum(usage.c.p), 0),
-               func.coalesce(func.sum(usage.c.c), 0), func.coalesce(func.sum(usage.c.cost), 0.0),
-               func.coalesce(func.sum(accepted.c.ok), 0))
+        select(
+            *group,
+            func.count(Task.id),
+            func.coalesce(func.sum(usage.c.p), 0),
+            func.coalesce(func.sum(usage.c.c), 0),
+            func.coalesce(func.sum(usage.c.cost), 0.0),
+            func.coalesce(func.sum(accepted.c.ok), 0),
+        )
         .select_from(Task)
         .outerjoin(usage, usage.c.task_id == Task.id)
         .outerjoin(accepted, accepted.c.task_id == Task.id)
@@ -59,7 +81,7 @@ def _totals(db: Database, since: datetime | None, group: list[Any]) -> list[tupl
         rows = s.execute(stmt).all()
     out = []
     for row in rows:
-        keys, (n, p, c, cost, acc) = tuple(row[: len(group)]), row[len(group):]
+        keys, (n, p, c, cost, acc) = tuple(row[: len(group)]), row[len(group) :]
         out.append((keys, Totals(int(n), int(p), int(c), int(p) + int(c), float(cost), int(acc))))
     return out
 

@@ -48,7 +48,7 @@ def sanitize(text: str, *, allowed_urls: set[str], allowed_users: set[str]) -> t
         if url in allowed_urls:
             return m.group(0)
         changes += 1
-        return _defang(url) + m.group(0)[len(url):]
+        return _defang(url) + m.group(0)[len(url) :]
 
     # Only URLs outside code spans and outside kept <...> links are rewritten.
     parts = re.split(r"(`[^`]*`|<[^>]*>)", text)

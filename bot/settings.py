@@ -37,7 +37,9 @@ class Settings(BaseSettings):
     clawback_max_answer_tokens: int = Field(default=800, gt=0)
     clawback_context_tokens: int = Field(default=3000, gt=100)
     clawback_retry_intervals: str = "5,20,60"  # seconds between job retries
-    clawback_prices: str | None = None  # JSON object or path to a JSON file: {"model": {"input": .., "output": ..}}
+    clawback_prices: str | None = (
+        None  # JSON object or path to a JSON file: {"model": {"input": .., "output": ..}}
+    )
 
     redis_url: str | None = None
     database_url: str = "sqlite:///clawback.db"
@@ -46,6 +48,12 @@ class Settings(BaseSettings):
     clawback_audit_key: str | None = None  # checkpoint signing key; workers need not hold it
     clawback_queue_prefix: str = "clawback"
     clawback_outcome_window_hours: float = Field(default=72.0, gt=0)
+
+    # -- mail settings (email triage surface) --
+
+    # -- deploy settings (deploy-assist surface) --
+
+    # -- measurement settings (reports, outcomes, signals) --
 
     @field_validator("slack_api_url")
     @classmethod
@@ -74,13 +82,17 @@ class Settings(BaseSettings):
         try:
             return [int(x) for x in self.clawback_retry_intervals.split(",") if x.strip()]
         except ValueError:
-            raise ConfigError("CLAWBACK_RETRY_INTERVALS must be comma-separated seconds, e.g. 5,20,60") from None
+            raise ConfigError(
+                "CLAWBACK_RETRY_INTERVALS must be comma-separated seconds, e.g. 5,20,60"
+            ) from None
 
     def require(self, *names: str) -> None:
         """Raise ConfigError naming every listed variable that is unset."""
         missing = [n.upper() for n in names if not getattr(self, n.lower())]
         if missing:
-            raise ConfigError(f"missing required setting(s): {', '.join(missing)} (set them in the environment or .env)")
+            raise ConfigError(
+                f"missing required setting(s): {', '.join(missing)} (set them in the environment or .env)"
+            )
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -65,8 +65,15 @@ def create_bolt_app(settings: Settings, ctx: HandlerContext, client: WebClient) 
     return app
 
 
-def is_valid_signature(secret: str, body: bytes, timestamp: str, signature: str, *, now: float | None = None,
-                       tolerance: int = 300) -> bool:
+def is_valid_signature(
+    secret: str,
+    body: bytes,
+    timestamp: str,
+    signature: str,
+    *,
+    now: float | None = None,
+    tolerance: int = 300,
+) -> bool:
     """Slack's v0 signature over the raw bytes, with a 5-minute replay window (constant-time compare)."""
     if not timestamp.isdigit() or not signature.startswith("v0="):
         return False
@@ -104,8 +111,16 @@ def _kind(body: bytes, content_type: str) -> str | None:
 class WebApp:
     """WSGI entry: signature check and body validation first, then Bolt."""
 
-    def __init__(self, bolt: App, *, signing_secret: str, db: Database, redis_conn: redis.Redis | None,
-                 registry: CollectorRegistry | None = None, metrics: IngressMetrics | None = None) -> None:
+    def __init__(
+        self,
+        bolt: App,
+        *,
+        signing_secret: str,
+        db: Database,
+        redis_conn: redis.Redis | None,
+        registry: CollectorRegistry | None = None,
+        metrics: IngressMetrics | None = None,
+    ) -> None:
         self.bolt = bolt
         self.signing_secret = signing_secret
         self.db = db
@@ -120,10 +135,16 @@ class WebApp:
         elif path == "/healthz" and method == "GET":
             status, headers, body = self._health()
         elif path == "/metrics" and method == "GET":
-            status, headers, body = 200, [("Content-Type", CONTENT_TYPE_LATEST)], generate_latest(self.registry)
+            status, headers, body = (
+                200,
+                [("Content-Type", CONTENT_TYPE_LATEST)],
+                generate_latest(self.registry),
+            )
         else:
             status, headers, body = 404, [("Content-Type", "text/plain")], b"not found"
-        start_response(f"{status} {_REASONS.get(status, 'OK')}", [*headers, ("Content-Length", str(len(body)))])
+        start_response(
+            f"{status} {_REASONS.get(status, 'OK')}", [*headers, ("Content-Length", str(len(body)))]
+        )
         return [body]
 
     def _slack(self, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -147,14 +168,24 @@ class WebApp:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             return self._done("malformed", started, 400, b"malformed request body")
-        req = BoltRequest(body=text, query=environ.get("QUERY_STRING", ""), headers={k: [v] for k, v in headers.items()})
+        req = BoltRequest(
+            body=text, query=environ.get("QUERY_STRING", ""), headers={k: [v] for k, v in headers.items()}
+        )
         resp = self.bolt.dispatch(req)
-        out_headers = [(k, v) for k, values in resp.headers.items() for v in values if k.lower() != "content-length"]
+        out_headers = [
+            (k, v) for k, values in resp.headers.items() for v in values if k.lower() != "content-length"
+        ]
         payload = resp.body.encode() if isinstance(resp.body, str) else (resp.body or b"")
         return self._done(kind, started, resp.status, payload, out_headers)
 
-    def _done(self, kind: str, started: float, status: int, body: bytes,
-              headers: list[tuple[str, str]] | None = None) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _done(
+        self,
+        kind: str,
+        started: float,
+        status: int,
+        body: bytes,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         if self.metrics is not None:
             self.metrics.requests.labels(kind, str(status)).inc()
             self.metrics.ack_seconds.labels(kind).observe(time.perf_counter() - started)
@@ -171,12 +202,25 @@ class WebApp:
         return (200 if ok else 503), [("Content-Type", "application/json")], body
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 413: "Payload Too Large",
-            500: "Internal Server Error", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    413: "Payload Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
-def build_web(settings: Settings, *, db: Database, queue_conn: redis.Redis, ctx: HandlerContext,
-              client: WebClient | None = None) -> WebApp:
+def build_web(
+    settings: Settings,
+    *,
+    db: Database,
+    queue_conn: redis.Redis,
+    ctx: HandlerContext,
+    client: WebClient | None = None,
+) -> WebApp:
     """Wire the whole web process: Bolt app, metrics registry (ingress + ledger), WSGI app."""
     registry = CollectorRegistry()
     metrics = IngressMetrics(registry)
@@ -184,5 +228,11 @@ def build_web(settings: Settings, *, db: Database, queue_conn: redis.Redis, ctx:
     ctx.metrics = metrics
     bolt = create_bolt_app(settings, ctx, client or make_slack_client(settings))
     assert settings.slack_signing_secret
-    return WebApp(bolt, signing_secret=settings.slack_signing_secret, db=db, redis_conn=queue_conn,
-                  registry=registry, metrics=metrics)
+    return WebApp(
+        bolt,
+        signing_secret=settings.slack_signing_secret,
+        db=db,
+        redis_conn=queue_conn,
+        registry=registry,
+        metrics=metrics,
+    )

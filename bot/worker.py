@@ -35,8 +35,15 @@ def _reconciler_loop(deps: WorkerDeps, stop: threading.Event, interval: float) -
             log.exception("reconciler pass failed")
 
 
-def run_worker(deps: WorkerDeps, *, burst: bool = False, fork: bool = True, max_wait: float = 300.0,
-               reconcile_interval: float = 60.0, name: str | None = None) -> int:
+def run_worker(
+    deps: WorkerDeps,
+    *,
+    burst: bool = False,
+    fork: bool = True,
+    max_wait: float = 300.0,
+    reconcile_interval: float = 60.0,
+    name: str | None = None,
+) -> int:
     """Work the queues (interactive first). In burst mode, drain them — scheduled retries included — and return."""
     runtime.install(deps)
     worker_class = Worker if fork else SimpleWorker
@@ -57,6 +64,9 @@ def run_worker(deps: WorkerDeps, *, burst: bool = False, fork: bool = True, max_
         if wait is None:
             return 0
         if time.monotonic() + wait > deadline:
-            log.warning("burst: retries still scheduled after %.0f s; leaving them for a long-running worker", max_wait)
+            log.warning(
+                "burst: retries still scheduled after %.0f s; leaving them for a long-running worker",
+                max_wait,
+            )
             return 0
         time.sleep(min(max(wait, 0.05), 1.0))

@@ -31,17 +31,25 @@ def record_feedback(ctx: HandlerContext, action_id: str, task_id: Any, user: str
             return "unknown task"
         allowed = user == task.requester
         if allowed:
-            row = Outcome(task_id=task_id, kind=kind, source="explicit", actor=user,
-                          detail={"action_id": action_id})
+            row = Outcome(
+                task_id=task_id, kind=kind, source="explicit", actor=user, detail={"action_id": action_id}
+            )
             s.add(row)
             s.flush()
             outcome_id = row.id
-        audit.append(s, actor=user, action="outcome.feedback", task_id=task_id, decision="allow" if allowed else "deny",
-                     details={"kind": kind, "reason": None if allowed else "not the requester"})
+        audit.append(
+            s,
+            actor=user,
+            action="outcome.feedback",
+            task_id=task_id,
+            decision="allow" if allowed else "deny",
+            details={"kind": kind, "reason": None if allowed else "not the requester"},
+        )
     ref = f"{outcome_id}" if allowed else f"deny:{user}"
     try:
-        ctx.ingress.queue.queues[INTERACTIVE].enqueue(APPLY_FEEDBACK, task_id, ref, job_timeout=60,
-                                                      result_ttl=60, failure_ttl=86400)
+        ctx.ingress.queue.queues[INTERACTIVE].enqueue(
+            APPLY_FEEDBACK, task_id, ref, job_timeout=60, result_ttl=60, failure_ttl=86400
+        )
     except Exception:  # the outcome is recorded; the visible update is best effort
         log.warning("feedback for task %s recorded but the message update was not enqueued", task_id)
     return kind if allowed else "not requester"
@@ -56,6 +64,3 @@ def register(app: App, ctx: HandlerContext) -> None:
 
     app.action(FEEDBACK_RESOLVED)(on_feedback)
     app.action(FEEDBACK_NOT_HELPFUL)(on_feedback)
-
-
-

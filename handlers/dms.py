@@ -18,5 +18,12 @@ def register(app: App, ctx: HandlerContext) -> None:
     def on_message(body: dict[str, Any], event: dict[str, Any], context: Any) -> None:
         if not payloads.is_user_dm(event) and not (event.get("channel_type") == "im" and event.get("bot_id")):
             return
-        ingest_question(ctx.ingress, ctx.metrics, body, event, surface="dm",
-                        bot_user_id=context.get("bot_user_id"), bot_id=context.get("bot_id"))
+        ingest_question(
+            ctx.ingress,
+            ctx.metrics,
+            body,
+            event,
+            surface="dm",
+            bot_user_id=context.get("bot_user_id"),
+            bot_id=context.get("bot_id"),
+        )

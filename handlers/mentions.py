@@ -15,5 +15,12 @@ def register(app: App, ctx: HandlerContext) -> None:
 
     @app.event("app_mention")
     def on_app_mention(body: dict[str, Any], event: dict[str, Any], context: Any) -> None:
-        ingest_question(ctx.ingress, ctx.metrics, body, event, surface="mention",
-                        bot_user_id=context.get("bot_user_id"), bot_id=context.get("bot_id"))
+        ingest_question(
+            ctx.ingress,
+            ctx.metrics,
+            body,
+            event,
+            surface="mention",
+            bot_user_id=context.get("bot_user_id"),
+            bot_id=context.get("bot_id"),
+        )

@@ -11,13 +11,19 @@ MAX_QUESTION_CHARS = 8000
 
 def is_bot_message(event: dict[str, Any], bot_user_id: str | None = None) -> bool:
     """True for messages written by any bot (ours included): they are never answered."""
-    return bool(event.get("bot_id") or event.get("subtype") == "bot_message" or event.get("bot_profile")
-                or (bot_user_id and event.get("user") == bot_user_id))
+    return bool(
+        event.get("bot_id")
+        or event.get("subtype") == "bot_message"
+        or event.get("bot_profile")
+        or (bot_user_id and event.get("user") == bot_user_id)
+    )
 
 
 def is_own_message(event: dict[str, Any], bot_user_id: str | None, bot_id: str | None = None) -> bool:
     """True when the message is the bot's own."""
-    return bool((bot_user_id and event.get("user") == bot_user_id) or (bot_id and event.get("bot_id") == bot_id))
+    return bool(
+        (bot_user_id and event.get("user") == bot_user_id) or (bot_id and event.get("bot_id") == bot_id)
+    )
 
 
 def thread_of(event: dict[str, Any]) -> str | None:
@@ -33,7 +39,11 @@ def question_text(event: dict[str, Any]) -> str:
 
 def is_user_dm(event: dict[str, Any]) -> bool:
     """True for a plain user message in a DM (not edits, joins or other subtypes)."""
-    return event.get("channel_type") == "im" and event.get("subtype") in (None, "file_share", "thread_broadcast")
+    return event.get("channel_type") == "im" and event.get("subtype") in (
+        None,
+        "file_share",
+        "thread_broadcast",
+    )
 
 
 def event_id(body: dict[str, Any]) -> str | None:
@@ -44,6 +54,10 @@ def event_id(body: dict[str, Any]) -> str | None:
 
 def is_well_formed_event(event: Any) -> bool:
     """True if an event has the fields every handler relies on, with the right types."""
-    return (isinstance(event, dict) and isinstance(event.get("channel"), str) and isinstance(event.get("ts"), str)
-            and isinstance(event.get("text", ""), str)
-            and (isinstance(event.get("user"), str) or isinstance(event.get("bot_id"), str)))
+    return (
+        isinstance(event, dict)
+        and isinstance(event.get("channel"), str)
+        and isinstance(event.get("ts"), str)
+        and isinstance(event.get("text", ""), str)
+        and (isinstance(event.get("user"), str) or isinstance(event.get("bot_id"), str))
+    )

@@ -13,8 +13,16 @@ from handlers import payloads
 log = logging.getLogger(__name__)
 
 
-def ingest_question(deps: IngressDeps, metrics: IngressMetrics | None, body: dict[str, Any], event: dict[str, Any],
-                    *, surface: str, bot_user_id: str | None, bot_id: str | None = None) -> str:
+def ingest_question(
+    deps: IngressDeps,
+    metrics: IngressMetrics | None,
+    body: dict[str, Any],
+    event: dict[str, Any],
+    *,
+    surface: str,
+    bot_user_id: str | None,
+    bot_id: str | None = None,
+) -> str:
     """Handle one question event; returns what happened (for logs and metrics)."""
     eid = payloads.event_id(body)
     if not eid or not payloads.is_well_formed_event(event):
@@ -24,8 +32,15 @@ def ingest_question(deps: IngressDeps, metrics: IngressMetrics | None, body: dic
             metrics.ignored.labels("self").inc()
         return "own message"
     channel = event["channel"]
-    base = dict(idempotency_key=f"slack:{eid}", surface=surface, intent="answer", team_id=body.get("team_id"),
-                channel_id=channel, thread_ts=payloads.thread_of(event), message_ts=event["ts"])
+    base = dict(
+        idempotency_key=f"slack:{eid}",
+        surface=surface,
+        intent="answer",
+        team_id=body.get("team_id"),
+        channel_id=channel,
+        thread_ts=payloads.thread_of(event),
+        message_ts=event["ts"],
+    )
     if payloads.is_bot_message(event, bot_user_id):
         if metrics:
             metrics.ignored.labels("bot").inc()
@@ -33,8 +48,12 @@ def ingest_question(deps: IngressDeps, metrics: IngressMetrics | None, body: dic
         record_ignored(deps, NewTask(requester=requester, **base), "message from another bot")
         return "bot message"
     text, counts = redactor_for(deps.policy).redact(payloads.question_text(event))
-    new = NewTask(requester=event["user"], payload={"text": text, "redacted": dict(counts)},
-                  redactions=sum(counts.values()), **base)
+    new = NewTask(
+        requester=event["user"],
+        payload={"text": text, "redacted": dict(counts)},
+        redactions=sum(counts.values()),
+        **base,
+    )
     result = submit(deps, new, scope="chat.reply", channel=channel if surface != "dm" else None)
     if not result.created:
         return "duplicate"

@@ -94,15 +94,31 @@ def policy_file(tmp_path: Path) -> Path | None:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, slack: SlackStandIn, llm: LLMStandIn, redis_url: str, db: Database,
-             policy_file: Path | None) -> Settings:
+def settings(
+    tmp_path: Path,
+    slack: SlackStandIn,
+    llm: LLMStandIn,
+    redis_url: str,
+    db: Database,
+    policy_file: Path | None,
+) -> Settings:
     """Settings pointing at the stand-ins, with fast retries."""
     return Settings(
         _env_file=None,
-        slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET, slack_api_url=slack.url + "/api/",
-        openai_api_key="sk-test-key", openai_base_url=llm.base_url, clawback_model="clawback-standin",
-        clawback_llm_max_retries=1, clawback_llm_timeout=5, clawback_job_retries=2, clawback_retry_intervals="0,0",
-        redis_url=redis_url, database_url=db.url, clawback_home=tmp_path / "home", clawback_policy=policy_file,
+        slack_bot_token=BOT_TOKEN,
+        slack_signing_secret=SIGNING_SECRET,
+        slack_api_url=slack.url + "/api/",
+        openai_api_key="sk-test-key",
+        openai_base_url=llm.base_url,
+        clawback_model="clawback-standin",
+        clawback_llm_max_retries=1,
+        clawback_llm_timeout=5,
+        clawback_job_retries=2,
+        clawback_retry_intervals="0,0",
+        redis_url=redis_url,
+        database_url=db.url,
+        clawback_home=tmp_path / "home",
+        clawback_policy=policy_file,
         clawback_audit_key="test-audit-key",
     )
 

@@ -63,16 +63,24 @@ def execute(deps: runtime.WorkerDeps, task_id: str, *, last_attempt: bool = True
     scope, core = intents[task.intent]
     actuator = SlackActuator(deps.slack, deps.db, deps.policy)
     try:
-        deps.policy.current.require(task.requester, scope,
-                                    channel=task.channel_id if task.surface not in ("dm", "email") else None)
+        deps.policy.current.require(
+            task.requester, scope, channel=task.channel_id if task.surface not in ("dm", "email") else None
+        )
         if controls.active_pause(deps.db, user=task.requester, intent=task.intent):
             raise Denied(messages.PAUSED, reason="paused by an administrator")
         result = core(deps, task)
     except (Denied, BudgetExceeded) as exc:
         log.info("task %s denied: %s", task.id, exc.reason)
-        audit.record(deps.db, actor="clawback", on_behalf_of=task.requester, action=f"worker.{task.intent}",
-                     decision="deny", task_id=task.id, scope=getattr(exc, "scope", None) or scope,
-                     details={"reason": exc.reason})
+        audit.record(
+            deps.db,
+            actor="clawback",
+            on_behalf_of=task.requester,
+            action=f"worker.{task.intent}",
+            decision="deny",
+            task_id=task.id,
+            scope=getattr(exc, "scope", None) or scope,
+            details={"reason": exc.reason},
+        )
         ledger.finish(deps.db, task.id, "denied", reason=exc.reason)
         _tell(actuator, task, messages.task_denied(task.id, exc.user_message))
         return "denied"
@@ -93,15 +101,31 @@ def execute(deps: runtime.WorkerDeps, task_id: str, *, last_attempt: bool = True
         _fail(deps, actuator, task, "something went wrong on our side", f"{type(exc).__name__}: {exc}")
         return "failed"
     ledger.finish(deps.db, task.id, "done", result=result)
-    audit.record(deps.db, actor="clawback", on_behalf_of=task.requester, action=f"worker.{task.intent}.done",
-                 decision="info", task_id=task.id, details={k: v for k, v in result.items() if k != "answer"})
+    audit.record(
+        deps.db,
+        actor="clawback",
+        on_behalf_of=task.requester,
+        action=f"worker.{task.intent}.done",
+        decision="info",
+        task_id=task.id,
+        details={k: v for k, v in result.items() if k != "answer"},
+    )
     return "done"
 
 
-def _fail(deps: runtime.WorkerDeps, actuator: SlackActuator, task: Task, user_reason: str, reason: str) -> None:
+def _fail(
+    deps: runtime.WorkerDeps, actuator: SlackActuator, task: Task, user_reason: str, reason: str
+) -> None:
     ledger.finish(deps.db, task.id, "failed", reason=reason)
-    audit.record(deps.db, actor="clawback", on_behalf_of=task.requester, action=f"worker.{task.intent}.failed",
-                 decision="info", task_id=task.id, details={"reason": reason})
+    audit.record(
+        deps.db,
+        actor="clawback",
+        on_behalf_of=task.requester,
+        action=f"worker.{task.intent}.failed",
+        decision="info",
+        task_id=task.id,
+        details={"reason": reason},
+    )
     _tell(actuator, task, messages.task_failed(task.id, user_reason))
 
 
@@ -111,8 +135,13 @@ def _tell(actuator: SlackActuator, task: Task, text: str) -> None:
         if task.surface == "email":
             return
         if task.surface == "mention" and task.thread_ts:
-            actuator.client.chat_postMessage(channel=task.channel_id, thread_ts=task.thread_ts, text=text,
-                                             unfurl_links=False, unfurl_media=False)
+            actuator.client.chat_postMessage(
+                channel=task.channel_id,
+                thread_ts=task.thread_ts,
+                text=text,
+                unfurl_links=False,
+                unfurl_media=False,
+            )
         else:
             actuator.notify(task, text)
     except Exception:
@@ -125,7 +154,9 @@ def notify_denied(task_id: str) -> str:
     task = ledger.get_task(deps.db, task_id)
     if task is None or task.status != "denied":
         return "skipped"
-    SlackActuator(deps.slack, deps.db, deps.policy).notify(task, messages.task_denied(task.id, _denial_text(task)))
+    SlackActuator(deps.slack, deps.db, deps.policy).notify(
+        task, messages.task_denied(task.id, _denial_text(task))
+    )
     return "notified"
 
 
@@ -152,15 +183,20 @@ def show_feedback(deps: runtime.WorkerDeps, task_id: str, ref: str) -> str:
     if ref.startswith("deny:"):
         user = ref.removeprefix("deny:")
         if task.channel_id:
-            actuator.client.chat_postEphemeral(channel=task.channel_id, user=user, text=messages.FEEDBACK_NOT_YOURS,
-                                               thread_ts=task.thread_ts)
+            actuator.client.chat_postEphemeral(
+                channel=task.channel_id, user=user, text=messages.FEEDBACK_NOT_YOURS, thread_ts=task.thread_ts
+            )
         return "told"
     with deps.db.session() as s:
         outcome = s.get(Outcome, int(ref))
     ts = (task.result or {}).get("reply_ts")
     if outcome is None or not ts:
         return "skipped"
-    template = messages.FEEDBACK_THANKS_RESOLVED if outcome.kind == "resolved" else messages.FEEDBACK_THANKS_NOT_HELPFUL
+    template = (
+        messages.FEEDBACK_THANKS_RESOLVED
+        if outcome.kind == "resolved"
+        else messages.FEEDBACK_THANKS_NOT_HELPFUL
+    )
     note = template.format(user=outcome.actor)
     current = _message_blocks(actuator, task, ts)
     actuator.update_message(task, ts=ts, text=note, blocks=build_feedback_done_blocks(current, note))

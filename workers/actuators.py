@@ -35,8 +35,15 @@ class SlackActuator:
         if controls.active_pause(self.db, user=task.requester, intent=task.intent):
             raise Denied(messages.PAUSED, reason="paused by an administrator")
 
-    def post_reply(self, task: Task, *, text: str, blocks_pages: list[list[dict[str, Any]]],
-                   scope: str = "chat.reply", key: str = "reply") -> list[str]:
+    def post_reply(
+        self,
+        task: Task,
+        *,
+        text: str,
+        blocks_pages: list[list[dict[str, Any]]],
+        scope: str = "chat.reply",
+        key: str = "reply",
+    ) -> list[str]:
         """Post the answer in the task's thread (one message per page); returns the message timestamps."""
         assert task.channel_id
         channel = task.channel_id
@@ -44,8 +51,15 @@ class SlackActuator:
         timestamps = []
         for n, blocks in enumerate(blocks_pages):
             idem = f"{task.id}:slack.post:{key}:{n}"
-            action, created = ledger.begin_action(self.db, task_id=task.id, key=idem, kind="slack.post", scope=scope,
-                                                  target=channel, detail={"thread_ts": task.thread_ts, "page": n})
+            action, created = ledger.begin_action(
+                self.db,
+                task_id=task.id,
+                key=idem,
+                kind="slack.post",
+                scope=scope,
+                target=channel,
+                detail={"thread_ts": task.thread_ts, "page": n},
+            )
             if not created and action.status == "done":
                 timestamps.append(action.result["ts"])
                 continue
@@ -55,20 +69,45 @@ class SlackActuator:
                     ledger.complete_action(self.db, idem, "done", {"ts": found, "recovered": True})
                     timestamps.append(found)
                     continue
-            audit.record(self.db, actor="clawback", on_behalf_of=task.requester, action="slack.post", scope=scope,
-                         target=channel, task_id=task.id, details={"key": idem, "chars": len(text)})
-            ts = self._post(channel, task.thread_ts, text if n == len(blocks_pages) - 1 else text[:200],
-                            blocks, idem, task)
+            audit.record(
+                self.db,
+                actor="clawback",
+                on_behalf_of=task.requester,
+                action="slack.post",
+                scope=scope,
+                target=channel,
+                task_id=task.id,
+                details={"key": idem, "chars": len(text)},
+            )
+            ts = self._post(
+                channel,
+                task.thread_ts,
+                text if n == len(blocks_pages) - 1 else text[:200],
+                blocks,
+                idem,
+                task,
+            )
             ledger.complete_action(self.db, idem, "done", {"ts": ts})
             timestamps.append(ts)
         return timestamps
 
-    def _post(self, channel: str, thread_ts: str | None, text: str, blocks: list[dict[str, Any]], idem: str,
-              task: Task) -> str:
+    def _post(
+        self,
+        channel: str,
+        thread_ts: str | None,
+        text: str,
+        blocks: list[dict[str, Any]],
+        idem: str,
+        task: Task,
+    ) -> str:
         try:
             resp = self.client.chat_postMessage(
-                channel=channel, thread_ts=thread_ts, text=text[:3000] or " ", blocks=blocks,
-                unfurl_links=False, unfurl_media=False,
+                channel=channel,
+                thread_ts=thread_ts,
+                text=text[:3000] or " ",
+                blocks=blocks,
+                unfurl_links=False,
+                unfurl_media=False,
                 metadata={"event_type": METADATA_EVENT, "event_payload": {"task_id": task.id, "key": idem}},
             )
         except SlackApiError as exc:
@@ -80,8 +119,9 @@ class SlackActuator:
         if not thread_ts:
             return None
         try:
-            resp = self.client.conversations_replies(channel=channel, ts=thread_ts, include_all_metadata=True,
-                                                     limit=200)
+            resp = self.client.conversations_replies(
+                channel=channel, ts=thread_ts, include_all_metadata=True, limit=200
+            )
         except SlackApiError as exc:
             raise _classify(exc) from exc
         for m in resp.get("messages", []):
@@ -98,11 +138,13 @@ class SlackActuator:
         channel = task.channel_id
         try:
             if channel and task.surface == "dm":
-                self.client.chat_postMessage(channel=channel, text=text, thread_ts=None, unfurl_links=False,
-                                             unfurl_media=False)
+                self.client.chat_postMessage(
+                    channel=channel, text=text, thread_ts=None, unfurl_links=False, unfurl_media=False
+                )
             elif channel:
-                self.client.chat_postEphemeral(channel=channel, user=task.requester, text=text,
-                                               thread_ts=task.thread_ts)
+                self.client.chat_postEphemeral(
+                    channel=channel, user=task.requester, text=text, thread_ts=task.thread_ts
+                )
             else:
                 dm = self.client.conversations_open(users=task.requester)["channel"]["id"]
                 self.client.chat_postMessage(channel=dm, text=text, unfurl_links=False, unfurl_media=False)
@@ -139,4 +181,6 @@ def _classify(exc: SlackApiError) -> Exception:
         "is_archived": "the channel is archived",
         "msg_too_long": "the answer was too long for Slack",
     }
-    return UserFacingError(reasons.get(error or "", f"Slack refused the message ({error})"), reason=f"slack:{error}")
+    return UserFacingError(
+        reasons.get(error or "", f"Slack refused the message ({error})"), reason=f"slack:{error}"
+    )

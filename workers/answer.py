@@ -26,14 +26,20 @@ MAX_THREAD_MESSAGES = 400
 
 def fetch_thread(deps: WorkerDeps, task: Task) -> list[dict[str, Any]]:
     """The thread's messages before the question (bounded, oldest first)."""
-    if not task.thread_ts or not task.channel_id or task.thread_ts == task.message_ts and task.surface == "dm":
+    if (
+        not task.thread_ts
+        or not task.channel_id
+        or task.thread_ts == task.message_ts
+        and task.surface == "dm"
+    ):
         return []
     out: list[dict[str, Any]] = []
     cursor = None
     for _page in range(MAX_THREAD_MESSAGES // 200):
         try:
-            resp = deps.slack.conversations_replies(channel=task.channel_id, ts=task.thread_ts, limit=200,
-                                                    cursor=cursor)
+            resp = deps.slack.conversations_replies(
+                channel=task.channel_id, ts=task.thread_ts, limit=200, cursor=cursor
+            )
         except SlackApiError as exc:
             if exc.response.get("error") == "thread_not_found":
                 return []
@@ -45,7 +51,9 @@ def fetch_thread(deps: WorkerDeps, task: Task) -> list[dict[str, Any]]:
     return [m for m in out if m.get("ts") != task.message_ts]
 
 
-def build_context(deps: WorkerDeps, task: Task, thread: list[dict[str, Any]]) -> tuple[list[ContextLine], int]:
+def build_context(
+    deps: WorkerDeps, task: Task, thread: list[dict[str, Any]]
+) -> tuple[list[ContextLine], int]:
     """Thread messages as redacted context lines; returns (lines, redactions)."""
     redactor = redactor_for(deps.policy)
     lines, redactions = [], 0
@@ -69,11 +77,17 @@ def answer(deps: WorkerDeps, task: Task) -> dict[str, Any]:
     kept, dropped = trim_context(lines, deps.settings.clawback_context_tokens)
     boundary = "<<" + hashlib.sha256(task.id.encode()).hexdigest()[:16] + ">>"
     context_text = "\n".join(line.render().replace(boundary, "") for line in kept) or "(no earlier messages)"
-    prompt = prompts.render(PROMPT, requester_name=f"<@{task.requester}>", boundary=boundary,
-                            context=context_text, question=question.replace(boundary, ""))
+    prompt = prompts.render(
+        PROMPT,
+        requester_name=f"<@{task.requester}>",
+        boundary=boundary,
+        context=context_text,
+        question=question.replace(boundary, ""),
+    )
     max_tokens = deps.settings.clawback_max_answer_tokens
-    reservation = deps.budget.reserve(task.requester, estimate_messages(prompt.messages()) + max_tokens,
-                                      policy.limits_for(task.requester))
+    reservation = deps.budget.reserve(
+        task.requester, estimate_messages(prompt.messages()) + max_tokens, policy.limits_for(task.requester)
+    )
     result = None
     try:
         result = deps.llm.complete(task_id=task.id, step="answer", prompt=prompt, max_tokens=max_tokens)
@@ -82,12 +96,21 @@ def answer(deps: WorkerDeps, task: Task) -> dict[str, Any]:
     sources = [question, *(line.text for line in lines)]
     people = {task.requester, *(m.get("user") for m in thread if m.get("user"))}
     text, defanged = sanitize(result.content, allowed_urls=urls_in(*sources), allowed_users=people)
-    footer = messages.footer(result.model, result.prompt_tokens, result.completion_tokens, result.cost, task.id)
+    footer = messages.footer(
+        result.model, result.prompt_tokens, result.completion_tokens, result.cost, task.id
+    )
     pages = split_answer_messages(text, footer, task.id)
-    timestamps = SlackActuator(deps.slack, deps.db, deps.policy).post_reply(task, text=text, blocks_pages=pages)
+    timestamps = SlackActuator(deps.slack, deps.db, deps.policy).post_reply(
+        task, text=text, blocks_pages=pages
+    )
     ledger.update_result(deps.db, task.id, reply_ts=timestamps[-1])
     return {
-        "reply_ts": timestamps[-1], "messages": len(timestamps), "context_messages": len(kept),
-        "context_dropped": dropped, "context_redactions": redactions, "links_neutralised": defanged,
-        "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+        "reply_ts": timestamps[-1],
+        "messages": len(timestamps),
+        "context_messages": len(kept),
+        "context_dropped": dropped,
+        "context_redactions": redactions,
+        "links_neutralised": defanged,
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
     }

@@ -44,29 +44,59 @@ def policy_store(settings: Settings, db: Database) -> PolicyStore:
     """The policy store; every change of the policy file is audited with the file's hash."""
 
     def audited(old: Policy, new: Policy) -> None:
-        audit.record(db, actor="system", action="policy.changed", decision="info", target=new.source,
-                     details={"old_sha256": old.digest, "new_sha256": new.digest})
+        audit.record(
+            db,
+            actor="system",
+            action="policy.changed",
+            decision="info",
+            target=new.source,
+            details={"old_sha256": old.digest, "new_sha256": new.digest},
+        )
 
     return PolicyStore(settings.clawback_policy, on_change=audited)
 
 
-def build_deps(settings: Settings, *, slack: WebClient | None = None, db: Database | None = None,
-               redis_conn: redis.Redis | None = None) -> WorkerDeps:
+def build_deps(
+    settings: Settings,
+    *,
+    slack: WebClient | None = None,
+    db: Database | None = None,
+    redis_conn: redis.Redis | None = None,
+) -> WorkerDeps:
     """Build worker dependencies from settings (clients may be injected)."""
     from bot.slack_app import make_slack_client
 
     db = db or Database(settings.database_url)
     ensure_schema(db)
     conn = redis_conn or connect_redis(settings)
-    queue = TaskQueue(conn, prefix=settings.clawback_queue_prefix, retries=settings.clawback_job_retries,
-                      retry_intervals=settings.retry_intervals)
-    client = make_client(base_url=settings.openai_base_url, api_key=settings.openai_api_key,
-                         timeout=settings.clawback_llm_timeout, max_retries=settings.clawback_llm_max_retries)
+    queue = TaskQueue(
+        conn,
+        prefix=settings.clawback_queue_prefix,
+        retries=settings.clawback_job_retries,
+        retry_intervals=settings.retry_intervals,
+    )
+    client = make_client(
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key,
+        timeout=settings.clawback_llm_timeout,
+        max_retries=settings.clawback_llm_max_retries,
+    )
     llm = LLMGateway(client, db, model=settings.clawback_model, prices=settings.prices)
-    budget = Budget(conn, prefix=settings.clawback_queue_prefix,
-                    ledger_tokens=lambda user, since: ledger.tokens_since(db, user, since))
-    return WorkerDeps(settings=settings, db=db, redis=conn, queue=queue, policy=policy_store(settings, db), llm=llm,
-                      slack=slack or make_slack_client(settings), budget=budget)
+    budget = Budget(
+        conn,
+        prefix=settings.clawback_queue_prefix,
+        ledger_tokens=lambda user, since: ledger.tokens_since(db, user, since),
+    )
+    return WorkerDeps(
+        settings=settings,
+        db=db,
+        redis=conn,
+        queue=queue,
+        policy=policy_store(settings, db),
+        llm=llm,
+        slack=slack or make_slack_client(settings),
+        budget=budget,
+    )
 
 
 _current: WorkerDeps | None = None

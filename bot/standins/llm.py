@@ -87,8 +87,13 @@ class LLMStandIn(StandInServer):
         """Produce (status, body or raw bytes, headers) for one completion request."""
         if step.get("status"):
             headers = {"retry-after": str(step["retry_after"])} if step.get("retry_after") is not None else {}
-            err = {"error": {"message": step.get("message", "scripted failure"), "type": "server_error",
-                             "code": step.get("code")}}
+            err = {
+                "error": {
+                    "message": step.get("message", "scripted failure"),
+                    "type": "server_error",
+                    "code": step.get("code"),
+                }
+            }
             return int(step["status"]), err, headers
         messages = request.get("messages") or []
         tool_calls = None
@@ -97,9 +102,16 @@ class LLMStandIn(StandInServer):
         elif step.get("tool_calls"):
             content = None
             tool_calls = [
-                {"id": "call_" + secrets.token_hex(4), "type": "function",
-                 "function": {"name": c["name"], "arguments": c["arguments"] if isinstance(c["arguments"], str)
-                              else json.dumps(c["arguments"])}}
+                {
+                    "id": "call_" + secrets.token_hex(4),
+                    "type": "function",
+                    "function": {
+                        "name": c["name"],
+                        "arguments": c["arguments"]
+                        if isinstance(c["arguments"], str)
+                        else json.dumps(c["arguments"]),
+                    },
+                }
                 for c in step["tool_calls"]
             ]
         else:
@@ -117,16 +129,27 @@ class LLMStandIn(StandInServer):
             "object": "chat.completion",
             "created": int(time.time()),
             "model": request.get("model") or "standin",
-            "choices": [] if step.get("empty_choices") else [{
-                "index": 0, "finish_reason": finish,
-                "message": {"role": "assistant", "content": content, **({"tool_calls": tool_calls} if tool_calls
-                                                                        else {})},
-            }],
+            "choices": []
+            if step.get("empty_choices")
+            else [
+                {
+                    "index": 0,
+                    "finish_reason": finish,
+                    "message": {
+                        "role": "assistant",
+                        "content": content,
+                        **({"tool_calls": tool_calls} if tool_calls else {}),
+                    },
+                }
+            ],
         }
         if not step.get("no_usage"):
-            body["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                             "total_tokens": prompt_tokens + completion_tokens,
-                             "prompt_tokens_details": {"cached_tokens": 0}}
+            body["usage"] = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": 0},
+            }
         headers = {"x-request-id": "req_" + secrets.token_hex(8)}
         if step.get("truncate"):
             raw = json.dumps(body).encode()
@@ -164,8 +187,16 @@ class _Handler(QuietHandler):
             self.send_json(404, {"error": {"message": "not found"}})
             return
         if not self._authorised(standin):
-            self.send_json(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
-                                           "code": "invalid_api_key"}})
+            self.send_json(
+                401,
+                {
+                    "error": {
+                        "message": "Incorrect API key provided",
+                        "type": "invalid_request_error",
+                        "code": "invalid_api_key",
+                    }
+                },
+            )
             return
         try:
             request = json.loads(body or b"{}")

@@ -54,15 +54,24 @@ class Message:
 class SlackStandIn(StandInServer):
     """The stand-in server plus its workspace state."""
 
-    def __init__(self, *, token: str = "xoxb-standin-token", team_id: str = "T0CLAWBACK",
-                 bot_user_id: str = "U0CLAWBOT", bot_id: str = "B0CLAWBOT", **kw: Any) -> None:
+    def __init__(
+        self,
+        *,
+        token: str = "xoxb-standin-token",
+        team_id: str = "T0CLAWBACK",
+        bot_user_id: str = "U0CLAWBOT",
+        bot_id: str = "B0CLAWBOT",
+        **kw: Any,
+    ) -> None:
         super().__init__(**kw)
         self.handler_class = _Handler
         self.token = token
         self.team_id = team_id
         self.bot_user_id = bot_user_id
         self.bot_id = bot_id
-        self.users: dict[str, dict[str, Any]] = {bot_user_id: {"id": bot_user_id, "name": "clawback", "is_bot": True}}
+        self.users: dict[str, dict[str, Any]] = {
+            bot_user_id: {"id": bot_user_id, "name": "clawback", "is_bot": True}
+        }
         self.channels: dict[str, dict[str, Any]] = {}
         self.messages: dict[str, list[Message]] = defaultdict(list)
         self.views: dict[str, dict[str, Any]] = {}
@@ -72,12 +81,26 @@ class SlackStandIn(StandInServer):
         self._last_ts = 0.0
 
     # -- seeding -----------------------------------------------------------------------------------
-    def add_user(self, user_id: str, name: str, *, is_bot: bool = False, real_name: str | None = None) -> None:
+    def add_user(
+        self, user_id: str, name: str, *, is_bot: bool = False, real_name: str | None = None
+    ) -> None:
         """Add a person (or another bot) to the workspace."""
-        self.users[user_id] = {"id": user_id, "name": name, "real_name": real_name or name.title(), "is_bot": is_bot}
+        self.users[user_id] = {
+            "id": user_id,
+            "name": name,
+            "real_name": real_name or name.title(),
+            "is_bot": is_bot,
+        }
 
-    def add_channel(self, channel_id: str, name: str, *, members: list[str] | None = None, bot_member: bool = True,
-                    is_im: bool = False) -> None:
+    def add_channel(
+        self,
+        channel_id: str,
+        name: str,
+        *,
+        members: list[str] | None = None,
+        bot_member: bool = True,
+        is_im: bool = False,
+    ) -> None:
         """Add a channel; the bot is a member unless ``bot_member`` is False."""
         people = list(members or [])
         if bot_member:
@@ -91,17 +114,31 @@ class SlackStandIn(StandInServer):
             self._last_ts = now
             return f"{now:.6f}"
 
-    def post(self, channel: str, text: str, *, user: str | None = None, thread_ts: str | None = None,
-             bot_id: str | None = None) -> str:
+    def post(
+        self,
+        channel: str,
+        text: str,
+        *,
+        user: str | None = None,
+        thread_ts: str | None = None,
+        bot_id: str | None = None,
+    ) -> str:
         """Seed a message as if a person (or bot) wrote it; returns its ts."""
         ts = self.next_ts()
-        self.messages[channel].append(Message(ts=ts, text=text, user=user, bot_id=bot_id, thread_ts=thread_ts))
+        self.messages[channel].append(
+            Message(ts=ts, text=text, user=user, bot_id=bot_id, thread_ts=thread_ts)
+        )
         return ts
 
     def seed_demo(self) -> None:
         """A small workspace: three people, #general with a thread, and a DM per person."""
-        for uid, name in (("U0ALICE", "alice"), ("U0BOB", "bob"), ("U0CAROL", "carol"), ("U0DAVE", "dave"),
-                          ("U0EMMA", "emma")):
+        for uid, name in (
+            ("U0ALICE", "alice"),
+            ("U0BOB", "bob"),
+            ("U0CAROL", "carol"),
+            ("U0DAVE", "dave"),
+            ("U0EMMA", "emma"),
+        ):
             self.add_user(uid, name)
         self.add_user("U0OTHERBOT", "otherbot", is_bot=True)
         self.add_channel("C0GENERAL", "general", members=["U0ALICE", "U0BOB", "U0CAROL"])
@@ -119,8 +156,11 @@ class SlackStandIn(StandInServer):
     def calls(self, method: str | None = None) -> list[dict[str, Any]]:
         """Parameters of recorded calls (of ``method`` if given), oldest first."""
         with self.lock:
-            return [r.extra["params"] | {"_method": r.extra["method"]} for r in self.requests
-                    if method is None or r.extra.get("method") == method]
+            return [
+                r.extra["params"] | {"_method": r.extra["method"]}
+                for r in self.requests
+                if method is None or r.extra.get("method") == method
+            ]
 
     def thread(self, channel: str, thread_ts: str) -> list[Message]:
         """Messages of a thread: the parent and its replies."""
@@ -132,13 +172,19 @@ class SlackStandIn(StandInServer):
         return [m for c in chans for m in self.messages[c] if m.bot_id == self.bot_id and not m.ephemeral_to]
 
     # -- API ----------------------------------------------------------------------------------------
-    def handle(self, method: str, params: dict[str, Any], token: str | None) -> tuple[int, dict[str, Any], dict]:
+    def handle(
+        self, method: str, params: dict[str, Any], token: str | None
+    ) -> tuple[int, dict[str, Any], dict]:
         """Dispatch one API call; returns (HTTP status, JSON body, headers)."""
         queued = self._failures.get(method)
         if queued:
             failure = queued.pop(0)
             if failure["error"] == "ratelimited":
-                return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(failure["retry_after"] or 1)}
+                return (
+                    429,
+                    {"ok": False, "error": "ratelimited"},
+                    {"Retry-After": str(failure["retry_after"] or 1)},
+                )
             return 200, {"ok": False, "error": failure["error"]}, {}
         if token != self.token:
             return 200, {"ok": False, "error": "invalid_auth"}, {}
@@ -157,8 +203,15 @@ class SlackStandIn(StandInServer):
         return cid, None
 
     def api_auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": True, "url": "https://standin.slack.local/", "team": "Clawback Stand-in",
-                "user": "clawback", "team_id": self.team_id, "user_id": self.bot_user_id, "bot_id": self.bot_id}
+        return {
+            "ok": True,
+            "url": "https://standin.slack.local/",
+            "team": "Clawback Stand-in",
+            "user": "clawback",
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+        }
 
     def api_chat_postMessage(self, params: dict[str, Any]) -> dict[str, Any]:
         cid, err = self._channel(params)
@@ -170,8 +223,15 @@ class SlackStandIn(StandInServer):
         blocks = _maybe_json(params.get("blocks")) or []
         if len(blocks) > 50:
             return {"ok": False, "error": "invalid_blocks"}
-        msg = Message(ts=self.next_ts(), text=text, user=self.bot_user_id, bot_id=self.bot_id,
-                      thread_ts=params.get("thread_ts"), blocks=blocks, metadata=_maybe_json(params.get("metadata")))
+        msg = Message(
+            ts=self.next_ts(),
+            text=text,
+            user=self.bot_user_id,
+            bot_id=self.bot_id,
+            thread_ts=params.get("thread_ts"),
+            blocks=blocks,
+            metadata=_maybe_json(params.get("metadata")),
+        )
         self.messages[cid].append(msg)
         return {"ok": True, "channel": cid, "ts": msg.ts, "message": msg.as_api(True)}
 
@@ -179,9 +239,14 @@ class SlackStandIn(StandInServer):
         cid, err = self._channel(params)
         if err:
             return err
-        msg = Message(ts=self.next_ts(), text=params.get("text") or "", bot_id=self.bot_id,
-                      thread_ts=params.get("thread_ts"), ephemeral_to=params.get("user"),
-                      blocks=_maybe_json(params.get("blocks")) or [])
+        msg = Message(
+            ts=self.next_ts(),
+            text=params.get("text") or "",
+            bot_id=self.bot_id,
+            thread_ts=params.get("thread_ts"),
+            ephemeral_to=params.get("user"),
+            blocks=_maybe_json(params.get("blocks")) or [],
+        )
         self.messages[cid].append(msg)
         return {"ok": True, "message_ts": msg.ts}
 
@@ -209,10 +274,14 @@ class SlackStandIn(StandInServer):
         include = str(params.get("include_all_metadata", "")).lower() in ("1", "true")
         limit = int(params.get("limit") or 1000)
         start = int(params.get("cursor") or 0)
-        page = msgs[start:start + limit]
+        page = msgs[start : start + limit]
         more = start + limit < len(msgs)
-        return {"ok": True, "messages": [m.as_api(include) for m in page], "has_more": more,
-                "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
+        return {
+            "ok": True,
+            "messages": [m.as_api(include) for m in page],
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }
 
     def api_conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
         cid, err = self._channel(params)
@@ -244,7 +313,9 @@ class SlackStandIn(StandInServer):
 
     def api_usergroups_users_list(self, params: dict[str, Any]) -> dict[str, Any]:
         group = self.usergroups.get(params.get("usergroup") or "")
-        return {"ok": True, "users": group} if group is not None else {"ok": False, "error": "no_such_subteam"}
+        return (
+            {"ok": True, "users": group} if group is not None else {"ok": False, "error": "no_such_subteam"}
+        )
 
 
 def _maybe_json(value: Any) -> Any:
@@ -269,8 +340,11 @@ class _Handler(QuietHandler):
             params = {k: v[-1] for k, v in parse_qs(body.decode("utf-8"), keep_blank_values=True).items()}
         auth = self.headers.get("Authorization", "")
         token = auth[7:] if auth.startswith("Bearer ") else params.pop("token", None)
-        standin.record(RecordedRequest("POST", path, dict(self.headers), body,
-                                       extra={"method": method, "params": params}))
+        standin.record(
+            RecordedRequest(
+                "POST", path, dict(self.headers), body, extra={"method": method, "params": params}
+            )
+        )
         status, payload, headers = standin.handle(method, params, token)
         self.send_json(status, payload, headers)
 

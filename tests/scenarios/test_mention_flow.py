@@ -33,8 +33,12 @@ def test_mention_is_answered_in_thread_with_exact_token_footer(slack, llm, sende
     assert len(posts) == 1
     post = posts[0]
     assert post["channel"] == "C0GENERAL" and post["thread_ts"] == parent
-    assert post["unfurl_links"] in (False, "0", "false", "False") and post["unfurl_media"] in (False, "0", "false",
-                                                                                              "False")
+    assert post["unfurl_links"] in (False, "0", "false", "False") and post["unfurl_media"] in (
+        False,
+        "0",
+        "false",
+        "False",
+    )
     (row,) = _llm_rows(deps)
     (task,) = _tasks(deps)
     assert task.status == "done" and task.surface == "mention" and task.requester == "U0ALICE"
@@ -63,8 +67,14 @@ def test_dm_is_answered_in_the_dm(slack, llm, sender, deps):
 def test_slack_retries_and_duplicate_deliveries_answer_once(slack, llm, sender, deps):
     """The same event_id delivered three times (two as Slack retries) → one task, one LLM call, one reply."""
     for retry in (None, 1, 2):
-        r = sender.mention("U0ALICE", "C0GENERAL", "status of the launch?", event_id="EvSAME123", retry_num=retry,
-                           ts="1700000000.000100")
+        r = sender.mention(
+            "U0ALICE",
+            "C0GENERAL",
+            "status of the launch?",
+            event_id="EvSAME123",
+            retry_num=retry,
+            ts="1700000000.000100",
+        )
         assert r.status == 200
     drain(deps)
     assert len(_tasks(deps)) == 1
@@ -77,8 +87,11 @@ def test_bad_missing_and_stale_signatures_get_401_and_queue_nothing(sender, deps
     import json
     import time
 
-    body = json.dumps(sender.event_envelope({"type": "app_mention", "user": "U0ALICE", "text": "hi",
-                                             "ts": "1.0", "channel": "C0GENERAL"})).encode()
+    body = json.dumps(
+        sender.event_envelope(
+            {"type": "app_mention", "user": "U0ALICE", "text": "hi", "ts": "1.0", "channel": "C0GENERAL"}
+        )
+    ).encode()
     assert sender.post(body, "application/json", signed=False).status == 401
     assert sender.post(body, "application/json", signature="v0=" + "0" * 64).status == 401
     assert sender.post(body, "application/json", timestamp=int(time.time()) - 60 * 10).status == 401
@@ -142,8 +155,14 @@ def test_feedback_click_records_outcome_and_updates_message(slack, llm, sender, 
     drain(deps)
     (task,) = _tasks(deps)
     reply_ts = task.result["reply_ts"]
-    r = sender.block_action("U0ALICE", "feedback_resolved", task.id, channel="C0GENERAL", message_ts=reply_ts,
-                            thread_ts="1700000002.000100")
+    r = sender.block_action(
+        "U0ALICE",
+        "feedback_resolved",
+        task.id,
+        channel="C0GENERAL",
+        message_ts=reply_ts,
+        thread_ts="1700000002.000100",
+    )
     assert r.status == 200
     drain(deps)
     with deps.db.session() as s:
@@ -159,8 +178,9 @@ def test_feedback_from_someone_else_is_refused(slack, llm, sender, deps):
     sender.mention("U0ALICE", "C0GENERAL", "question", ts="1700000003.000100")
     drain(deps)
     (task,) = _tasks(deps)
-    sender.block_action("U0BOB", "feedback_not_helpful", task.id, channel="C0GENERAL",
-                        message_ts=task.result["reply_ts"])
+    sender.block_action(
+        "U0BOB", "feedback_not_helpful", task.id, channel="C0GENERAL", message_ts=task.result["reply_ts"]
+    )
     drain(deps)
     with deps.db.session() as s:
         assert s.execute(select(func.count()).select_from(Outcome)).scalar_one() == 0
