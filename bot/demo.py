@@ -1,0 +1,191 @@
+"""``clawback demo``: the whole pipeline on embedded defaults and local stand-ins (no credentials, no network).
+
+It starts an embedded Redis, the Slack and LLM stand-ins, the real web app on a loopback port and a real RQ
+worker, then plays a scripted set of signed Slack requests and shows what happened, the ledger report and the
+audit check. Everything lives in a temporary directory that is removed at the end (unless ``--keep``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn
+from rich.table import Table
+
+from bot import audit, embedded_redis
+from bot.db import Database, ensure_schema
+from bot.ingress import IngressDeps
+from bot.settings import Settings
+from bot.standins.llm import LLMStandIn
+from bot.standins.slack import SlackStandIn
+from bot.standins.slack_events import SlackEventSender
+
+SIGNING_SECRET = "demo-signing-secret"
+BOT_TOKEN = "xoxb-demo-token"
+AUDIT_KEY = "demo-audit-key"
+
+DEMO_POLICY = """
+[defaults]
+roles = ["member"]
+
+[roles.member]
+scopes = ["chat.reply", "chat.read_thread", "usage.self"]
+daily_tokens = 200000
+requests_per_minute = 20
+
+[roles.visitor]
+scopes = []
+
+[users.U0DAVE]
+roles = ["visitor"]
+"""
+
+
+class _Web:
+    def __init__(self, wsgi: Any) -> None:
+        from waitress.server import create_server
+
+        self.server = create_server(wsgi, host="127.0.0.1", port=0, threads=8)
+        self.url = f"http://127.0.0.1:{self.server.effective_port}"
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def _steps(sender: SlackEventSender, slack: SlackStandIn) -> list[tuple[str, Callable[[], Any]]]:
+    parent = slack.post("C0GENERAL", "Heads-up: the launch moves to March 3. Bob owns the checklist.", user="U0BOB")
+    slack.post("C0GENERAL", "Does that include the EU rollout?", user="U0CAROL", thread_ts=parent)
+    slack.post("C0GENERAL", "Yes, EU goes the same day.", user="U0BOB", thread_ts=parent)
+    return [
+        ("Alice mentions the bot in a thread",
+         lambda: sender.mention("U0ALICE", "C0GENERAL", "when is the launch and who owns it?", thread_ts=parent,
+                                event_id="EvDEMO0001", ts="1700000100.000100")),
+        ("Slack retries the same delivery (X-Slack-Retry-Num: 1)",
+         lambda: sender.mention("U0ALICE", "C0GENERAL", "when is the launch and who owns it?", thread_ts=parent,
+                                event_id="EvDEMO0001", ts="1700000100.000100", retry_num=1)),
+        ("Bob DMs the bot, pasting a secret by mistake",
+         lambda: sender.dm("U0BOB", "D0BOB", "why does deploy fail with key AKIAIOSFODNN7EXAMPLE?",
+                           event_id="EvDEMO0002")),
+        ("Dave (no scopes in the policy) mentions the bot",
+         lambda: sender.mention("U0DAVE", "C0DEPLOYS", "restart prod please", event_id="EvDEMO0003")),
+        ("Another bot mentions Clawback (recorded, never answered)",
+         lambda: sender.mention("U0OTHERBOT", "C0GENERAL", "ping", bot_id="B0OTHER", event_id="EvDEMO0004")),
+        ("A forged request with a bad signature",
+         lambda: sender.post(b'{"type":"event_callback"}', "application/json", signature="v0=" + "0" * 64)),
+    ]
+
+
+def run_demo(console: Console, *, keep: bool = False) -> int:
+    """Run the demo; returns the process exit code."""
+    from bot import report as report_mod
+    from bot.cli import print_report_tables
+    from bot.slack_app import build_web
+    from bot.worker import run_worker
+    from handlers.context import HandlerContext
+    from workers.runtime import build_deps, policy_store
+
+    home = Path(tempfile.mkdtemp(prefix="clawback-demo-"))
+    slack, llm = SlackStandIn(token=BOT_TOKEN), LLMStandIn()
+    web = None
+    try:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True) as bar:
+            t = bar.add_task("starting embedded Redis and the stand-ins…")
+            redis_url = embedded_redis.ensure(home / "redis")
+            slack.seed_demo()
+            slack.start()
+            llm.start()
+            (home / "policy.toml").write_text(DEMO_POLICY)
+            settings = Settings(
+                _env_file=None, slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
+                slack_api_url=slack.url + "/api/", openai_base_url=llm.base_url, openai_api_key="demo",
+                clawback_model="clawback-standin", redis_url=redis_url,
+                database_url=f"sqlite:///{home / 'clawback.db'}", clawback_home=home,
+                clawback_policy=home / "policy.toml", clawback_audit_key=AUDIT_KEY, clawback_retry_intervals="1,1",
+            )
+            db = Database(settings.database_url)
+            ensure_schema(db)
+            deps = build_deps(settings, db=db)
+            ctx = HandlerContext(IngressDeps(db=db, queue=deps.queue, policy=policy_store(settings, db)))
+            web = _Web(build_web(settings, db=db, queue_conn=deps.redis, ctx=ctx))
+            sender = SlackEventSender(web.url + "/slack/events", SIGNING_SECRET)
+            console.print(f"[bold]Clawback demo[/] — web app at {web.url}, data in {home}")
+            results = []
+            for title, step in _steps(sender, slack):
+                bar.update(t, description=title)
+                results.append((title, step().status))
+            table = Table(title="1. Signed Slack requests → clawback web")
+            table.add_column("request")
+            table.add_column("HTTP", justify="right")
+            for title, status in results:
+                table.add_row(title, str(status))
+            console.print(table)
+            bar.update(t, description="worker draining the queues…")
+            run_worker(deps, burst=True, fork=False, max_wait=60)
+            _click_feedback(sender, deps, slack)
+            run_worker(deps, burst=True, fork=False, max_wait=60)
+            sender.close()
+        _show_slack(console, slack)
+        _show_llm(console, llm)
+        console.print("[bold]3. The ledger (clawback report)[/]")
+        print_report_tables(report_mod.build_report(db))
+        audit.checkpoint(db, AUDIT_KEY)
+        verdict = audit.verify(db, key=AUDIT_KEY)
+        console.print(f"[bold]4. Audit log:[/] {verdict.entries} entries, chain "
+                      f"{'[green]intact[/]' if verdict.ok else '[red]BROKEN at ' + str(verdict.first_bad_seq)}")
+        return 0 if verdict.ok else 1
+    finally:
+        if web is not None:
+            web.close()
+        slack.stop()
+        llm.stop()
+        embedded_redis.stop(home / "redis")
+        if keep:
+            console.print(f"kept {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def _click_feedback(sender: SlackEventSender, deps: Any, slack: SlackStandIn) -> None:
+    from sqlalchemy import select
+
+    from bot.db import Task
+
+    with deps.db.session() as s:
+        task = s.execute(select(Task).where(Task.idempotency_key == "slack:EvDEMO0001")).scalar_one_or_none()
+    if task and (task.result or {}).get("reply_ts"):
+        sender.block_action("U0ALICE", "feedback_resolved", task.id, channel="C0GENERAL",
+                            message_ts=task.result["reply_ts"], thread_ts=task.thread_ts)
+
+
+def _show_slack(console: Console, slack: SlackStandIn) -> None:
+    table = Table(title="2. What Slack saw (the stand-in's call log)")
+    table.add_column("method")
+    table.add_column("channel")
+    table.add_column("text", overflow="fold")
+    for call in slack.calls():
+        if call["_method"] in ("chat.postMessage", "chat.postEphemeral", "chat.update"):
+            text = call.get("text") or ""
+            blocks = call.get("blocks")
+            if blocks and call["_method"] == "chat.postMessage":
+                parsed = json.loads(blocks) if isinstance(blocks, str) else blocks
+                footer = [b for b in parsed if b.get("type") == "context"]
+                if footer:
+                    text += "\n  ↳ " + footer[0]["elements"][0]["text"]
+            table.add_row(call["_method"], call.get("channel", ""), text[:400])
+    console.print(table)
+
+
+def _show_llm(console: Console, llm: LLMStandIn) -> None:
+    sent = llm.completions()
+    leaked = any("AKIAIOSFODNN7EXAMPLE" in json.dumps(r) for r in sent)
+    console.print(f"LLM stand-in served {len(sent)} completion(s); the pasted AWS key reached it: "
+                  f"{'[red]YES[/]' if leaked else '[green]no (redacted)[/]'}")
