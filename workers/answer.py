@@ -15,12 +15,16 @@ from bot.db import Task
 from bot.ingress import redactor_for
 from bot.safety import sanitize, urls_in
 from bot.tokens import ContextLine, estimate_messages, trim_context
+from bot.llm import LLMResult
 from workers.actuators import SlackActuator, _classify
+from workers.tools import run_tool_call, tools_for
 from workers.runtime import WorkerDeps
 
 log = logging.getLogger(__name__)
 
 PROMPT = "answer"
+MAX_TOOL_ROUNDS = 2
+MAX_TOOL_CALLS = 4
 MAX_THREAD_MESSAGES = 400
 
 
@@ -65,6 +69,38 @@ def build_context(
     return lines, redactions
 
 
+def _converse(deps: WorkerDeps, task: Task, prompt: prompts.RenderedPrompt, max_tokens: int) -> LLMResult:
+    """Call the model, letting it use the requester's tools for a bounded number of rounds.
+
+    Each call reserves its own worst case from the budget and settles its real usage, so a conversation
+    can never overshoot the daily budget by more than one call's maximum.
+    """
+    policy = deps.policy.current
+    offered = tools_for(policy.scopes_for(task.requester), surface=task.surface)
+    specs = [t.spec() for t in offered] or None
+    conversation: list[dict[str, Any]] = prompt.messages()
+    for round_no in range(MAX_TOOL_ROUNDS + 1):
+        last_round = round_no == MAX_TOOL_ROUNDS
+        reservation = deps.budget.reserve(task.requester, estimate_messages(conversation) + max_tokens,
+                                          policy.limits_for(task.requester))
+        result = None
+        try:
+            result = deps.llm.complete(task_id=task.id, step="answer" if round_no == 0 else f"answer.{round_no}",
+                                       prompt=prompt, max_tokens=max_tokens, messages=conversation,
+                                       tools=None if last_round else specs)
+        finally:
+            deps.budget.settle(reservation, 0 if result is None or result.reused else result.total_tokens)
+        if not result.tool_calls or last_round:
+            return result
+        conversation.append({"role": "assistant", "content": result.content or None, "tool_calls": [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in result.tool_calls]})
+        for n, call in enumerate(result.tool_calls):
+            output = run_tool_call(deps, task, call, offered) if n < MAX_TOOL_CALLS else "refused: too many calls"
+            conversation.append({"role": "tool", "tool_call_id": call.id, "content": output})
+    raise AssertionError("unreachable")
+
+
 def answer(deps: WorkerDeps, task: Task) -> dict[str, Any]:
     """Run the answer pipeline for ``task``; returns the result stored on the task."""
     policy = deps.policy.current
@@ -84,21 +120,12 @@ def answer(deps: WorkerDeps, task: Task) -> dict[str, Any]:
         context=context_text,
         question=question.replace(boundary, ""),
     )
-    max_tokens = deps.settings.clawback_max_answer_tokens
-    reservation = deps.budget.reserve(
-        task.requester, estimate_messages(prompt.messages()) + max_tokens, policy.limits_for(task.requester)
-    )
-    result = None
-    try:
-        result = deps.llm.complete(task_id=task.id, step="answer", prompt=prompt, max_tokens=max_tokens)
-    finally:
-        deps.budget.settle(reservation, 0 if result is None or result.reused else result.total_tokens)
+    result = _converse(deps, task, prompt, deps.settings.clawback_max_answer_tokens)
     sources = [question, *(line.text for line in lines)]
     people = {task.requester, *(m.get("user") for m in thread if m.get("user"))}
     text, defanged = sanitize(result.content, allowed_urls=urls_in(*sources), allowed_users=people)
-    footer = messages.footer(
-        result.model, result.prompt_tokens, result.completion_tokens, result.cost, task.id
-    )
+    prompt_tokens, completion_tokens, cost = ledger.task_usage(deps.db, task.id)  # all rounds, as reported
+    footer = messages.footer(result.model, prompt_tokens, completion_tokens, cost, task.id)
     pages = split_answer_messages(text, footer, task.id)
     timestamps = SlackActuator(deps.slack, deps.db, deps.policy).post_reply(
         task, text=text, blocks_pages=pages
@@ -111,6 +138,6 @@ def answer(deps: WorkerDeps, task: Task) -> dict[str, Any]:
         "context_dropped": dropped,
         "context_redactions": redactions,
         "links_neutralised": defanged,
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
     }
