@@ -18,8 +18,14 @@ KEY = "test-audit-key"
 
 def _fill(db: Database, n: int) -> None:
     for i in range(n):
-        audit.record(db, actor=f"U{i % 3}", action="test.action", decision="allow" if i % 2 else "deny",
-                     task_id=f"t{i}", details={"i": i, "note": "ünïcode ✓"})
+        audit.record(
+            db,
+            actor=f"U{i % 3}",
+            action="test.action",
+            decision="allow" if i % 2 else "deny",
+            task_id=f"t{i}",
+            details={"i": i, "note": "ünïcode ✓"},
+        )
 
 
 def test_untouched_log_verifies(db):
@@ -138,8 +144,14 @@ def test_export_jsonl_has_the_documented_fields(db):
 
 def _cli(args: list[str], db: Database, tmp_path) -> subprocess.CompletedProcess:
     env = {**os.environ, "DATABASE_URL": db.url, "CLAWBACK_AUDIT_KEY": KEY, "CLAWBACK_HOME": str(tmp_path)}
-    return subprocess.run([sys.executable, "-m", "bot.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=60, cwd=tmp_path)
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=tmp_path,
+    )
 
 
 def test_cli_verify_exit_codes_and_export(db, tmp_path):

