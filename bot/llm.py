@@ -17,7 +17,7 @@ import openai
 
 from bot import ledger
 from bot.db import Database
-from bot.errors import ClawbackError, TransientError
+from bot.errors import TransientError, UserFacingError
 from prompts import RenderedPrompt
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,11 @@ class LLMGateway:
             self._record_error(record, started, exc)
             if exc.status_code >= 500 or exc.status_code in (408, 409):
                 raise TransientError(f"model unavailable ({_short(exc)})") from exc
-            raise ClawbackError(f"the model endpoint refused the request ({_short(exc)})") from exc
+            # Not worth retrying (bad key, bad request): fail now with a clear reason.
+            raise UserFacingError(
+                "the model endpoint refused the request (a configuration problem; admins have been told)",
+                reason=f"the model endpoint refused the request ({_short(exc)})",
+            ) from exc
         except json.JSONDecodeError as exc:  # a truncated body from a proxy
             self._record_error(record, started, exc)
             raise TransientError("model returned a truncated response") from exc

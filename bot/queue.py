@@ -14,7 +14,7 @@ import redis
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.registry import ScheduledJobRegistry
+from rq.registry import DeferredJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from sqlalchemy import select
 
 from bot import embedded_redis
@@ -94,10 +94,41 @@ class TaskQueue:
                 earliest = wait if earliest is None else min(earliest, wait)
         return earliest
 
+    def _is_lost(self, task_id: str, stale_after: timedelta) -> tuple[bool, str]:
+        """Whether a task's job is gone: missing, off every queue and registry, or started but silent.
+
+        The registries are asked rather than the job's status field, which a killed worker can leave stale.
+        """
+        try:
+            job = Job.fetch(task_id, connection=self.connection)
+        except NoSuchJobError:
+            return True, "missing"
+        for q in self.ordered:
+            if self.connection.lpos(q.key, task_id) is not None:
+                return False, "queued"
+            if task_id in ScheduledJobRegistry(queue=q) or task_id in DeferredJobRegistry(queue=q):
+                return False, "scheduled"
+            if task_id in StartedJobRegistry(queue=q):
+                # A running job's worker refreshes its heartbeat; a SIGKILLed one stops doing so.
+                beat = job.last_heartbeat or job.started_at
+                if beat is not None and beat.tzinfo is None:
+                    beat = beat.replace(tzinfo=utcnow().tzinfo)
+                if beat is not None and utcnow() - beat < stale_after:
+                    return False, "started"
+                StartedJobRegistry(queue=q).remove_executions(job)
+        status = job.get_status(refresh=False)
+        job.delete()
+        return True, str(status)
+
     def reconcile(
-        self, db: Database, *, older_than: timedelta = timedelta(seconds=60), limit: int = 500
+        self,
+        db: Database,
+        *,
+        older_than: timedelta = timedelta(seconds=60),
+        stale_after: timedelta = timedelta(seconds=360),  # > job timeout: SimpleWorker jobs do not heartbeat
+        limit: int = 500,
     ) -> list[str]:
-        """Re-enqueue tasks SQL says are queued/running whose job Redis lost or gave up on."""
+        """Re-enqueue tasks SQL says are queued/running whose job Redis lost, gave up on, or whose worker died."""
         cutoff = utcnow() - older_than
         with db.session() as s:
             rows = s.execute(
@@ -108,12 +139,10 @@ class TaskQueue:
             ).all()
         requeued = []
         for task_id, surface in rows:
-            status = self.job_status(task_id)
-            if status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+            lost, why = self._is_lost(task_id, stale_after)
+            if not lost:
                 continue
-            if status is not None:
-                Job.fetch(task_id, connection=self.connection).delete()
             self.enqueue(task_id, queue=BULK if surface == "email" else INTERACTIVE)
             requeued.append(task_id)
-            log.warning("reconciler re-enqueued task %s (job was %s)", task_id, status or "missing")
+            log.warning("reconciler re-enqueued task %s (job was %s)", task_id, why)
         return requeued

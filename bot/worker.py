@@ -47,7 +47,8 @@ def run_worker(
     """Work the queues (interactive first). In burst mode, drain them — scheduled retries included — and return."""
     runtime.install(deps)
     worker_class = Worker if fork else SimpleWorker
-    worker = worker_class(deps.queue.ordered, connection=deps.redis, name=name)
+    # Heartbeats every 10 s let the reconciler tell a dead worker's job from a slow one.
+    worker = worker_class(deps.queue.ordered, connection=deps.redis, name=name, job_monitoring_interval=10)
     if not burst:
         stop = threading.Event()
         thread = threading.Thread(target=_reconciler_loop, args=(deps, stop, reconcile_interval), daemon=True)

@@ -112,7 +112,7 @@ def settings(
         openai_base_url=llm.base_url,
         clawback_model="clawback-standin",
         clawback_llm_max_retries=1,
-        clawback_llm_timeout=5,
+        clawback_llm_timeout=2,
         clawback_job_retries=2,
         clawback_retry_intervals="0,0",
         redis_url=redis_url,

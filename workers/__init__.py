@@ -131,19 +131,10 @@ def _fail(
 
 def _tell(actuator: SlackActuator, task: Task, text: str) -> None:
     """Best-effort note to the requester; a failure to notify never hides the task's real status."""
+    if task.surface == "email":
+        return
     try:
-        if task.surface == "email":
-            return
-        if task.surface == "mention" and task.thread_ts:
-            actuator.client.chat_postMessage(
-                channel=task.channel_id,
-                thread_ts=task.thread_ts,
-                text=text,
-                unfurl_links=False,
-                unfurl_media=False,
-            )
-        else:
-            actuator.notify(task, text)
+        actuator.tell(task, text)
     except Exception:
         log.exception("task %s: could not notify the requester", task.id)
 

@@ -123,12 +123,40 @@ class SlackActuator:
                 channel=channel, ts=thread_ts, include_all_metadata=True, limit=200
             )
         except SlackApiError as exc:
+            if exc.response.get("error") == "thread_not_found":
+                return None
             raise _classify(exc) from exc
         for m in resp.get("messages", []):
             payload = (m.get("metadata") or {}).get("event_payload") or {}
             if payload.get("key") == idem:
                 return str(m["ts"])
         return None
+
+    def tell(self, task: Task, text: str) -> None:
+        """A note about a task's fate: in the mention's thread if possible, else privately (DM fallback)."""
+        if task.surface == "mention" and task.channel_id and task.thread_ts:
+            try:
+                self.client.chat_postMessage(
+                    channel=task.channel_id,
+                    thread_ts=task.thread_ts,
+                    text=text,
+                    unfurl_links=False,
+                    unfurl_media=False,
+                )
+                return
+            except SlackApiError as exc:
+                log.info(
+                    "task %s: note not postable in the thread (%s); sending a DM",
+                    task.id,
+                    exc.response.get("error"),
+                )
+                self._dm(task.requester, text)
+                return
+        self.notify(task, text)
+
+    def _dm(self, user: str, text: str) -> None:
+        dm = self.client.conversations_open(users=user)["channel"]["id"]
+        self.client.chat_postMessage(channel=dm, text=text, unfurl_links=False, unfurl_media=False)
 
     def notify(self, task: Task, text: str) -> None:
         """Tell the requester something privately (ephemeral in a channel, a DM message in DMs).

@@ -6,8 +6,9 @@ ledger records exactly what this server reports, as it would with a real endpoin
 
 Tests script behaviour with ``script(...)``: each queued step is consumed by one request, e.g.
 ``{"status": 429, "retry_after": 1}``, ``{"status": 500}``, ``{"delay": 2.0}``, ``{"truncate": True}``,
-``{"empty_choices": True}``, ``{"no_usage": True}``, ``{"content": "..."}`` or
-``{"tool_calls": [{"name": "...", "arguments": {...}}]}``. Structured-output requests
+``{"empty_choices": True}``, ``{"no_usage": True}``, ``{"content": "..."}`` (returned as is, even past
+``max_tokens``: a misbehaving endpoint) or
+``{"tool_calls": [{"name": "...", "arguments": {...}}]}``; ``{"before": fn}`` runs ``fn()`` first. Structured-output requests
 (``response_format`` with a ``json_schema``) are answered by a responder registered for the schema's name.
 """
 
@@ -120,7 +121,12 @@ class LLMStandIn(StandInServer):
                 content = default_answer(messages)
         max_tokens = request.get("max_tokens") or request.get("max_completion_tokens")
         finish = "tool_calls" if tool_calls else "stop"
-        if content is not None and max_tokens and estimate_tokens(content) > int(max_tokens):
+        if (
+            "content" not in step
+            and content is not None
+            and max_tokens
+            and estimate_tokens(content) > int(max_tokens)
+        ):
             content, finish = content[: int(max_tokens) * 4], "length"
         prompt_tokens = estimate_messages(messages)
         completion_tokens = estimate_tokens(content or json.dumps(tool_calls or []))
@@ -204,6 +210,8 @@ class _Handler(QuietHandler):
             self.send_json(400, {"error": {"message": "invalid JSON body"}})
             return
         step = standin._next_step()
+        if callable(step.get("before")):
+            step["before"]()  # fault tests: e.g. kill the caller while its request is in flight
         delay = float(step.get("delay", 0.0)) + standin.latency
         if delay:
             time.sleep(delay)

@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -77,6 +78,7 @@ class SlackStandIn(StandInServer):
         self.views: dict[str, dict[str, Any]] = {}
         self.usergroups: dict[str, list[str]] = {}
         self._failures: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.hooks: dict[str, tuple[str, Callable[[dict[str, Any]], None]]] = {}
         self._ts_lock = threading.Lock()
         self._last_ts = 0.0
 
@@ -147,6 +149,14 @@ class SlackStandIn(StandInServer):
         for uid in ("U0ALICE", "U0BOB", "U0CAROL", "U0DAVE", "U0EMMA"):
             self.add_channel("D" + uid[1:], f"dm-{uid}", members=[uid], is_im=True)
 
+    def on_call(self, method: str, hook: Callable[[dict[str, Any]], None], *, when: str = "after") -> None:
+        """Run ``hook(params)`` once on the next ``method`` call (fault tests).
+
+        ``when="after"``: after the call took effect, before the response is sent. ``when="before"``: instead of
+        the effect; the caller then gets ``fatal_error``.
+        """
+        self.hooks[method] = (when, hook)
+
     def fail_next(self, method: str, error: str, *, retry_after: int | None = None, times: int = 1) -> None:
         """Make the next ``times`` calls of ``method`` fail with Slack error ``error``."""
         for _ in range(times):
@@ -191,8 +201,15 @@ class SlackStandIn(StandInServer):
         fn = getattr(self, "api_" + method.replace(".", "_"), None)
         if fn is None:
             return 200, {"ok": False, "error": "unknown_method"}, {}
+        when, hook = self.hooks.pop(method, ("", None))
+        if hook is not None and when == "before":
+            hook(params)
+            return 200, {"ok": False, "error": "fatal_error"}, {}
         with self.lock:
-            return 200, fn(params), {}
+            result = fn(params)
+        if hook is not None:
+            hook(params)
+        return 200, result, {}
 
     def _channel(self, params: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
         cid = params.get("channel")
