@@ -216,9 +216,14 @@ def parse_policy(text: str, *, source: str = "policy") -> Policy:
     def fail(reason: str, *needles: str) -> PolicyError:
         return PolicyError(reason, path=source, line=_line_of(text, *needles) if needles else None)
 
-    for key in raw:
+    for key, value in raw.items():
         if key not in _KNOWN_TOP:
             raise fail(f"unknown section [{key}] (known: {', '.join(sorted(_KNOWN_TOP))})", key)
+        if not isinstance(value, dict):
+            raise fail(f"[{key}] must be a table", key)
+    patterns_raw = raw.get("redaction", {}).get("patterns", [])
+    if not isinstance(patterns_raw, list):
+        raise fail("redaction.patterns must be a list of {name, regex} tables", "patterns")
 
     roles: dict[str, Role] = {}
     raw_roles = raw.get("roles", {})
@@ -286,7 +291,7 @@ def parse_policy(text: str, *, source: str = "policy") -> Policy:
         channels[cid] = ChannelRule(frozenset(allow))
 
     patterns: list[RedactionPattern] = []
-    for item in raw.get("redaction", {}).get("patterns", []):
+    for item in patterns_raw:
         if (
             not isinstance(item, dict)
             or not isinstance(item.get("name"), str)

@@ -84,14 +84,56 @@ def is_valid_signature(
     return hmac.compare_digest(expected, signature)
 
 
+_EVENT_STR_FIELDS = (
+    "type",
+    "user",
+    "channel",
+    "ts",
+    "thread_ts",
+    "text",
+    "bot_id",
+    "subtype",
+    "channel_type",
+    "event_ts",
+    "team",
+    "tab",
+)
+
+
+def _strings(obj: dict[str, Any], fields: Iterable[str]) -> bool:
+    return all(isinstance(obj[f], str) for f in fields if f in obj)
+
+
+def _well_formed_event(data: dict[str, Any]) -> bool:
+    event = data.get("event")
+    return (
+        isinstance(event, dict)
+        and _strings(event, _EVENT_STR_FIELDS)
+        and _strings(data, ("event_id", "team_id", "api_app_id"))
+    )
+
+
+def _well_formed_interactive(payload: dict[str, Any]) -> bool:
+    user, actions = payload.get("user"), payload.get("actions", [])
+    return (
+        isinstance(user, dict)
+        and isinstance(user.get("id"), str)
+        and isinstance(actions, list)
+        and all(isinstance(a, dict) and isinstance(a.get("action_id"), str) for a in actions)
+        and all(isinstance(payload.get(k, {}), dict) for k in ("team", "channel", "container", "message"))
+    )
+
+
 def _kind(body: bytes, content_type: str) -> str | None:
-    """Classify a Slack request body, or None if it is malformed."""
+    """Classify a Slack request body, or None if it is malformed (wrong shapes or types included)."""
     try:
         if "json" in content_type:
             data = json.loads(body)
             if not isinstance(data, dict) or not isinstance(data.get("type"), str):
                 return None
-            return "event" if data["type"] == "event_callback" else data["type"]
+            if data["type"] == "event_callback":
+                return "event" if _well_formed_event(data) else None
+            return data["type"]  # url_verification, app_rate_limited, …: Bolt answers or we ack
         form = parse_qs(body.decode("utf-8"), strict_parsing=True)
     except (ValueError, UnicodeDecodeError):
         return None
@@ -100,7 +142,12 @@ def _kind(body: bytes, content_type: str) -> str | None:
             payload = json.loads(form["payload"][0])
         except ValueError:
             return None
-        return "interactive" if isinstance(payload, dict) and isinstance(payload.get("type"), str) else None
+        ok = (
+            isinstance(payload, dict)
+            and isinstance(payload.get("type"), str)
+            and _well_formed_interactive(payload)
+        )
+        return "interactive" if ok else None
     if "command" in form and "user_id" in form:
         return "command"
     if "ssl_check" in form:
@@ -168,10 +215,16 @@ class WebApp:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             return self._done("malformed", started, 400, b"malformed request body")
-        req = BoltRequest(
-            body=text, query=environ.get("QUERY_STRING", ""), headers={k: [v] for k, v in headers.items()}
-        )
+        try:
+            req = BoltRequest(
+                body=text, query=environ.get("QUERY_STRING", ""), headers={k: [v] for k, v in headers.items()}
+            )
+        except (TypeError, ValueError, AttributeError, KeyError):
+            return self._done("malformed", started, 400, b"malformed request body")
         resp = self.bolt.dispatch(req)
+        if resp.status == 404:
+            # An event type we do not listen to: acknowledge it, or Slack would retry it for nothing.
+            return self._done(f"{kind}_unhandled", started, 200, b"")
         out_headers = [
             (k, v) for k, values in resp.headers.items() for v in values if k.lower() != "content-length"
         ]
