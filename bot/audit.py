@@ -59,16 +59,21 @@ def append(
     target: str | None = None,
     scope: str | None = None,
     details: dict[str, Any] | None = None,
-) -> AuditEntry:
-    """Append one entry inside the caller's transaction (commit it with the decision it records)."""
+) -> dict[str, Any]:
+    """Append one entry inside the caller's transaction (commit it with the decision it records).
+
+    Plain SQL statements (no ORM unit of work): this runs on the ack path of every Slack request.
+    Returns the entry's fields, ``hash`` and ``prev_hash`` included.
+    """
     if decision not in ("allow", "deny", "info"):
         raise ValueError(f"bad audit decision {decision!r}")
-    stmt = select(AuditHead).where(AuditHead.id == 1)
+    head_t, log_t = AuditHead.__table__, AuditEntry.__table__
+    stmt = select(head_t.c.seq, head_t.c.hash).where(head_t.c.id == 1)
     if session.get_bind().dialect.name != "sqlite":
         stmt = stmt.with_for_update()
-    head = session.execute(stmt).scalar_one()
+    seq, prev = session.execute(stmt).one()
     fields = {
-        "seq": head.seq + 1,
+        "seq": seq + 1,
         "ts": utcnow().isoformat(timespec="microseconds"),
         "actor": actor,
         "on_behalf_of": on_behalf_of,
@@ -79,15 +84,14 @@ def append(
         "task_id": task_id,
         "details": canonical(details or {}),
     }
-    digest = entry_hash(fields, head.hash)
-    entry = AuditEntry(**fields, prev_hash=head.hash, hash=digest)
-    session.add(entry)
-    head.seq, head.hash = fields["seq"], digest
-    session.flush()
-    return entry
+    digest = entry_hash(fields, prev)
+    row = {**fields, "prev_hash": prev, "hash": digest}
+    session.execute(log_t.insert().values(**row))
+    session.execute(head_t.update().where(head_t.c.id == 1).values(seq=fields["seq"], hash=digest))
+    return row
 
 
-def record(db: Database, **kwargs: Any) -> AuditEntry:
+def record(db: Database, **kwargs: Any) -> dict[str, Any]:
     """Append one entry in its own transaction."""
     with db.session() as s:
         return append(s, **kwargs)

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from bot import audit
-from bot.db import Database, Task, utcnow
+from bot.db import Database, Task, new_id, utcnow
 from bot.errors import Denied, ServiceUnavailable
 from bot.ledger import NewTask
 from bot.policy import PolicyStore
@@ -51,10 +51,25 @@ def redactor_for(policy: PolicyStore) -> Redactor:
 
 def _insert(db: Database, task: Task, *, decision: str, scope: str | None, reason: str | None) -> bool:
     """Insert the task and its audit entry in one transaction; False when the key was seen before."""
+    row = {c.key: getattr(task, c.key) for c in Task.__table__.columns}
+    row["id"] = row["id"] or new_id()
+    row["created_at"] = row["created_at"] or utcnow()
+    row.update(
+        {
+            k: v if v is not None else d
+            for k, v, d in (
+                ("payload", row["payload"], {}),
+                ("result", row["result"], {}),
+                ("attempts", row["attempts"], 0),
+                ("redactions", row["redactions"], 0),
+                ("trigger", row["trigger"], "human"),
+            )
+        }
+    )
+    task.id = row["id"]
     try:
         with db.session() as s:
-            s.add(task)
-            s.flush()
+            s.execute(Task.__table__.insert().values(**row))
             audit.append(
                 s,
                 actor=task.requester,
