@@ -30,13 +30,8 @@ MAX_THREAD_MESSAGES = 400
 
 def fetch_thread(deps: WorkerDeps, task: Task) -> list[dict[str, Any]]:
     """The thread's messages before the question (bounded, oldest first)."""
-    if (
-        not task.thread_ts
-        or not task.channel_id
-        or task.thread_ts == task.message_ts
-        and task.surface == "dm"
-    ):
-        return []
+    if not task.thread_ts or not task.channel_id or task.thread_ts == task.message_ts:
+        return []  # a top-level message starts its thread: there is nothing earlier to read
     out: list[dict[str, Any]] = []
     cursor = None
     for _page in range(MAX_THREAD_MESSAGES // 200):
