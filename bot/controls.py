@@ -10,7 +10,7 @@ from bot.db import Database, Pause
 
 def active_pause(db: Database, *, user: str | None, intent: str | None) -> Pause | None:
     """The pause that applies to (user, intent), if any."""
-    with db.session() as s:
+    with db.read() as s:
         return s.execute(
             select(Pause)
             .where(Pause.active.is_(True))

@@ -226,7 +226,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Writers take the write lock up front (no late SQLITE_BUSY); readers use a deferred BEGIN.
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("clawback_read") else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
@@ -253,6 +254,9 @@ class Database:
         self.url = url
         self.engine = engine or make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._readers = sessionmaker(
+            self.engine.execution_options(clawback_read=True), expire_on_commit=False
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -262,7 +266,18 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """Open a session; commit on success, roll back on error; 503-worthy errors become ServiceUnavailable."""
-        sess = self._sessions()
+        with self._unit(self._sessions) as sess:
+            yield sess
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reads only (on SQLite it does not take the write lock)."""
+        with self._unit(self._readers) as sess:
+            yield sess
+
+    @contextmanager
+    def _unit(self, factory: sessionmaker) -> Iterator[Session]:
+        sess = factory()
         try:
             yield sess
             sess.commit()

@@ -67,7 +67,7 @@ def create_task(
 
 def get_task(db: Database, task_id: str) -> Task | None:
     """Load a task by id."""
-    with db.session() as s:
+    with db.read() as s:
         return s.get(Task, task_id)
 
 
@@ -84,9 +84,17 @@ def mark_running(db: Database, task_id: str) -> Task | None:
 
 
 def finish(
-    db: Database, task_id: str, status: str, *, reason: str | None = None, result: dict | None = None
+    db: Database,
+    task_id: str,
+    status: str,
+    *,
+    reason: str | None = None,
+    result: dict | None = None,
+    audit_entry: dict[str, Any] | None = None,
 ) -> None:
-    """Set a terminal status (only from a non-terminal one: finishing is idempotent)."""
+    """Set a terminal status (only from a non-terminal one: finishing is idempotent), with its audit entry."""
+    from bot import audit  # local: audit imports the db layer too
+
     if status not in TERMINAL:
         raise ValueError(f"{status!r} is not terminal")
     values: dict[str, Any] = {"status": status, "status_reason": reason, "finished_at": utcnow()}
@@ -94,6 +102,8 @@ def finish(
         values["result"] = result
     with db.session() as s:
         s.execute(update(Task).where(Task.id == task_id, Task.status.not_in(TERMINAL)).values(**values))
+        if audit_entry is not None:
+            audit.append(s, task_id=task_id, **audit_entry)
 
 
 def update_result(db: Database, task_id: str, **fields: Any) -> None:
@@ -114,7 +124,7 @@ def record_llm_call(db: Database, **fields: Any) -> LLMCall:
 
 def find_llm_call(db: Database, task_id: str, step: str) -> LLMCall | None:
     """The successful call already made for (task, step), so a retried job does not pay twice."""
-    with db.session() as s:
+    with db.read() as s:
         return s.execute(
             select(LLMCall)
             .where(LLMCall.task_id == task_id, LLMCall.step == step, LLMCall.status == "ok")
@@ -125,7 +135,7 @@ def find_llm_call(db: Database, task_id: str, step: str) -> LLMCall | None:
 
 def task_usage(db: Database, task_id: str) -> tuple[int, int, float]:
     """(prompt tokens, completion tokens, cost) over all of a task's calls."""
-    with db.session() as s:
+    with db.read() as s:
         row = s.execute(
             select(
                 func.coalesce(func.sum(LLMCall.prompt_tokens), 0),
@@ -138,7 +148,7 @@ def task_usage(db: Database, task_id: str) -> tuple[int, int, float]:
 
 def tokens_since(db: Database, user: str, since: datetime) -> int:
     """Tokens a user's tasks used since ``since`` (rebuilds budget counters)."""
-    with db.session() as s:
+    with db.read() as s:
         return int(
             s.execute(
                 select(func.coalesce(func.sum(LLMCall.total_tokens), 0))
@@ -166,7 +176,7 @@ def record_outcome(
 
 def outcomes_of(db: Database, task_id: str) -> list[Outcome]:
     """A task's outcomes, oldest first."""
-    with db.session() as s:
+    with db.read() as s:
         return list(
             s.execute(select(Outcome).where(Outcome.task_id == task_id).order_by(Outcome.id)).scalars()
         )
@@ -174,7 +184,7 @@ def outcomes_of(db: Database, task_id: str) -> list[Outcome]:
 
 def get_action(db: Database, key: str) -> Action | None:
     """An action by idempotency key."""
-    with db.session() as s:
+    with db.read() as s:
         return s.execute(select(Action).where(Action.idempotency_key == key)).scalar_one_or_none()
 
 
@@ -187,14 +197,20 @@ def begin_action(
     scope: str | None,
     target: str | None,
     detail: dict | None = None,
+    audit_entry: dict[str, Any] | None = None,
 ) -> tuple[Action, bool]:
-    """Create a pending action, or return the existing one (and False) for this key."""
+    """Create a pending action (with its audit entry, in one transaction), or return the existing one and False."""
+    from bot import audit
+
     row = Action(
         task_id=task_id, idempotency_key=key, kind=kind, scope=scope, target=target, detail=detail or {}
     )
     try:
         with db.session() as s:
             s.add(row)
+            s.flush()
+            if audit_entry is not None:
+                audit.append(s, task_id=task_id, scope=scope, target=target, **audit_entry)
         return row, True
     except IntegrityError:
         existing = get_action(db, key)

@@ -48,6 +48,9 @@ def run_worker(
     runtime.install(deps)
     worker_class = Worker if fork else SimpleWorker
     # Heartbeats every 10 s let the reconciler tell a dead worker's job from a slow one.
+    from workers import _intents
+
+    _intents()  # import every job core in the parent once, not in each forked work horse
     worker = worker_class(deps.queue.ordered, connection=deps.redis, name=name, job_monitoring_interval=10)
     if not burst:
         stop = threading.Event()

@@ -100,15 +100,18 @@ def execute(deps: runtime.WorkerDeps, task_id: str, *, last_attempt: bool = True
             raise
         _fail(deps, actuator, task, "something went wrong on our side", f"{type(exc).__name__}: {exc}")
         return "failed"
-    ledger.finish(deps.db, task.id, "done", result=result)
-    audit.record(
+    ledger.finish(
         deps.db,
-        actor="clawback",
-        on_behalf_of=task.requester,
-        action=f"worker.{task.intent}.done",
-        decision="info",
-        task_id=task.id,
-        details={k: v for k, v in result.items() if k != "answer"},
+        task.id,
+        "done",
+        result=result,
+        audit_entry={
+            "actor": "clawback",
+            "on_behalf_of": task.requester,
+            "action": f"worker.{task.intent}.done",
+            "decision": "info",
+            "details": {k: v for k, v in result.items() if k != "answer"},
+        },
     )
     return "done"
 

@@ -51,6 +51,13 @@ class SlackActuator:
         timestamps = []
         for n, blocks in enumerate(blocks_pages):
             idem = f"{task.id}:slack.post:{key}:{n}"
+            entry = {
+                "actor": "clawback",
+                "on_behalf_of": task.requester,
+                "action": "slack.post",
+                "details": {"key": idem, "chars": len(text)},
+            }
+            # The audit entry is committed with the pending action, before the post: fail closed.
             action, created = ledger.begin_action(
                 self.db,
                 task_id=task.id,
@@ -59,34 +66,20 @@ class SlackActuator:
                 scope=scope,
                 target=channel,
                 detail={"thread_ts": task.thread_ts, "page": n},
+                audit_entry=entry,
             )
-            if not created and action.status == "done":
-                timestamps.append(action.result["ts"])
-                continue
             if not created:
+                if action.status == "done":
+                    timestamps.append(action.result["ts"])
+                    continue
                 found = self._find_posted(channel, task.thread_ts, idem)
                 if found:
                     ledger.complete_action(self.db, idem, "done", {"ts": found, "recovered": True})
                     timestamps.append(found)
                     continue
-            audit.record(
-                self.db,
-                actor="clawback",
-                on_behalf_of=task.requester,
-                action="slack.post",
-                scope=scope,
-                target=channel,
-                task_id=task.id,
-                details={"key": idem, "chars": len(text)},
-            )
-            ts = self._post(
-                channel,
-                task.thread_ts,
-                text if n == len(blocks_pages) - 1 else text[:200],
-                blocks,
-                idem,
-                task,
-            )
+                audit.record(self.db, task_id=task.id, scope=scope, target=channel, **entry)
+            last = n == len(blocks_pages) - 1
+            ts = self._post(channel, task.thread_ts, text if last else text[:200], blocks, idem, task)
             ledger.complete_action(self.db, idem, "done", {"ts": ts})
             timestamps.append(ts)
         return timestamps

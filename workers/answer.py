@@ -76,22 +76,38 @@ def _converse(deps: WorkerDeps, task: Task, prompt: prompts.RenderedPrompt, max_
     conversation: list[dict[str, Any]] = prompt.messages()
     for round_no in range(MAX_TOOL_ROUNDS + 1):
         last_round = round_no == MAX_TOOL_ROUNDS
-        reservation = deps.budget.reserve(task.requester, estimate_messages(conversation) + max_tokens,
-                                          policy.limits_for(task.requester))
+        reservation = deps.budget.reserve(
+            task.requester, estimate_messages(conversation) + max_tokens, policy.limits_for(task.requester)
+        )
         result = None
         try:
-            result = deps.llm.complete(task_id=task.id, step="answer" if round_no == 0 else f"answer.{round_no}",
-                                       prompt=prompt, max_tokens=max_tokens, messages=conversation,
-                                       tools=None if last_round else specs)
+            result = deps.llm.complete(
+                task_id=task.id,
+                step="answer" if round_no == 0 else f"answer.{round_no}",
+                prompt=prompt,
+                max_tokens=max_tokens,
+                messages=conversation,
+                tools=None if last_round else specs,
+                reuse=task.attempts > 1,
+            )  # only a retried job can have paid already
         finally:
             deps.budget.settle(reservation, 0 if result is None or result.reused else result.total_tokens)
         if not result.tool_calls or last_round:
             return result
-        conversation.append({"role": "assistant", "content": result.content or None, "tool_calls": [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in result.tool_calls]})
+        conversation.append(
+            {
+                "role": "assistant",
+                "content": result.content or None,
+                "tool_calls": [
+                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                    for c in result.tool_calls
+                ],
+            }
+        )
         for n, call in enumerate(result.tool_calls):
-            output = run_tool_call(deps, task, call, offered) if n < MAX_TOOL_CALLS else "refused: too many calls"
+            output = (
+                run_tool_call(deps, task, call, offered) if n < MAX_TOOL_CALLS else "refused: too many calls"
+            )
             conversation.append({"role": "tool", "tool_call_id": call.id, "content": output})
     raise AssertionError("unreachable")
 
@@ -125,7 +141,6 @@ def answer(deps: WorkerDeps, task: Task) -> dict[str, Any]:
     timestamps = SlackActuator(deps.slack, deps.db, deps.policy).post_reply(
         task, text=text, blocks_pages=pages
     )
-    ledger.update_result(deps.db, task.id, reply_ts=timestamps[-1])
     return {
         "reply_ts": timestamps[-1],
         "messages": len(timestamps),

@@ -1,0 +1,129 @@
+"""Shared set-up for the benchmarks: embedded Redis, SQLite, the stand-ins, timing and result helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bot import embedded_redis
+from bot.db import Database, ensure_schema
+from bot.ingress import IngressDeps
+from bot.settings import Settings
+from bot.standins.llm import LLMStandIn
+from bot.standins.slack import SlackStandIn
+
+SIGNING_SECRET = "bench-signing-secret"
+BOT_TOKEN = "xoxb-bench-token"
+RESULTS = Path(__file__).with_name("results.json")
+BENCH_POLICY = """
+[defaults]
+roles = ["member"]
+
+[roles.member]
+scopes = ["chat.reply", "chat.read_thread", "usage.self"]
+daily_tokens = 1000000000
+requests_per_minute = 1000000
+"""
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine()}
+
+
+def stats(samples: list[float]) -> dict[str, float]:
+    """Median, spread and extremes of repeated measurements."""
+    return {"median": round(statistics.median(samples), 4), "min": round(min(samples), 4),
+            "max": round(max(samples), 4), "runs": len(samples),
+            "stdev": round(statistics.stdev(samples), 4) if len(samples) > 1 else 0.0}
+
+
+@dataclass
+class BenchEnv:
+    """A throw-away Clawback installation on embedded parts."""
+
+    home: Path
+    settings: Settings
+    db: Database
+    redis: redis.Redis
+    slack: SlackStandIn
+    llm: LLMStandIn
+
+    def ingress(self) -> IngressDeps:
+        """Ingress dependencies on this environment."""
+        from bot.queue import TaskQueue
+        from workers.runtime import policy_store
+
+        return IngressDeps(db=self.db, queue=TaskQueue(self.redis), policy=policy_store(self.settings, self.db))
+
+    def close(self) -> None:
+        """Stop everything and delete the data."""
+        self.slack.stop()
+        self.llm.stop()
+        self.db.dispose()
+        embedded_redis.stop(self.home / "redis")
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def make_env(*, llm_latency: float = 0.0, database_url: str | None = None, **overrides: Any) -> BenchEnv:
+    """Start embedded Redis, the stand-ins and a migrated database in a temporary directory."""
+    home = Path(tempfile.mkdtemp(prefix="clawback-bench-"))
+    url = embedded_redis.ensure(home / "redis")
+    slack = SlackStandIn(token=BOT_TOKEN)
+    slack.seed_demo()
+    slack.start()
+    llm = LLMStandIn(latency=llm_latency)
+    llm.start()
+    (home / "policy.toml").write_text(BENCH_POLICY)
+    values = dict(
+        clawback_policy=home / "policy.toml",
+        _env_file=None, slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
+        slack_api_url=slack.url + "/api/", openai_base_url=llm.base_url, openai_api_key="bench",
+        clawback_model="clawback-standin", redis_url=url,
+        database_url=database_url or f"sqlite:///{home / 'clawback.db'}", clawback_home=home,
+        clawback_retry_intervals="1,1",
+    )
+    values.update(overrides)
+    settings = Settings(**values)
+    db = Database(settings.database_url)
+    ensure_schema(db)
+    return BenchEnv(home, settings, db, redis.Redis.from_url(url), slack, llm)
+
+
+class ServedWeb:
+    """The production WSGI app under waitress on a loopback port, in this process."""
+
+    def __init__(self, env: BenchEnv, threads: int = 16) -> None:
+        from waitress.server import create_server
+
+        from bot.slack_app import build_web
+        from handlers.context import HandlerContext
+
+        wsgi = build_web(env.settings, db=env.db, queue_conn=env.redis, ctx=HandlerContext(env.ingress()))
+        self.server = create_server(wsgi, host="127.0.0.1", port=0, threads=threads)
+        self.url = f"http://127.0.0.1:{self.server.effective_port}/slack/events"
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.server.close()
+
+
+def save(name: str, result: dict[str, Any]) -> None:
+    """Merge one benchmark's result into ``bench/results.json``."""
+    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    data[name] = {**result, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine()}
+    RESULTS.write_text(json.dumps(data, indent=2) + "\n")
