@@ -34,8 +34,10 @@ class Tool:
 
     def spec(self) -> dict[str, Any]:
         """The OpenAI ``tools`` entry."""
-        return {"type": "function", "function": {"name": self.name, "description": self.description,
-                                                 "parameters": self.parameters}}
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
 
 
 def _channel_history(deps: WorkerDeps, task: Task, args: dict[str, Any]) -> str:
@@ -61,29 +63,47 @@ def _channel_history(deps: WorkerDeps, task: Task, args: dict[str, Any]) -> str:
 def _my_usage(deps: WorkerDeps, task: Task, args: dict[str, Any]) -> str:
     used, reserved = deps.budget.used_today(task.requester)
     limits = deps.policy.current.limits_for(task.requester)
-    return json.dumps({"tokens_used_today": used, "tokens_reserved": reserved,
-                       "daily_token_budget": limits.daily_tokens})
+    return json.dumps(
+        {"tokens_used_today": used, "tokens_reserved": reserved, "daily_token_budget": limits.daily_tokens}
+    )
 
 
 CATALOG: dict[str, Tool] = {
     t.name: t
     for t in (
-        Tool("search_channel_history", "chat.read_channel",
-             "Search recent messages of the channel the question was asked in.",
-             {"type": "object", "additionalProperties": False,
-              "properties": {"query": {"type": "string", "maxLength": 200},
-                             "limit": {"type": "integer", "minimum": 1, "maximum": 200}},
-              "required": ["query"]},
-             _channel_history),
-        Tool("get_my_usage", "usage.self", "The requester's own token usage today and their budget.",
-             {"type": "object", "additionalProperties": False, "properties": {}}, _my_usage),
+        Tool(
+            "search_channel_history",
+            "chat.read_channel",
+            "Search recent messages of the channel the question was asked in.",
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "query": {"type": "string", "maxLength": 200},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": 200},
+                },
+                "required": ["query"],
+            },
+            _channel_history,
+        ),
+        Tool(
+            "get_my_usage",
+            "usage.self",
+            "The requester's own token usage today and their budget.",
+            {"type": "object", "additionalProperties": False, "properties": {}},
+            _my_usage,
+        ),
     )
 }
 
 
 def tools_for(scopes: frozenset[str], *, surface: str) -> list[Tool]:
     """The tools a requester may use: only those whose scope they hold (channel tools not in DMs)."""
-    return [t for t in CATALOG.values() if t.scope in scopes and not (surface == "dm" and t.scope == "chat.read_channel")]
+    return [
+        t
+        for t in CATALOG.values()
+        if t.scope in scopes and not (surface == "dm" and t.scope == "chat.read_channel")
+    ]
 
 
 def _valid(tool: Tool, args: dict[str, Any] | None) -> bool:
@@ -96,7 +116,9 @@ def _valid(tool: Tool, args: dict[str, Any] | None) -> bool:
         return False
     for key, value in args.items():
         kind = props[key].get("type")
-        if kind == "string" and (not isinstance(value, str) or len(value) > props[key].get("maxLength", 10_000)):
+        if kind == "string" and (
+            not isinstance(value, str) or len(value) > props[key].get("maxLength", 10_000)
+        ):
             return False
         if kind == "integer" and (isinstance(value, bool) or not isinstance(value, int)):
             return False
@@ -110,15 +132,39 @@ def run_tool_call(deps: WorkerDeps, task: Task, call: ToolCall, offered: list[To
     scope = CATALOG[call.name].scope if call.name in CATALOG else None
     if tool is None or not _valid(tool, args):
         reason = "tool not offered to this requester" if tool is None else "arguments failed validation"
-        audit.record(deps.db, actor="model", on_behalf_of=task.requester, action=f"tool.{call.name[:40]}",
-                     decision="deny", task_id=task.id, scope=scope,
-                     details={"reason": reason, "arguments": call.arguments[:500]})
+        audit.record(
+            deps.db,
+            actor="model",
+            on_behalf_of=task.requester,
+            action=f"tool.{call.name[:40]}",
+            decision="deny",
+            task_id=task.id,
+            scope=scope,
+            details={"reason": reason, "arguments": call.arguments[:500]},
+        )
         key = f"{task.id}:tool:{call.id}"
-        ledger.begin_action(deps.db, task_id=task.id, key=key, kind=f"tool.{call.name[:40]}", scope=scope,
-                            target=None, detail={"arguments": call.arguments[:500]})
+        ledger.begin_action(
+            deps.db,
+            task_id=task.id,
+            key=key,
+            kind=f"tool.{call.name[:40]}",
+            scope=scope,
+            target=None,
+            detail={"arguments": call.arguments[:500]},
+        )
         ledger.complete_action(deps.db, key, "denied", {"reason": reason})
         return f"refused: {reason}. Answer with what you have."
-    deps.policy.current.require(task.requester, tool.scope)  # authoritative re-check at the side of the effect
-    audit.record(deps.db, actor="model", on_behalf_of=task.requester, action=f"tool.{tool.name}", decision="allow",
-                 task_id=task.id, scope=tool.scope, details={"arguments": args})
+    deps.policy.current.require(
+        task.requester, tool.scope
+    )  # authoritative re-check at the side of the effect
+    audit.record(
+        deps.db,
+        actor="model",
+        on_behalf_of=task.requester,
+        action=f"tool.{tool.name}",
+        decision="allow",
+        task_id=task.id,
+        scope=tool.scope,
+        details={"arguments": args},
+    )
     return tool.run(deps, task, args or {})

@@ -1,0 +1,111 @@
+"""P3: 1,000 tasks with 300 ms LLM latency, drained by W `clawback worker --burst` processes.
+
+The baseline is ideal concurrency: 1,000 × 0.3 s / W. Memory per in-flight task is the resident memory of the
+worker processes and their work horses, sampled during the run, divided by W.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from bench.common import make_env, save
+from bot.ingress import submit
+from bot.ledger import NewTask
+
+LATENCY = 0.3
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _tree(pids: list[int]) -> list[int]:
+    """The given pids and all their descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], list(pids)
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def drain(tasks: int, workers: int) -> dict:
+    """Enqueue ``tasks`` answer tasks and time ``workers`` burst workers draining them."""
+    env = make_env(llm_latency=LATENCY)
+    try:
+        ingress = env.ingress()
+        for i in range(tasks):
+            submit(ingress, NewTask(idempotency_key=f"p3:{i}", requester="U0ALICE", surface="mention",
+                                    intent="answer", channel_id="C0GENERAL", message_ts=f"1.{i}",
+                                    thread_ts=f"1.{i}", payload={"text": f"question {i}"}), scope="chat.reply")
+        child_env = {**os.environ, "SLACK_BOT_TOKEN": env.settings.slack_bot_token,
+                     "SLACK_API_URL": env.settings.slack_api_url, "OPENAI_API_KEY": "bench",
+                     "OPENAI_BASE_URL": env.settings.openai_base_url, "CLAWBACK_MODEL": "clawback-standin",
+                     "REDIS_URL": env.settings.redis_url, "DATABASE_URL": env.settings.database_url,
+                     "CLAWBACK_HOME": str(env.home), "CLAWBACK_POLICY": str(env.settings.clawback_policy)}
+        t0 = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-m", "bot.cli", "worker", "--burst", "--name", f"p3-{w}"],
+                                  env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for w in range(workers)]
+        samples: list[int] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.5):
+                samples.append(sum(_rss_kb(p) for p in _tree([p.pid for p in procs])))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        for p in procs:
+            p.wait(timeout=900)
+        elapsed = time.perf_counter() - t0
+        stop.set()
+        posted = len([m for m in env.slack.bot_messages() if m.metadata])
+        ideal = tasks * LATENCY / workers
+        peak = max(samples) if samples else 0
+        return {"workers": workers, "tasks": tasks, "posted": posted, "drain_s": round(elapsed, 2),
+                "ideal_s": round(ideal, 2), "efficiency": round(ideal / elapsed, 3),
+                "peak_rss_mb": round(peak / 1024, 1), "rss_mb_per_in_flight_task": round(peak / 1024 / workers, 1)}
+    finally:
+        env.close()
+
+
+def run(tasks: int = 1000, workers: tuple[int, ...] = (4, 8)) -> dict:
+    """Drain with each worker count."""
+    drain(40, 2)  # warm-up
+    return {"target": ">= 80% of ideal concurrency; report memory", "llm_latency_s": LATENCY,
+            "runs": [drain(tasks, w) for w in workers]}
+
+
+def main() -> None:
+    """Print the table and save the result."""
+    r = run()
+    print(f"{'W':>3} {'tasks':>6} {'drain s':>8} {'ideal s':>8} {'eff.':>6} {'MB/in-flight':>13}")
+    for x in r["runs"]:
+        print(f"{x['workers']:>3} {x['tasks']:>6} {x['drain_s']:>8} {x['ideal_s']:>8} {x['efficiency']:>6} "
+              f"{x['rss_mb_per_in_flight_task']:>13}")
+    save("P3", r)
+
+
+if __name__ == "__main__":
+    main()

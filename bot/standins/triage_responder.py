@@ -1,0 +1,122 @@
+"""A deterministic triage "model" for the LLM stand-in: a keyword classifier answering the ``triage`` schema.
+
+Register it with ``llm.register_responder("triage", triage_responder)``. It reads the email between the
+prompt's boundary markers (whatever the prompt put there: stripped text or raw content) and answers valid
+JSON; the same input always gives the same decision.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+_BOUNDED = re.compile(r"(<<[0-9a-f]{16}>>)\n(.*)\n\1", re.S)
+_FIELD = re.compile(r"^(From|Subject):\s*(.*)$", re.M)
+
+RULES: list[tuple[str, re.Pattern[str]]] = [
+    (
+        "phishing_spam",
+        re.compile(
+            r"ignore (all |any )?(previous|prior|above) instructions|dear assistant|\bAI assistant\b|"
+            r"forward (all|every|this|these)\b.{0,40}\b(mail|emails?|messages?)|"
+            r"verify your (account|password|identity)|password (expires|will expire)|gift cards?|"
+            r"account (will be )?(suspended|locked)|"
+            r"update your (banking|payment) details|wire transfer",
+            re.I,
+        ),
+    ),
+    (
+        "newsletter",
+        re.compile(
+            r"unsubscribe|newsletter|view (it )?in (your )?browser|\d+% off|webinar|"
+            r"weekly digest|manage (your )?preferences",
+            re.I,
+        ),
+    ),
+    (
+        "notification",
+        re.compile(
+            r"\b(build|pipeline|job) (failed|passed|succeeded)|has shipped|your order|"
+            r"\breceipt\b|invitation:|reminder:|automated (message|notification)|"
+            r"\balert\b|password was changed",
+            re.I,
+        ),
+    ),
+    (
+        "action_required",
+        re.compile(
+            r"please (review|approve|sign|submit|send|complete|update|confirm)|"
+            r"action required|approval|deadline|\boverdue\b|by (monday|tuesday|"
+            r"wednesday|thursday|friday|tomorrow|eod|end of (the )?day)",
+            re.I,
+        ),
+    ),
+    (
+        "reply_needed",
+        re.compile(
+            r"\b(can|could|would|will) you\b[^?]{0,200}\?|\b(are|do) you\b[^?]{0,120}\?|"
+            r"what do you think|let me know|any thoughts",
+            re.I,
+        ),
+    ),
+]
+_URGENT = re.compile(r"\burgent\b|\basap\b|\btoday\b|immediately|\boverdue\b|\boutage\b|\bP1\b", re.I)
+_ROBOT = re.compile(r"no-?reply|do-?not-?reply|notifications?@|alerts?@|mailer-daemon", re.I)
+_LABELS = {
+    "action_required": "Action required",
+    "reply_needed": "Reply needed",
+    "fyi": "FYI",
+    "newsletter": "Newsletter",
+    "notification": "Notification",
+    "phishing_spam": "Suspected phishing/spam",
+}
+
+
+def _email_of(messages: list[dict[str, Any]]) -> tuple[str, str, str]:
+    """(sender, subject, body) from the first user message that carries an email."""
+    for m in messages:
+        content = m.get("content") or ""
+        if m.get("role") != "user" or not isinstance(content, str) or "Subject:" not in content:
+            continue
+        fields = {k: v for k, v in _FIELD.findall(content.split("\n<<", 1)[0])}
+        match = _BOUNDED.search(content)
+        return fields.get("From", ""), fields.get("Subject", ""), match.group(2) if match else ""
+    return "", "", ""
+
+
+def classify(sender: str, subject: str, body: str) -> dict[str, Any]:
+    """The decision for one email (pure and deterministic)."""
+    text = f"{subject}\n{body}"
+    category, matched = "fyi", None
+    for name, rx in RULES:
+        m = rx.search(text)
+        if m:
+            category, matched = name, m.group(0)
+            break
+    if category in ("action_required", "reply_needed", "fyi") and _ROBOT.search(sender):
+        category, matched = "notification", "automated sender"
+    urgent = bool(_URGENT.search(text))
+    if category in ("action_required", "reply_needed"):
+        priority = 1 if urgent else 2
+    elif category == "notification" and urgent:
+        priority = 1
+    else:
+        priority = 3
+    name = (re.sub(r"<.*?>", "", sender).strip() or "there").split()[0]
+    draft = None
+    if category in ("action_required", "reply_needed") and not _ROBOT.search(sender):
+        topic = subject.strip()[:80]
+        draft = f"Hi {name},\n\nThanks for your message about “{topic}”. I'll get back to you shortly."
+    return {
+        "category": category,
+        "priority": priority,
+        "summary": f"{_LABELS[category]}: {subject.strip()[:90] or '(no subject)'}",
+        "reason": f"matched “{matched[:40]}”" if matched else "no action or question found",
+        "reply_draft": draft,
+    }
+
+
+def triage_responder(messages: list[dict[str, Any]], request: dict[str, Any]) -> str:
+    """Structured-output responder for the ``triage`` JSON schema."""
+    return json.dumps(classify(*_email_of(messages)), ensure_ascii=False)

@@ -1,0 +1,120 @@
+"""Fixtures for the email triage surface: an EWS stand-in, a policy naming the mailbox, injected clients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.mail.ews import EwsMailbox
+from bot.mail.poller import MailPoller
+from bot.standins.ews import EwsStandIn
+from bot.standins.triage_responder import triage_responder
+
+OWNER_ADDRESS = "emma@example.com"
+OWNER = "U0EMMA"
+PASSWORD = "ews-s3cret"
+PASSWORD_ENV = "CLAWBACK_TEST_EWS_PASSWORD"
+ALL_MAIL_SCOPES = ["mail.read", "mail.categorize", "mail.move", "mail.draft", "mail.send"]
+
+
+def policy_text(ews_url: str, scopes: list[str], extra: str = "") -> str:
+    """A policy with Emma owning the stand-in mailbox and holding ``scopes``."""
+    quoted = ", ".join(f'"{s}"' for s in ["chat.reply", "usage.self", *scopes])
+    return f"""
+[defaults]
+roles = ["member"]
+
+[roles.member]
+scopes = ["chat.reply", "usage.self"]
+daily_tokens = 1000000
+
+[roles.mailowner]
+scopes = [{quoted}]
+daily_tokens = 50000000
+
+[users.{OWNER}]
+roles = ["mailowner"]
+
+[mailboxes."{OWNER_ADDRESS}"]
+owner = "{OWNER}"
+backend = "ews"
+ews_url = "{ews_url}"
+username = "{OWNER_ADDRESS}"
+password_env = "{PASSWORD_ENV}"
+folders = {{ action = "Action", newsletter = "Newsletters" }}
+first_sync_days = 7
+{extra}
+"""
+
+
+@pytest.fixture
+def ews() -> Iterator[EwsStandIn]:
+    """A running EWS stand-in holding Emma's (empty) mailbox."""
+    server = EwsStandIn(address=OWNER_ADDRESS, username=OWNER_ADDRESS, password=PASSWORD).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mail_scopes(request: pytest.FixtureRequest) -> list[str]:
+    """The owner's mail scopes: all of them unless a test says ``@pytest.mark.scopes(...)``."""
+    marker = request.node.get_closest_marker("scopes")
+    return list(marker.args) if marker else list(ALL_MAIL_SCOPES)
+
+
+@pytest.fixture
+def policy_file(tmp_path: Path, ews: EwsStandIn, mail_scopes: list[str]) -> Path:
+    """The policy for these tests (overrides the shared fixture)."""
+    path = tmp_path / "policy.toml"
+    path.write_text(policy_text(ews.ews_url, mail_scopes))
+    return path
+
+
+@pytest.fixture
+def mailboxes(ews: EwsStandIn) -> Iterator[dict[str, EwsMailbox]]:
+    """Real EwsMailbox clients over HTTP to the stand-in, one per address, as ``deps.extras`` holds them."""
+    made: dict[str, EwsMailbox] = {}
+    yield made
+    for mb in made.values():
+        mb.close()
+
+
+@pytest.fixture
+def mail_deps(deps, ews: EwsStandIn, llm, mailboxes: dict[str, EwsMailbox]):
+    """Worker deps with the stand-in-backed mailbox factory and the deterministic triage responder."""
+
+    def factory(address: str) -> EwsMailbox:
+        if address not in made:
+            made[address] = EwsMailbox(address, ews.ews_url, username=address, password=PASSWORD, timeout=5)
+        return made[address]
+
+    made = mailboxes
+    deps.extras["mailboxes"] = factory
+    llm.register_responder("triage", triage_responder)
+    return deps
+
+
+class Sleeps(list):
+    """Records the poller's sleeps instead of sleeping."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    """The poller's recorded sleeps."""
+    return Sleeps()
+
+
+@pytest.fixture
+def poller(mail_deps, ingress, sleeps: Sleeps) -> MailPoller:
+    """A mail poller on the real database, queue and stand-in mailbox."""
+    return MailPoller(mail_deps.settings, mail_deps.db, ingress, mail_deps.extras["mailboxes"], sleep=sleeps)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``scopes`` marker."""
+    config.addinivalue_line("markers", "scopes(*names): the mailbox owner's mail scopes in the test policy")
