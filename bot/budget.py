@@ -108,6 +108,8 @@ class Budget:
     def reserve(self, user: str, amount: int, limits: Limits) -> Reservation:
         """Reserve ``amount`` tokens, or raise BudgetExceeded (with when it resets) / rate limit."""
         now = self.clock()
+        if limits.daily_tokens <= 0:
+            raise BudgetExceeded(messages.NO_BUDGET, reason="no token budget in the policy")
         day = now.strftime("%Y%m%d")
         day_key, resv_key = self._keys(user, day)
         rpm_key = f"{self.prefix}:rpm:{user}:{int(now.timestamp() // 60)}"

@@ -179,50 +179,115 @@ def mail_poll(once: Annotated[bool, typer.Option(help="Poll every mailbox once a
 
 @app.command()
 def report(
-    since: Annotated[str | None, typer.Option(help="Window, e.g. 30d, 12h, or an ISO date")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    since: Annotated[str | None, typer.Option(help="Window, e.g. 30d, 12h, or an ISO date")] = "30d",
+    by: Annotated[
+        str | None,
+        typer.Option(help="Group by user|intent|surface|team|prompt|model|channel|day (comma-separated)"),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write a self-contained HTML report here")
+    ] = None,
+    as_user: Annotated[
+        str | None,
+        typer.Option("--as", help="Slack user id whose scopes decide the view (audit.read: per person)"),
+    ] = None,
 ) -> None:
-    """Print usage totals by surface and intent."""
-    from bot.report import build_report
+    """Outcomes per token: k-anonymous aggregates; per-person rows and flags need --as <audit.read holder>."""
+    from bot.errors import Denied
+    from bot.policy import load_policy
+    from bot.report import build_report, to_csv, viewer_for
 
-    if fmt not in ("table", "json"):
-        raise typer.BadParameter("--format must be table or json")
+    if fmt not in ("table", "json", "csv"):
+        raise typer.BadParameter("--format must be table, json or csv")
     settings = _settings()
-    doc = build_report(_db(settings), since=parse_since(since))
+    policy = load_policy(settings.clawback_policy)
+    try:
+        viewer = viewer_for(policy, as_user)
+        doc = build_report(
+            _db(settings), since=parse_since(since), by=by, viewer=viewer, policy=policy, settings=settings
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    except Denied as exc:
+        err.print(f"report refused: {exc.reason}. Per-person views need --as <user id holding audit.read>.")
+        raise typer.Exit(2) from None
+    if html is not None:
+        from bot.report_html import render_html
+
+        html.write_text(render_html(doc), encoding="utf-8")
+        err.print(f"HTML report written to {html}")
     if fmt == "json":
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-        return
-    print_report_tables(doc)
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+    elif fmt == "csv":
+        sys.stdout.write(to_csv(doc))
+    else:
+        print_report_tables(doc)
+
+
+@app.command("outcomes-sweep")
+def outcomes_sweep() -> None:
+    """Record outcome `none` for tasks past CLAWBACK_OUTCOME_WINDOW_HOURS, then refresh the report facts."""
+    from workers.measure import sweep
+
+    settings = _settings()
+    n = sweep(_db(settings), settings)
+    console.print(f"{n} task(s) marked none (window {settings.clawback_outcome_window_hours:g} h)")
 
 
 def print_report_tables(doc: dict) -> None:
-    """Render a report document as Rich tables."""
+    """Render a report document as Rich tables (rows sorted by name, never by tokens)."""
     cols = [
         "tasks",
-        "prompt_tokens",
-        "completion_tokens",
         "total_tokens",
         "cost",
+        "tokens_with_outcome_share",
         "accepted_outcomes",
+        "acceptance_rate",
         "cost_per_accepted_outcome",
+        "latency_p50_ms",
+        "latency_p95_ms",
     ]
-    for title, key, rows in (
-        ("Totals", None, [doc["totals"]]),
-        ("By surface", "surface", doc["by_surface"]),
-        ("By intent", "intent", doc["by_intent"]),
-    ):
+
+    def cell(v: object) -> str:
+        if v is None:
+            return "—"
+        return f"{v:,.4f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
+
+    sections = [("Totals", [], [doc["totals"]])]
+    if doc.get("by"):
+        sections.append(("By " + " × ".join(doc["by"]), doc["by"], doc.get("rows") or []))
+    sections += [
+        ("By intent", ["intent"], doc.get("by_intent") or []),
+        ("By surface", ["surface"], doc.get("by_surface") or []),
+    ]
+    for title, keys, rows in sections:
         table = Table(title=title)
-        if key:
+        for key in keys:
             table.add_column(key)
         for c in cols:
             table.add_column(c.replace("_", " "), justify="right")
         for r in rows:
-            cells = [str(r[key])] if key else []
-            for c in cols:
-                v = r.get(c)
-                cells.append("—" if v is None else f"{v:,.4f}" if isinstance(v, float) else f"{v:,}")
-            table.add_row(*cells)
+            if r.get("suppressed"):
+                hidden = ["suppressed (< k people)", *[""] * (len(cols) - 1)]
+                table.add_row(*[cell(r.get(k)) for k in keys], *hidden)
+                continue
+            table.add_row(*[cell(r.get(k)) for k in keys], *[cell(r.get(c)) for c in cols])
         console.print(table)
+    privacy = doc.get("privacy") or {}
+    if privacy.get("suppressed_groups"):
+        n, k = privacy["suppressed_groups"], privacy["k_anonymity"]
+        console.print(f"{n} group(s) suppressed: fewer than {k} people.")
+    if doc.get("flags"):
+        table = Table(title="Flags (signals for a conversation, not verdicts)")
+        for c in ("kind", "subject", "explanation", "evidence"):
+            table.add_column(c)
+        for f in doc["flags"]:
+            table.add_row(f["kind"], f["subject"], f["explanation"], ", ".join(f["evidence"][:5]))
+        console.print(table)
+    elif doc.get("flags_summary"):
+        summary = ", ".join(f"{k}: {n}" for k, n in doc["flags_summary"].items())
+        console.print(f"Flags: {summary} (details need --as <audit.read holder>)")
 
 
 @app.command()

@@ -19,6 +19,10 @@ PROMPT_INJECTION_NOTE = (
 )
 TRUNCATED_NOTE = "_(answer was long; the full text is attached as a file)_"
 BOT_IGNORED = "bot message ignored"
+NO_BUDGET = (
+    "You have no token budget in Clawback (none of your roles sets `daily_tokens`), so nothing was sent to the "
+    "model. Ask an admin."
+)
 
 
 def missing_scope(scope: str) -> str:

@@ -1,15 +1,58 @@
-"""Usage reports from the ledger: totals, grouped by surface and intent (aggregates, never a ranking)."""
+"""Reports from the ledger: what the agent achieved per token, grouped, private by design.
+
+Numbers come from ``measure_task_facts`` (``bot.facts``), aggregated in SQL and finished in Python from a
+few thousand grouped rows, so a month of a million LLM calls reports in well under a second.
+
+Metrics per group (see ``METRIC_COLUMNS``): tasks, tokens, cost; the share of tokens spent on tasks that got a
+real outcome (explicit, implicit or weak — not a timeout); accepted and rejected outcomes (decisive outcome
+per task, see ``bot.outcomes``), acceptance rate (accepted / judged) and its weighted form; tokens and cost
+per accepted outcome; label correction rate (corrected / (kept + corrected)); draft use rate (used / (used +
+discarded)); deploy success and rollback rates (over succeeded + failed + rolled back); median and p95
+latency, estimated from a histogram with ≤ 5% error (task latency created → finished for task dimensions,
+model-call latency for ``prompt`` and ``model``).
+
+Privacy:
+
+- a person sees their own numbers (``usage.self``);
+- everything else is an aggregate over at least k people (``[privacy] k_anonymity``, default 5): smaller
+  groups are suppressed, and when the suppressed groups of a partition together cover fewer than k people the
+  next smallest groups are suppressed too, so no small group can be recovered by subtracting from the total;
+- per-person rows (``by user``) and flags with evidence need ``audit.read`` (or ``admin``); reading them is
+  audited; per-person rows are sorted by user id;
+- nothing sorts or ranks people (or any group) by tokens: rows are always sorted by their key.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import csv
+import io
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import String, func, literal, select
 
-from bot.db import Database, LLMCall, Outcome, Task
+from bot import facts
+from bot.db import Database, LLMCall, utcnow
+from bot.errors import Denied
+from bot.facts import TaskFact, bucket_value
+from bot.outcomes import STRENGTHS, OutcomeConfig, config_from_settings
+from bot.policy import Policy, load_policy
 
+SCHEMA = "clawback.report/1"
+DIMENSIONS = ("user", "intent", "surface", "team", "prompt", "model", "channel", "day")
+_TASK_SQL = {
+    "user": TaskFact.requester,
+    "intent": TaskFact.intent,
+    "surface": TaskFact.surface,
+    "channel": TaskFact.channel_id,
+    "day": TaskFact.day,
+}
+_CALL_SQL = {"prompt": None, "model": LLMCall.model}
+NO_TEAM = "(no team)"
+# Kept for callers of the first report version: kinds that count as accepted by default.
 ACCEPTED = (
     "resolved",
     "label_kept",
@@ -19,79 +62,627 @@ ACCEPTED = (
     "deploy_succeeded",
 )
 
+METRIC_COLUMNS = [
+    "tasks",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost",
+    "tokens_with_outcome_share",
+    "accepted_outcomes",
+    "rejected_outcomes",
+    "acceptance_rate",
+    "weighted_acceptance_rate",
+    "tokens_per_accepted_outcome",
+    "cost_per_accepted_outcome",
+    "correction_rate",
+    "draft_use_rate",
+    "deploy_success_rate",
+    "rollback_rate",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "no_outcome",
+    "awaiting_outcome",
+    "failed",
+    "denied",
+    "pending",
+]
+
+
+# -- who is looking -----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
-class Totals:
-    """Sums over a set of tasks."""
+class Viewer:
+    """Who a report is for, and therefore what it may show."""
 
-    tasks: int
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    cost: float
-    accepted: int
+    user: str | None  # Slack user id; None = the operator at the CLI without --as
+    per_person: bool = False  # audit.read/admin: per-person rows and flags with evidence
+    self_only: bool = False  # only the viewer's own numbers
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready dict, with cost per accepted outcome."""
-        return {
-            "tasks": self.tasks,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-            "cost": round(self.cost, 6),
-            "accepted_outcomes": self.accepted,
-            "cost_per_accepted_outcome": round(self.cost / self.accepted, 6) if self.accepted else None,
-        }
+    @property
+    def label(self) -> str:
+        """Short description for the report header and the audit log."""
+        role = "auditor" if self.per_person else "self" if self.self_only else "team"
+        return f"{self.user or 'operator'} ({role})"
+
+    @classmethod
+    def operator(cls) -> Viewer:
+        """The CLI operator: k-anonymous aggregates only."""
+        return cls(None)
+
+    @classmethod
+    def auditor(cls, user: str | None = None) -> Viewer:
+        """Full view (per-person rows, flags with evidence)."""
+        return cls(user, per_person=True)
 
 
-def _totals(db: Database, since: datetime | None, group: list[Any]) -> list[tuple[tuple, Totals]]:
-    usage = (
-        select(
-            LLMCall.task_id,
-            func.sum(LLMCall.prompt_tokens).label("p"),
-            func.sum(LLMCall.completion_tokens).label("c"),
-            func.sum(LLMCall.cost).label("cost"),
+def viewer_for(policy: Policy, user: str | None) -> Viewer:
+    """The view ``user`` is entitled to (None: the CLI operator); raises Denied without any usage scope."""
+    if user is None:
+        return Viewer.operator()
+    if policy.has_scope(user, "audit.read") or policy.has_scope(user, "admin"):
+        return Viewer(user, per_person=True)
+    if policy.has_scope(user, "usage.team"):
+        return Viewer(user)
+    if policy.has_scope(user, "usage.self"):
+        return Viewer(user, self_only=True)
+    raise Denied("You cannot see usage reports.", reason="missing scope usage.self", scope="usage.self")
+
+
+# -- accumulation --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Acc:
+    """Running sums for one group."""
+
+    tasks: int = 0
+    p: int = 0
+    c: int = 0
+    cost: float = 0.0
+    states: Counter = field(default_factory=Counter)  # state -> tasks
+    state_tokens: Counter = field(default_factory=Counter)  # state -> tokens
+    hist: Counter = field(default_factory=Counter)  # latency bucket -> count
+    people: set = field(default_factory=set)
+    people_n: int | None = None  # counted in SQL when the rows carry no requester
+
+    @property
+    def npeople(self) -> int:
+        """Distinct people in the group."""
+        return self.people_n if self.people_n is not None else len(self.people)
+
+    def add(self, requester: str, state: str, n: int, p: int, c: int, cost: float) -> None:
+        self.tasks += n
+        self.p += p
+        self.c += c
+        self.cost += cost
+        self.states[state] += n
+        self.state_tokens[state] += p + c
+        if requester is not None:
+            self.people.add(requester)
+
+    def merge(self, other: _Acc) -> None:
+        self.tasks += other.tasks
+        self.p += other.p
+        self.c += other.c
+        self.cost += other.cost
+        self.states.update(other.states)
+        self.state_tokens.update(other.state_tokens)
+        self.hist.update(other.hist)
+        self.people |= other.people
+
+
+def percentile(hist: Counter, q: float) -> float | None:
+    """The q-quantile (0–1) of a bucketed latency histogram, at the bucket's middle."""
+    total = sum(hist.values())
+    if not total:
+        return None
+    rank = max(1, (round(q * 1000) * total + 999) // 1000)  # ceil(q * n) without float surprises
+    seen = 0
+    for bucket in sorted(hist):
+        seen += hist[bucket]
+        if seen >= rank:
+            return round(bucket_value(bucket), 1)
+    return None
+
+
+def _ratio(a: float, b: float, digits: int = 4) -> float | None:
+    return round(a / b, digits) if b else None
+
+
+def metrics(acc: _Acc, config: OutcomeConfig) -> dict[str, Any]:
+    """The documented metrics of one group."""
+    accepted = rejected = 0
+    w_acc = w_rej = 0.0
+    outcome_tokens = 0
+    fam: Counter = Counter()
+    status_counts: Counter = Counter()
+    for state, n in acc.states.items():
+        if state.startswith("~"):
+            status_counts[state[1:]] += n
+            continue
+        kind = config.kind(state)
+        assert kind is not None
+        if kind.strength == "timeout":
+            status_counts["none"] += n
+            continue
+        outcome_tokens += acc.state_tokens[state]
+        if kind.cls == "accepted":
+            accepted += n
+            w_acc += n * kind.weight
+        elif kind.cls == "rejected":
+            rejected += n
+            w_rej += n * kind.weight
+        if kind.family and kind.role:
+            fam[(kind.family, kind.role)] += n
+    tokens = acc.p + acc.c
+    kept, corrected = fam[("label", "kept")], fam[("label", "corrected")]
+    used, discarded = fam[("draft", "used")], fam[("draft", "discarded")]
+    ok, bad, back = fam[("deploy", "succeeded")], fam[("deploy", "failed")], fam[("deploy", "rolled_back")]
+    return {
+        "tasks": acc.tasks,
+        "prompt_tokens": acc.p,
+        "completion_tokens": acc.c,
+        "total_tokens": tokens,
+        "cost": round(acc.cost, 6),
+        "tokens_with_outcome_share": _ratio(outcome_tokens, tokens),
+        "accepted_outcomes": accepted,
+        "rejected_outcomes": rejected,
+        "acceptance_rate": _ratio(accepted, accepted + rejected),
+        "weighted_acceptance_rate": _ratio(w_acc, w_acc + w_rej),
+        "tokens_per_accepted_outcome": _ratio(tokens, accepted, 1),
+        "cost_per_accepted_outcome": _ratio(acc.cost, accepted, 6),
+        "correction_rate": _ratio(corrected, kept + corrected),
+        "draft_use_rate": _ratio(used, used + discarded),
+        "deploy_success_rate": _ratio(ok, ok + bad + back),
+        "rollback_rate": _ratio(back, ok + bad + back),
+        "latency_p50_ms": percentile(acc.hist, 0.5),
+        "latency_p95_ms": percentile(acc.hist, 0.95),
+        "no_outcome": status_counts["none"],
+        "awaiting_outcome": status_counts["done"],
+        "failed": status_counts["failed"],
+        "denied": status_counts["denied"],
+        "pending": status_counts["queued"] + status_counts["running"],
+    }
+
+
+# -- SQL -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Query:
+    db: Database
+    since: datetime | None
+    until: datetime | None
+    only_user: str | None
+
+    def _where(self, stmt: Any, *, skip_ignored: bool = True) -> Any:
+        if skip_ignored:  # (latency queries need not: ignored tasks have no latency)
+            stmt = stmt.where(TaskFact.state != "~ignored")
+        if self.since is not None:
+            stmt = stmt.where(TaskFact.created_at >= self.since)
+        if self.until is not None:
+            stmt = stmt.where(TaskFact.created_at < self.until)
+        if self.only_user is not None:
+            stmt = stmt.where(TaskFact.requester == self.only_user)
+        return stmt
+
+    def _fetch(self, stmt: Any) -> list[tuple]:
+        with self.db.session() as s:
+            return [tuple(r) for r in s.connection().execute(stmt)]
+
+    def task_rows(
+        self, dims: Sequence[str], *, per_person: bool = True, latency: bool = True
+    ) -> tuple[list[tuple], list[tuple]]:
+        """(requester, *dims, state, n, p, c, cost) and (requester, *dims, bucket, n), grouped in SQL.
+
+        Without ``per_person`` the requester column is NULL (fewer rows; people are counted by ``people``).
+        """
+        who = TaskFact.requester if per_person else literal(None, String)
+        dim_cols = [_TASK_SQL[d] for d in dims if d != "user"]
+        group = [TaskFact.requester, *dim_cols] if per_person else dim_cols
+        main = self._where(
+            select(
+                who,
+                *dim_cols,
+                TaskFact.state,
+                func.count(),
+                func.sum(TaskFact.prompt_tokens),
+                func.sum(TaskFact.completion_tokens),
+                func.sum(TaskFact.cost),
+            )
+        ).group_by(*group, TaskFact.state)
+        lat = self._where(
+            select(who, *dim_cols, TaskFact.latency_bucket, func.count()), skip_ignored=False
+        ).where(TaskFact.latency_bucket.is_not(None))
+        lat = lat.group_by(*group, TaskFact.latency_bucket)
+        return self._fetch(main), self._fetch(lat) if latency else []
+
+    def people(self, dims: Sequence[str]) -> list[tuple]:
+        """(*dims, distinct people) per group."""
+        cols = [_TASK_SQL[d] for d in dims]
+        return self._fetch(
+            self._where(select(*cols, func.count(func.distinct(TaskFact.requester)))).group_by(*cols)
         )
-        .group_by(LLMCall.task_id)
-        .subquery()
-    )
-    accepted = (
-        select(Outcome.task_id, func.max(case((Outcome.kind.in_(ACCEPTED), 1), else_=0)).label("ok"))
-        .group_by(Outcome.task_id)
-        .subquery()
-    )
-    stmt = (
-        select(
-            *group,
-            func.count(Task.id),
-            func.coalesce(func.sum(usage.c.p), 0),
-            func.coalesce(func.sum(usage.c.c), 0),
-            func.coalesce(func.sum(usage.c.cost), 0.0),
-            func.coalesce(func.sum(accepted.c.ok), 0),
+
+    def people_sets(self, dims: Sequence[str]) -> dict[tuple, set]:
+        """Group → its set of people (only used when small groups need complementary suppression)."""
+        cols = [_TASK_SQL[d] for d in dims]
+        out: dict[tuple, set] = defaultdict(set)
+        for row in self._fetch(self._where(select(*cols, TaskFact.requester).distinct())):
+            out[tuple(row[:-1])].add(row[-1])
+        return out
+
+    def call_rows(self, dims: Sequence[str]) -> tuple[list[tuple], list[tuple]]:
+        """Like ``task_rows`` but per LLM call, for the ``prompt`` and ``model`` dimensions."""
+        cols: list[Any] = [TaskFact.requester]
+        for d in dims:
+            if d == "prompt":
+                cols += [LLMCall.prompt_name, LLMCall.prompt_version]
+            elif d == "model":
+                cols.append(LLMCall.model)
+            elif d != "user" and d != "team":
+                cols.append(_TASK_SQL[d])
+
+        def joined(stmt: Any) -> Any:
+            return self._where(stmt.select_from(LLMCall).join(TaskFact, TaskFact.task_id == LLMCall.task_id))
+
+        main = joined(
+            select(
+                *cols,
+                TaskFact.state,
+                func.count(func.distinct(LLMCall.task_id)),
+                func.sum(LLMCall.prompt_tokens),
+                func.sum(LLMCall.completion_tokens),
+                func.sum(LLMCall.cost),
+            )
+        ).group_by(*cols, TaskFact.state)
+        ms = (
+            func.max(LLMCall.latency_ms, 0.0) if self.db.is_sqlite else func.greatest(LLMCall.latency_ms, 0.0)
         )
-        .select_from(Task)
-        .outerjoin(usage, usage.c.task_id == Task.id)
-        .outerjoin(accepted, accepted.c.task_id == Task.id)
-    )
-    if since is not None:
-        stmt = stmt.where(Task.created_at >= since)
-    if group:
-        stmt = stmt.group_by(*group).order_by(*group)
-    with db.session() as s:
-        rows = s.execute(stmt).all()
-    out = []
-    for row in rows:
-        keys, (n, p, c, cost, acc) = tuple(row[: len(group)]), row[len(group) :]
-        out.append((keys, Totals(int(n), int(p), int(c), int(p) + int(c), float(cost), int(acc))))
+        bucket = facts.bucket_sql(self.db, ms)
+        lat = joined(select(*cols, bucket.label("b"), func.count())).group_by(*cols, bucket)
+        return [_fold_prompt(r, dims) for r in self._fetch(main)], [
+            _fold_prompt(r, dims) for r in self._fetch(lat)
+        ]
+
+
+def _fold_prompt(row: tuple, dims: Sequence[str]) -> tuple:
+    """Join (prompt_name, prompt_version) into one ``name@version`` key."""
+    if "prompt" not in dims:
+        return row
+    idx = 1
+    for d in dims:
+        if d == "prompt":
+            break
+        if d not in ("user", "team"):
+            idx += 1
+    return (*row[:idx], f"{row[idx]}@{row[idx + 1]}", *row[idx + 2 :])
+
+
+def _teams(policy: Policy) -> dict[str, list[str]]:
+    """Requester → the policy groups (teams) they belong to."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for name, (_roles, members) in sorted(policy.groups.items()):
+        for m in members:
+            out[m].append(name)
     return out
 
 
-def build_report(db: Database, *, since: datetime | None = None) -> dict[str, Any]:
-    """The report document: totals, by surface, by intent."""
-    totals = _totals(db, since, [])[0][1]
-    return {
+def _group(
+    rows: list[tuple],
+    lat_rows: list[tuple],
+    dims: Sequence[str],
+    sql_dims: Sequence[str],
+    teams: dict[str, list[str]],
+) -> dict[tuple, _Acc]:
+    """Fold SQL rows (requester, *sql_dims, ...) into groups keyed by ``dims`` (expanding teams)."""
+    pos = {d: i + 1 for i, d in enumerate(sql_dims)}
+    idx = [0 if d == "user" else pos.get(d, -1) for d in dims]
+
+    def keys(row: tuple) -> Iterable[tuple]:
+        if "team" not in dims:  # fast path: one key per row
+            return (tuple(row[i] for i in idx),)
+        requester = row[0]
+        base: list[list[Any]] = [[]]
+        for d, i in zip(dims, idx, strict=True):
+            values = (teams.get(requester) or [NO_TEAM]) if d == "team" else [row[i]]
+            base = [b + [v] for b in base for v in values]
+        return [tuple(b) for b in base]
+
+    groups: dict[tuple, _Acc] = defaultdict(_Acc)
+    width = 1 + len(sql_dims)
+    for row in rows:
+        state, n, p, c, cost = row[width:]
+        for key in keys(row):
+            groups[key].add(row[0], state, int(n), int(p or 0), int(c or 0), float(cost or 0.0))
+    for row in lat_rows:
+        bucket, n = row[width:]
+        for key in keys(row):
+            if key in groups:
+                groups[key].hist[int(bucket)] += int(n)
+    return groups
+
+
+def _sql_dims(dims: Sequence[str]) -> list[str]:
+    return [d for d in dims if d not in ("user", "team")]
+
+
+def _suppress(groups: dict[tuple, _Acc], k: int, partition: bool, sets: Any = None) -> set[tuple]:
+    """Keys to suppress: groups under k people, plus complementary ones for partitions (see module doc).
+
+    ``sets()`` loads the people of every group when the rows did not carry them.
+    """
+    small = {key for key, acc in groups.items() if acc.npeople < k}
+    if not small or not partition:
+        return small
+    people = {key: acc.people for key, acc in groups.items()}
+    if any(acc.people_n is not None for acc in groups.values()) and sets is not None:
+        people = sets()
+    union = set().union(*(people.get(key, set()) for key in small))
+    rest = sorted(
+        (key for key in groups if key not in small), key=lambda key: (groups[key].npeople, _key_sort(key))
+    )
+    while len(union) < k and rest:
+        key = rest.pop(0)
+        small.add(key)
+        union |= people.get(key, set())
+    return small
+
+
+def _key_sort(key: tuple) -> tuple:
+    return tuple((v is None, str(v) if v is not None else "") for v in key)
+
+
+def _rows(
+    groups: dict[tuple, _Acc],
+    dims: Sequence[str],
+    config: OutcomeConfig,
+    viewer: Viewer,
+    k: int,
+    sets: Any = None,
+) -> tuple[list[dict[str, Any]], int]:
+    private = not viewer.per_person and not viewer.self_only
+    hidden = _suppress(groups, k, partition="team" not in dims, sets=sets) if private else set()
+    out = []
+    for key in sorted(groups, key=_key_sort):
+        row: dict[str, Any] = dict(zip(dims, key, strict=True))
+        if key in hidden:
+            row["suppressed"] = True
+            row.update({c: None for c in METRIC_COLUMNS})
+            row["people"] = None
+        else:
+            row["suppressed"] = False
+            row.update(metrics(groups[key], config))
+            row["people"] = groups[key].npeople if groups[key].npeople >= 0 else None
+        out.append(row)
+    return out, len(hidden)
+
+
+# -- the report ----------------------------------------------------------------------------------------------
+
+
+def parse_by(value: str | Sequence[str] | None) -> list[str]:
+    """``user,intent`` → ["user", "intent"], validated."""
+    if not value:
+        return []
+    items = value.split(",") if isinstance(value, str) else list(value)
+    dims = [d.strip().lower() for d in items if d.strip()]
+    for d in dims:
+        if d not in DIMENSIONS:
+            raise ValueError(f"unknown dimension {d!r} (use {', '.join(DIMENSIONS)})")
+    if len(set(dims)) != len(dims):
+        raise ValueError("each dimension may appear once")
+    return dims
+
+
+def build_report(
+    db: Database,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    by: str | Sequence[str] | None = None,
+    viewer: Viewer | None = None,
+    policy: Policy | None = None,
+    settings: Any | None = None,
+    include_flags: bool = True,
+    refresh: bool = True,
+) -> dict[str, Any]:
+    """The report document (JSON-ready): totals, rows for ``by``, by intent and surface, timeline,
+    outcome mix,
+    flags (with evidence only for ``audit.read``)."""
+    dims = parse_by(by)
+    viewer = viewer or Viewer.operator()
+    policy = policy or load_policy(None)
+    config = config_from_settings(settings)
+    k = policy.k_anonymity
+    if "user" in dims and not (viewer.per_person or viewer.self_only):
+        raise Denied(
+            "Per-person rows need audit.read.", reason="report by user needs audit.read", scope="audit.read"
+        )
+    if refresh:
+        facts.refresh(db, config)
+    q = _Query(db, since, until, viewer.user if viewer.self_only else None)
+    private = not viewer.per_person and not viewer.self_only
+    teams = _teams(policy)
+    cache: dict[tuple, tuple[list, list]] = {}
+
+    def grouped(group_dims: Sequence[str]) -> tuple[dict[tuple, _Acc], Any]:
+        """Groups for ``group_dims`` and a loader of their people sets (for complementary suppression)."""
+        sql = tuple(_sql_dims(group_dims))
+        if any(d in _CALL_SQL for d in group_dims):
+            rows, lat = q.call_rows(sql)
+            return _group(rows, lat, group_dims, sql, teams), None
+        per_person = sql in ((), ("intent",)) or "user" in group_dims or "team" in group_dims
+        if per_person:
+            # totals, by intent and by user x intent share one query (it streams through an index)
+            fetch = sql if sql not in ((), ("intent",)) else ("intent",)
+            if fetch not in cache:
+                cache[fetch] = q.task_rows(fetch)
+            rows, lat = cache[fetch]
+            return _group(rows, lat, group_dims, fetch, teams), None
+        rows, lat = q.task_rows(sql, per_person=False, latency=sql != ("day",) or dims == ["day"])
+        groups = _group(rows, lat, group_dims, sql, teams)
+        if private:  # people counts drive suppression; auditors and one's own view need none
+            for *key, n in q.people(sql):
+                if tuple(key) in groups:
+                    groups[tuple(key)].people_n = int(n)
+        else:
+            for acc in groups.values():
+                acc.people_n = -1  # not counted
+        return groups, lambda: q.people_sets(sql)
+
+    everyone, _ = grouped([])
+    total = everyone.get((), _Acc())
+    doc: dict[str, Any] = {
+        "schema": SCHEMA,
+        "generated_at": utcnow().isoformat(),
         "since": since.isoformat() if since else None,
-        "totals": totals.as_dict(),
-        "by_surface": [{"surface": k[0], **t.as_dict()} for k, t in _totals(db, since, [Task.surface])],
-        "by_intent": [{"intent": k[0], **t.as_dict()} for k, t in _totals(db, since, [Task.intent])],
+        "until": until.isoformat() if until else None,
+        "by": dims,
+        "viewer": viewer.label,
+        "privacy": {
+            "k_anonymity": k,
+            "per_person": viewer.per_person or viewer.self_only,
+            "suppressed_groups": 0,
+        },
+        "totals": metrics(total, config),
     }
+    doc["totals"]["people"] = total.npeople
+    suppressed = 0
+    if dims:
+        groups, sets = grouped(dims)
+        doc["rows"], n = _rows(groups, dims, config, viewer, k, sets)
+        suppressed += n
+    for name, dim in (("by_intent", "intent"), ("by_surface", "surface")):
+        groups, sets = grouped([dim])
+        doc[name], n = _rows(groups, [dim], config, viewer, k, sets)
+        suppressed += n
+    groups, sets = grouped(["day"])
+    timeline, n = _rows(groups, ["day"], config, viewer, k, sets)
+    suppressed += n
+    doc["timeline"] = [
+        {
+            key: r[key]
+            for key in (
+                "day",
+                "suppressed",
+                "tasks",
+                "total_tokens",
+                "cost",
+                "accepted_outcomes",
+                "rejected_outcomes",
+            )
+        }
+        for r in timeline
+    ]
+    doc["privacy"]["suppressed_groups"] = suppressed
+    doc["outcome_mix"] = _outcome_mix(total, config)
+    doc["definitions"] = {"outcome_kinds": config.as_dict(), "strengths": STRENGTHS}
+    if include_flags and not viewer.self_only:
+        from bot import signals
+
+        found = signals.detect(db, since=since, until=until, settings=settings, config=config)
+        doc["flags_summary"] = dict(sorted(Counter(f.kind for f in found).items()))
+        doc["flags"] = [f.as_dict() for f in found] if viewer.per_person else None
+    if viewer.per_person and ("user" in dims or doc.get("flags")):
+        from bot import audit
+
+        audit.record(
+            db,
+            actor=viewer.user or "cli",
+            action="report.per_person",
+            decision="info",
+            scope="audit.read",
+            details={"by": dims, "flags": len(doc.get("flags") or [])},
+        )
+    return doc
+
+
+def _outcome_mix(total: _Acc, config: OutcomeConfig) -> dict[str, int]:
+    """Tasks by outcome state (decisive kind, or none/failed/denied/pending/awaiting)."""
+    mix: Counter = Counter()
+    for state, n in total.states.items():
+        if state.startswith("~"):
+            status = state[1:]
+            name = {"done": "awaiting", "queued": "pending", "running": "pending"}.get(status, status)
+        else:
+            name = state
+        mix[name] += n
+    return dict(sorted(mix.items()))
+
+
+def own_usage(db: Database, user: str, *, since: datetime, settings: Any | None = None) -> dict[str, Any]:
+    """One person's own numbers straight from the ledger (always fresh; fast through the requester index).
+
+    Used by ``/usage`` and the Home tab: nobody else's numbers are read.
+    """
+    from sqlalchemy import and_
+
+    from bot.db import Outcome, Task
+    from bot.facts import bucket_of
+    from bot.outcomes import decisive
+
+    config = config_from_settings(settings)
+    mine = and_(Task.requester == user, Task.created_at >= since, Task.status != "ignored")
+    with db.session() as s:
+        tasks = s.execute(
+            select(Task.id, Task.intent, Task.status, Task.created_at, Task.finished_at).where(mine)
+        ).all()
+        usage = {
+            r[0]: r[1:]
+            for r in s.execute(
+                select(
+                    LLMCall.task_id,
+                    func.sum(LLMCall.prompt_tokens),
+                    func.sum(LLMCall.completion_tokens),
+                    func.sum(LLMCall.cost),
+                )
+                .join(Task, Task.id == LLMCall.task_id)
+                .where(mine)
+                .group_by(LLMCall.task_id)
+            )
+        }
+        outs: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
+        for tid, oid, kind, source in s.execute(
+            select(Outcome.task_id, Outcome.id, Outcome.kind, Outcome.source)
+            .join(Task, Task.id == Outcome.task_id)
+            .where(mine)
+        ):
+            outs[tid].append((oid, kind, source))
+    total, per_intent = _Acc(), defaultdict(_Acc)
+    for tid, intent, status, created, finished in tasks:
+        p, c, cost = usage.get(tid, (0, 0, 0.0))
+        state = decisive(outs.get(tid, []), config) or f"~{status}"
+        for acc in (total, per_intent[intent]):
+            acc.add(user, state, 1, int(p or 0), int(c or 0), float(cost or 0.0))
+            if status in ("done", "failed") and finished is not None and created is not None:
+                acc.hist[bucket_of((finished - created).total_seconds() * 1000)] += 1
+    return {
+        "user": user,
+        "since": since.isoformat(),
+        "totals": metrics(total, config),
+        "by_intent": [{"intent": key, **metrics(acc, config)} for key, acc in sorted(per_intent.items())],
+        "outcome_mix": _outcome_mix(total, config),
+    }
+
+
+# -- formats -------------------------------------------------------------------------------------------------
+
+
+def csv_columns(dims: Sequence[str]) -> list[str]:
+    """The CSV header for a report grouped by ``dims``."""
+    return [*dims, "suppressed", "people", *METRIC_COLUMNS]
+
+
+def to_csv(doc: dict[str, Any]) -> str:
+    """The report's rows (or, without ``by``, its per-intent rows) as CSV with a fixed header."""
+    dims = doc.get("by") or ["intent"]
+    rows = doc.get("rows") if doc.get("by") else doc.get("by_intent")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=csv_columns(dims), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows or []:
+        writer.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    return buf.getvalue()

@@ -50,10 +50,56 @@ class Settings(BaseSettings):
     clawback_outcome_window_hours: float = Field(default=72.0, gt=0)
 
     # -- mail settings (email triage surface) --
+    clawback_mail_poll_interval: float = Field(default=60.0, gt=0)  # seconds between polls of a mailbox
+    clawback_mail_poll_jitter: float = Field(default=10.0, ge=0)  # up to this many seconds added at random
+    clawback_mail_first_sync_days: int = Field(default=7, ge=0)  # first run: only mail this recent is triaged
+    clawback_mail_batch_size: int = Field(default=100, ge=1, le=512)  # changes per sync page / enqueue batch
+    clawback_mail_body_tokens: int = Field(default=600, ge=50)  # token budget for one email's text
+    clawback_mail_max_backoff: float = Field(default=900.0, gt=0)  # cap on throttling/auth back-off (s)
+    clawback_mail_digest_minutes: float = Field(default=60.0, ge=0)  # digest cadence in the poll loop
+    clawback_mail_max_triage_tokens: int = Field(default=400, gt=0)  # completion budget per triage call
+    clawback_mail_timeout: float = Field(default=30.0, gt=0)  # EWS request timeout (s)
+
+    def env_secret(self, name: str) -> str | None:
+        """A secret named by the policy (e.g. ``password_env``): the environment first, then ``.env``."""
+        import os
+
+        value = os.environ.get(name)
+        if value:
+            return value
+        env_file = self.model_config.get("env_file")
+        if isinstance(env_file, str) and Path(env_file).is_file():
+            from dotenv import dotenv_values
+
+            return dotenv_values(env_file).get(name) or None
+        return None
 
     # -- deploy settings (deploy-assist surface) --
+    clawback_github_api_url: str = "https://api.github.com"  # GitHub Enterprise: https://HOST/api/v3
+    clawback_github_token: str | None = None  # needs contents:read, actions:write on the deploy repos
+    clawback_deploy_http_timeout: float = Field(default=10.0, gt=0)  # seconds per CI API request
+    clawback_deploy_approval_ttl_minutes: float = Field(default=60.0, gt=0)  # requests and approvals expire
+    clawback_deploy_poll_seconds: float = Field(default=15.0, ge=0)  # between run status polls
+    clawback_deploy_max_polls: int = Field(default=240, ge=1)  # then the run is marked unknown
+    clawback_deploy_rollback_window_hours: float = Field(default=24.0, gt=0)
+    clawback_deploy_plan_tokens: int = Field(default=900, gt=0)  # max completion tokens of a plan
+
+    def deploy_webhook_secret(self, env_name: str) -> str | None:
+        """The webhook secret in variable ``env_name`` (named by the policy): the environment, then .env."""
+        import re
+
+        if not re.fullmatch(r"[A-Z][A-Z0-9_]{2,63}", env_name or "") or env_name.lower() in type(
+            self
+        ).model_fields:
+            # Never let a policy point a webhook signature at one of Clawback's own credentials.
+            raise ConfigError(f"{env_name!r} cannot hold a deploy webhook secret")
+        return self.env_secret(env_name)
 
     # -- measurement settings (reports, outcomes, signals) --
+    clawback_outcome_kinds: str | None = None  # JSON (or a path): overlay of bot.outcomes.DEFAULT_KINDS
+    clawback_followup_minutes: float = Field(default=10.0, gt=0)  # follow-up in thread = weak "not resolved"
+    clawback_signal_thresholds: str | None = None  # JSON overlay of bot.signals.Thresholds
+    clawback_reporting_dates: str = "month-end"  # "month-end" or comma-separated ISO dates
 
     @field_validator("slack_api_url")
     @classmethod

@@ -17,3 +17,7 @@ def register_handlers(app: App, ctx: HandlerContext) -> None:
     mentions.register(app, ctx)
     dms.register(app, ctx)
     actions.register(app, ctx)
+    __import__("handlers.mail", fromlist=["register"]).register(app, ctx)  # email triage buttons
+    __import__("handlers.deploy", fromlist=["register"]).register(app, ctx)  # /deploy and its buttons
+    __import__("handlers.home", fromlist=["register"]).register(app, ctx)  # App Home: own week
+    __import__("handlers.usage", fromlist=["register"]).register(app, ctx)  # /usage: own numbers

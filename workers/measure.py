@@ -1,0 +1,164 @@
+"""Measurement jobs: the person's own week on the App Home tab, the outcome sweep, the facts refresh.
+
+Builders here are pure (numbers in, Block Kit or text out); the jobs load, build and publish.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from sqlalchemy import or_, select
+
+from bot import facts, outcomes
+from bot.db import Action, Database, Task, utcnow
+from bot.report import own_usage
+from workers import runtime
+from workers.actuators import _classify
+
+log = logging.getLogger(__name__)
+
+HOME_DAYS = 7
+RECEIPTS_MAX = 15
+NO_USAGE_SCOPE = "Your role does not include seeing usage (scope `usage.self`). Ask an admin if you need it."
+HOME_TITLE = "Your week with Clawback"
+HOME_PRIVACY = (
+    "Only you see these numbers. Team reports are aggregates over at least {k} people; "
+    "nobody is ranked by tokens."
+)
+
+
+def _money(v: float | None) -> str:
+    return "—" if v is None else f"${v:,.4f}"
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{v:.0%}"
+
+
+def build_usage_text(numbers: dict[str, Any], days: int) -> str:
+    """The ``/usage`` answer: the person's own totals and per-intent lines (mrkdwn)."""
+    t = numbers["totals"]
+    lines = [
+        f"*Your usage, last {days} day{'s' if days != 1 else ''}*",
+        f"{t['tasks']:,} tasks · {t['total_tokens']:,} tokens · {_money(t['cost'])}",
+        f"Accepted outcomes: {t['accepted_outcomes']:,} (acceptance {_pct(t['acceptance_rate'])}) · "
+        f"cost per accepted outcome {_money(t['cost_per_accepted_outcome'])}",
+    ]
+    for r in numbers["by_intent"]:
+        lines.append(
+            f"• {r['intent']}: {r['tasks']:,} tasks, {r['total_tokens']:,} tokens, "
+            f"{r['accepted_outcomes']:,} accepted, {_money(r['cost_per_accepted_outcome'])} per accepted"
+        )
+    if not numbers["by_intent"]:
+        lines.append("No requests in this window.")
+    lines.append("_Only you can see this._")
+    return "\n".join(lines)
+
+
+def build_home_view(numbers: dict[str, Any], receipts: list[dict[str, Any]], *, k: int) -> dict[str, Any]:
+    """The Home tab view: own week, outcome mix, cost per accepted outcome, receipts of actions taken."""
+    t = numbers["totals"]
+
+    def section(text: str) -> dict[str, Any]:
+        return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
+
+    mix = ", ".join(f"{name} {n}" for name, n in numbers["outcome_mix"].items()) or "none yet"
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": HOME_TITLE}},
+        {
+            "type": "section",
+            "fields": [
+                {"type": "mrkdwn", "text": f"*Tasks*\n{t['tasks']:,}"},
+                {"type": "mrkdwn", "text": f"*Tokens*\n{t['total_tokens']:,}"},
+                {"type": "mrkdwn", "text": f"*Accepted outcomes*\n{t['accepted_outcomes']:,}"},
+                {
+                    "type": "mrkdwn",
+                    "text": f"*Cost per accepted outcome*\n{_money(t['cost_per_accepted_outcome'])}",
+                },
+            ],
+        },
+        section(f"*Outcomes:* {mix}"),
+    ]
+    for r in numbers["by_intent"]:
+        blocks.append(
+            section(
+                f"*{r['intent']}*: {r['tasks']:,} tasks · {r['total_tokens']:,} tokens · "
+                f"{r['accepted_outcomes']:,} accepted · {_money(r['cost_per_accepted_outcome'])} each"
+            )
+        )
+    blocks.append({"type": "divider"})
+    blocks.append(section("*What Clawback did on your behalf*"))
+    if not receipts:
+        blocks.append(section("Nothing this week."))
+    for r in receipts:
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [
+                    {
+                        "type": "mrkdwn",
+                        "text": f"{r['at']:%a %H:%M} UTC · {r['kind']} → {r['target'] or '—'} · "
+                        f"{r['status']} · task `{r['task_id']}`",
+                    }
+                ],
+            }
+        )
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": HOME_PRIVACY.format(k=k)}]})
+    return {"type": "home", "blocks": blocks[:100]}
+
+
+def receipts_for(db: Database, user: str, since: datetime, limit: int = RECEIPTS_MAX) -> list[dict[str, Any]]:
+    """The latest actions taken for ``user``'s tasks (requested by or on behalf of them), newest first."""
+    with db.session() as s:
+        rows = s.execute(
+            select(Action.kind, Action.target, Action.status, Action.created_at, Action.task_id)
+            .join(Task, Task.id == Action.task_id)
+            .where(or_(Task.requester == user, Task.on_behalf_of == user), Action.created_at >= since)
+            .order_by(Action.created_at.desc(), Action.id.desc())
+            .limit(limit)
+        ).all()
+    return [{"kind": k, "target": tg, "status": st, "at": at, "task_id": tid} for k, tg, st, at, tid in rows]
+
+
+def publish_home(user: str) -> str:
+    """RQ entry: publish the person's own week on their App Home tab."""
+    return show_home(runtime.current(), user)
+
+
+def show_home(deps: runtime.WorkerDeps, user: str) -> str:
+    """Build and publish the Home tab for ``user`` (only their own numbers)."""
+    policy = deps.policy.current
+    if not policy.has_scope(user, "usage.self"):
+        view = {
+            "type": "home",
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": NO_USAGE_SCOPE}}],
+        }
+        result = "denied"
+    else:
+        since = utcnow() - timedelta(days=HOME_DAYS)
+        numbers = own_usage(deps.db, user, since=since, settings=deps.settings)
+        view = build_home_view(numbers, receipts_for(deps.db, user, since), k=policy.k_anonymity)
+        result = "published"
+    try:
+        deps.slack.views_publish(user_id=user, view=view)
+    except SlackApiError as exc:
+        raise _classify(exc) from exc
+    return result
+
+
+def sweep_outcomes() -> int:
+    """RQ entry: record ``none`` for tasks past the outcome window, then refresh the facts."""
+    deps = runtime.current()
+    return sweep(deps.db, deps.settings)
+
+
+def sweep(db: Database, settings: Any, *, now: datetime | None = None) -> int:
+    """The outcome sweep plus a facts refresh; returns how many tasks got ``none``."""
+    window = timedelta(hours=settings.clawback_outcome_window_hours)
+    n = outcomes.sweep_none(db, window=window, now=now)
+    facts.refresh(db, outcomes.config_from_settings(settings))
+    log.info("outcome sweep: %d task(s) marked none after %s", n, window)
+    return n
