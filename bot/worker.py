@@ -27,10 +27,32 @@ def reconcile_once(deps: WorkerDeps) -> list[str]:
         deps.redis.delete(lock_key)
 
 
+def housekeeping_once(deps: WorkerDeps) -> dict[str, int]:
+    """Periodic upkeep (one worker at a time): outcome sweep, expired deploys, lost deploy followers."""
+    from bot.deploy import service as deploy_service
+    from workers import deploy as deploy_jobs
+    from workers import measure
+
+    lock_key = f"{deps.settings.clawback_queue_prefix}:housekeeping"
+    if not deps.redis.set(lock_key, "1", nx=True, ex=300):
+        return {}
+    done = {
+        "outcomes_none": measure.sweep(deps.db, deps.settings),
+        "deploys_expired": len(deploy_service.expire_stale(deps.db)),
+        "deploys_resumed": deploy_jobs.resume_lost_followers(deps),
+    }
+    log.info("housekeeping: %s", done)
+    return done
+
+
 def _reconciler_loop(deps: WorkerDeps, stop: threading.Event, interval: float) -> None:
+    rounds = 0
     while not stop.wait(interval):
+        rounds += 1
         try:
             reconcile_once(deps)
+            if rounds % 5 == 1:  # every ~5 minutes with the default interval
+                housekeeping_once(deps)
         except Exception:
             log.exception("reconciler pass failed")
 
@@ -44,7 +66,7 @@ def run_worker(
     reconcile_interval: float = 60.0,
     name: str | None = None,
 ) -> int:
-    """Work the queues (interactive first). In burst mode, drain them — scheduled retries included — and return."""
+    """Work the queues (interactive first); in burst mode drain them, scheduled retries included, and return."""
     runtime.install(deps)
     worker_class = Worker if fork else SimpleWorker
     # Heartbeats every 10 s let the reconciler tell a dead worker's job from a slow one.

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from datetime import timedelta
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
 import prompts
-from bot import ledger, messages
+from bot import ledger, messages, outcomes
 from bot.blocks import split_answer_messages
 from bot.db import Task
 from bot.ingress import redactor_for
+from bot.llm import LLMResult
 from bot.safety import sanitize, urls_in
 from bot.tokens import ContextLine, estimate_messages, trim_context
-from bot.llm import LLMResult
 from workers.actuators import SlackActuator, _classify
-from workers.tools import run_tool_call, tools_for
 from workers.runtime import WorkerDeps
+from workers.tools import run_tool_call, tools_for
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,8 @@ def answer(deps: WorkerDeps, task: Task) -> dict[str, Any]:
     """Run the answer pipeline for ``task``; returns the result stored on the task."""
     policy = deps.policy.current
     question = task.payload.get("text") or ""
+    # Asking again in the same thread soon after an answer is a weak "not resolved" for that answer.
+    outcomes.note_followup(deps.db, task, within=timedelta(minutes=deps.settings.clawback_followup_minutes))
     if not question.strip():
         SlackActuator(deps.slack, deps.db, deps.policy).notify(task, messages.EMPTY_QUESTION)
         return {"empty": True}

@@ -23,6 +23,7 @@ from typing import Any
 
 from rq import Retry, get_current_job
 from slack_sdk.errors import SlackApiError
+from sqlalchemy import select
 
 import prompts
 from bot import audit, ledger
@@ -943,15 +944,27 @@ def status_core(deps: WorkerDeps, task: Task) -> dict[str, Any]:
     return {"services": len(services)}
 
 
-def _resume_follow_if_lost(deps: WorkerDeps, request: DeployRequest) -> None:
+def resume_lost_followers(deps: WorkerDeps) -> int:
+    """Resume following every running deploy whose follow job was lost; returns how many were resumed."""
+    resumed = 0
+    with deps.db.read() as s:
+        running = list(s.execute(select(DeployRequest).where(DeployRequest.status == "running")).scalars())
+    for request in running:
+        resumed += _resume_follow_if_lost(deps, request)
+    return resumed
+
+
+def _resume_follow_if_lost(deps: WorkerDeps, request: DeployRequest) -> bool:
     """Self-healing: a running deploy not polled for a long while lost its follow job (Redis lost it)."""
     if request.status != "running":
-        return
+        return False
     stale_after = max(120.0, 5 * deps.settings.clawback_deploy_poll_seconds)
     last = service.aware(request.polled_at or request.executed_at)
     if last is not None and (utcnow() - last).total_seconds() > stale_after:
         log.warning("deploy %s: follow job looks lost; resuming", request.id)
         _schedule_follow(deps, request.id, request.polls, suffix=f"-resume-{int(time.time())}")
+        return True
+    return False
 
 
 INTENTS = {

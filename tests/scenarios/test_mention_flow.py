@@ -186,3 +186,36 @@ def test_feedback_from_someone_else_is_refused(slack, llm, sender, deps):
         assert s.execute(select(func.count()).select_from(Outcome)).scalar_one() == 0
     (eph,) = slack.calls("chat.postEphemeral")
     assert eph["user"] == "U0BOB"
+
+
+def test_follow_up_question_in_the_thread_is_a_weak_not_resolved(slack, llm, sender, deps):
+    """Asking again in the same thread right after an answer records a weak outcome on the first answer."""
+    parent = slack.post("C0GENERAL", "Q about the release", user="U0BOB")
+    sender.mention("U0ALICE", "C0GENERAL", "when is the release?", thread_ts=parent, ts="1800000000.000100")
+    drain(deps)
+    sender.mention("U0ALICE", "C0GENERAL", "no, I meant the EU one?", thread_ts=parent, ts="1800000000.000200")
+    drain(deps)
+    first, second = _tasks(deps)
+    with deps.db.session() as s:
+        kinds = [(o.task_id, o.kind) for o in s.execute(select(Outcome)).scalars()]
+    assert kinds == [(first.id, "followup_question")]
+
+
+def test_housekeeping_marks_stale_tasks_none_and_runs_once_at_a_time(slack, llm, sender, deps):
+    """The worker's periodic upkeep records `none` past the outcome window, under a lock."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from bot.db import utcnow
+    from bot.worker import housekeeping_once
+
+    sender.mention("U0ALICE", "C0GENERAL", "old question")
+    drain(deps)
+    with deps.db.session() as s:
+        s.execute(update(Task).values(created_at=utcnow() - timedelta(days=10),
+                                      finished_at=utcnow() - timedelta(days=10)))
+    assert housekeeping_once(deps)["outcomes_none"] == 1
+    assert housekeeping_once(deps) == {}  # another worker holds the lock for this round
+    with deps.db.session() as s:
+        assert [o.kind for o in s.execute(select(Outcome)).scalars()] == ["none"]
