@@ -1,7 +1,8 @@
 """P2: per-task overhead end to end (signed mention → HTTP ack → RQ → LLM → reply posted), zero-latency LLM.
 
 Baseline: a bare RQ job making the same two HTTP calls (a chat completion and a chat.postMessage) with
-urllib, enqueued directly. Both are drained by the same kind of forking RQ worker in this process.
+urllib, enqueued directly. Both are drained by the same kind of RQ worker (SimpleWorker, Clawback's
+default) in this process.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import statistics
 import time
 import urllib.request
 
-from rq import Queue, Worker
+from rq import Queue, SimpleWorker
 
 from bench.common import SIGNING_SECRET, ServedWeb, make_env, save, stats
 from bot.standins.slack_events import SlackEventSender
@@ -46,7 +47,7 @@ def _pipeline_run(n: int) -> float:
         t0 = time.perf_counter()
         for i in range(n):
             assert sender.mention("U0ALICE", "C0GENERAL", f"question {i}", event_id=f"EvP2{i:06d}").status == 200
-        run_worker(deps, burst=True, fork=True)
+        run_worker(deps, burst=True, fork=False)
         elapsed = time.perf_counter() - t0
         posted = len([m for m in env.slack.bot_messages() if m.metadata])
         assert posted == n, f"{posted} of {n} answers posted"
@@ -65,7 +66,7 @@ def _baseline_run(n: int) -> float:
         for i in range(n):
             q.enqueue(bare_job, env.llm.base_url, env.settings.slack_api_url, env.settings.slack_bot_token,
                       "C0GENERAL", f"question {i}")
-        Worker([q], connection=env.redis).work(burst=True, logging_level="WARNING")
+        SimpleWorker([q], connection=env.redis).work(burst=True, logging_level="WARNING")
         elapsed = time.perf_counter() - t0
         assert len(env.slack.bot_messages()) == n
         return elapsed / n

@@ -49,7 +49,7 @@ def _tree(pids: list[int]) -> list[int]:
     return out
 
 
-def drain(tasks: int, workers: int) -> dict:
+def drain(tasks: int, workers: int, *, fork: bool = False) -> dict:
     """Enqueue ``tasks`` answer tasks and time ``workers`` burst workers draining them."""
     env = make_env(llm_latency=LATENCY)
     try:
@@ -64,7 +64,8 @@ def drain(tasks: int, workers: int) -> dict:
                      "REDIS_URL": env.settings.redis_url, "DATABASE_URL": env.settings.database_url,
                      "CLAWBACK_HOME": str(env.home), "CLAWBACK_POLICY": str(env.settings.clawback_policy)}
         t0 = time.perf_counter()
-        procs = [subprocess.Popen([sys.executable, "-m", "bot.cli", "worker", "--burst", "--name", f"p3-{w}"],
+        mode = "--fork" if fork else "--no-fork"
+        procs = [subprocess.Popen([sys.executable, "-m", "bot.cli", "worker", "--burst", mode, "--name", f"p3-{w}"],
                                   env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for w in range(workers)]
         samples: list[int] = []
@@ -83,7 +84,7 @@ def drain(tasks: int, workers: int) -> dict:
         posted = len([m for m in env.slack.bot_messages() if m.metadata])
         ideal = tasks * LATENCY / workers
         peak = max(samples) if samples else 0
-        return {"workers": workers, "tasks": tasks, "posted": posted, "drain_s": round(elapsed, 2),
+        return {"workers": workers, "fork": fork, "tasks": tasks, "posted": posted, "drain_s": round(elapsed, 2),
                 "ideal_s": round(ideal, 2), "efficiency": round(ideal / elapsed, 3),
                 "peak_rss_mb": round(peak / 1024, 1), "rss_mb_per_in_flight_task": round(peak / 1024 / workers, 1)}
     finally:

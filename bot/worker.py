@@ -61,10 +61,11 @@ def run_worker(
     deps: WorkerDeps,
     *,
     burst: bool = False,
-    fork: bool = True,
+    fork: bool = False,
     max_wait: float = 300.0,
     reconcile_interval: float = 60.0,
     name: str | None = None,
+    max_jobs: int | None = None,
 ) -> int:
     """Work the queues (interactive first); in burst mode drain them, scheduled retries included, and return."""
     runtime.install(deps)
@@ -79,7 +80,7 @@ def run_worker(
         thread = threading.Thread(target=_reconciler_loop, args=(deps, stop, reconcile_interval), daemon=True)
         thread.start()
         try:
-            worker.work(with_scheduler=True, logging_level="INFO")
+            worker.work(with_scheduler=True, logging_level="INFO", max_jobs=max_jobs)
         finally:
             stop.set()
         return 0

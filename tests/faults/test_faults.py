@@ -36,7 +36,7 @@ def _answers(slack):
     return [m for m in slack.bot_messages() if m.metadata]
 
 
-def _start_worker(settings, tmp_path) -> subprocess.Popen:
+def _start_worker(settings, tmp_path, *args: str) -> subprocess.Popen:
     env = {
         **os.environ,
         "SLACK_BOT_TOKEN": settings.slack_bot_token,
@@ -126,10 +126,11 @@ def test_worker_killed_after_the_llm_call_reuses_the_answer(slack, llm, sender, 
 
 
 @pytest.mark.slow
-def test_worker_killed_after_posting_does_not_post_twice(slack, llm, sender, deps, settings, tmp_path):
+@pytest.mark.parametrize("mode", ["--no-fork", "--fork"])
+def test_worker_killed_after_posting_does_not_post_twice(slack, llm, sender, deps, settings, tmp_path, mode):
     """SIGKILL after Slack accepted the post but before it was recorded: the retry finds it; one reply."""
     sender.mention("U0ALICE", "C0GENERAL", "killed after posting?", ts="1700000600.000100")
-    proc = _start_worker(settings, tmp_path)
+    proc = _start_worker(settings, tmp_path, mode)
     slack.on_call("chat.postMessage", _kill_group(proc))
     _wait_dead(proc)
     assert len(_answers(slack)) == 1
