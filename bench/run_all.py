@@ -1,0 +1,67 @@
+"""``make bench``: run P1–P6, print one summary table, write ``bench/results.json``.
+
+Each benchmark reports its figure against a baseline measured in the same run on the same machine.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+import traceback
+
+from bench.common import RESULTS, machine, save
+
+BENCHES = [
+    ("P1", "bench.p1_ack", {}),
+    ("P2", "bench.p2_overhead", {}),
+    ("P3", "bench.p3_drain", {}),
+    ("P4", "bench.p4_triage_tokens", {}),
+    ("P5", "bench.p5_report", {}),
+    ("P6", "bench.p6_idle_poll", {}),
+]
+
+
+def headline(name: str, r: dict) -> str:
+    """One line per benchmark for the summary table."""
+    if name == "P1":
+        top = r["rates"][max(r["rates"], key=int)]
+        return (f"at {max(r['rates'], key=int)}/s: p50 {top['p50_ms']} ms, p99 {top['p99_ms']} ms "
+                f"({top['p99_vs_slack_limit']:.3%} of Slack's 3 s), lost {top['lost']}, dup {top['duplicated']}")
+    if name == "P2":
+        return (f"{r['pipeline_ms_per_task']['median']} ms/task vs bare RQ job {r['baseline_ms_per_task']['median']}"
+                f" ms/task = {r['ratio']}x")
+    if name == "P3":
+        return "; ".join(f"W={x['workers']}: {x['drain_s']} s vs ideal {x['ideal_s']} s = {x['efficiency']:.0%}, "
+                         f"{x['rss_mb_per_in_flight_task']} MB/in-flight task" for x in r["runs"])
+    keys = [k for k in ("ratio", "ratio_vs_naive", "idle_poll_requests", "requests", "median_s", "sqlite",
+                        "postgresql", "decisions_identical") if k in r]
+    return ", ".join(f"{k}={json.dumps(r[k])[:80]}" for k in keys) or json.dumps(r)[:160]
+
+
+def main() -> int:
+    """Run every benchmark (a failure in one does not stop the others)."""
+    only = set(sys.argv[1:])
+    started = time.perf_counter()
+    failed = []
+    print(f"machine: {machine()}")
+    for name, module, kwargs in BENCHES:
+        if only and name not in only:
+            continue
+        t0 = time.perf_counter()
+        print(f"== {name} ({module}) ...", flush=True)
+        try:
+            result = importlib.import_module(module).run(**kwargs)
+        except Exception:
+            traceback.print_exc()
+            failed.append(name)
+            continue
+        save(name, {**result, "seconds": round(time.perf_counter() - t0, 1)})
+        print(f"   {name}: {headline(name, result)}  [{time.perf_counter() - t0:.0f} s]", flush=True)
+    print(f"all done in {time.perf_counter() - started:.0f} s; results in {RESULTS}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
