@@ -39,15 +39,23 @@ requests_per_minute = 1000000
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
-    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine()}
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+    }
 
 
 def stats(samples: list[float]) -> dict[str, float]:
     """Median, spread and extremes of repeated measurements."""
-    return {"median": round(statistics.median(samples), 4), "min": round(min(samples), 4),
-            "max": round(max(samples), 4), "runs": len(samples),
-            "stdev": round(statistics.stdev(samples), 4) if len(samples) > 1 else 0.0}
+    return {
+        "median": round(statistics.median(samples), 4),
+        "min": round(min(samples), 4),
+        "max": round(max(samples), 4),
+        "runs": len(samples),
+        "stdev": round(statistics.stdev(samples), 4) if len(samples) > 1 else 0.0,
+    }
 
 
 @dataclass
@@ -66,7 +74,9 @@ class BenchEnv:
         from bot.queue import TaskQueue
         from workers.runtime import policy_store
 
-        return IngressDeps(db=self.db, queue=TaskQueue(self.redis), policy=policy_store(self.settings, self.db))
+        return IngressDeps(
+            db=self.db, queue=TaskQueue(self.redis), policy=policy_store(self.settings, self.db)
+        )
 
     def close(self) -> None:
         """Stop everything and delete the data."""
@@ -89,10 +99,16 @@ def make_env(*, llm_latency: float = 0.0, database_url: str | None = None, **ove
     (home / "policy.toml").write_text(BENCH_POLICY)
     values = dict(
         clawback_policy=home / "policy.toml",
-        _env_file=None, slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
-        slack_api_url=slack.url + "/api/", openai_base_url=llm.base_url, openai_api_key="bench",
-        clawback_model="clawback-standin", redis_url=url,
-        database_url=database_url or f"sqlite:///{home / 'clawback.db'}", clawback_home=home,
+        _env_file=None,
+        slack_bot_token=BOT_TOKEN,
+        slack_signing_secret=SIGNING_SECRET,
+        slack_api_url=slack.url + "/api/",
+        openai_base_url=llm.base_url,
+        openai_api_key="bench",
+        clawback_model="clawback-standin",
+        redis_url=url,
+        database_url=database_url or f"sqlite:///{home / 'clawback.db'}",
+        clawback_home=home,
         clawback_retry_intervals="1,1",
     )
     values.update(overrides)
@@ -125,5 +141,9 @@ class ServedWeb:
 def save(name: str, result: dict[str, Any]) -> None:
     """Merge one benchmark's result into ``bench/results.json``."""
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    data[name] = {**result, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine()}
+    data[name] = {
+        **result,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+    }
     RESULTS.write_text(json.dumps(data, indent=2) + "\n")

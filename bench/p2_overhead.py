@@ -23,14 +23,22 @@ RUNS = 3
 
 def bare_job(llm_url: str, slack_url: str, token: str, channel: str, text: str) -> str:
     """The baseline: the same two HTTP calls, nothing else."""
-    body = json.dumps({"model": "x", "messages": [{"role": "user", "content": text}], "max_tokens": 800}).encode()
-    req = urllib.request.Request(llm_url + "/chat/completions", data=body,
-                                 headers={"Content-Type": "application/json", "Authorization": "Bearer bench"})
+    body = json.dumps(
+        {"model": "x", "messages": [{"role": "user", "content": text}], "max_tokens": 800}
+    ).encode()
+    req = urllib.request.Request(
+        llm_url + "/chat/completions",
+        data=body,
+        headers={"Content-Type": "application/json", "Authorization": "Bearer bench"},
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback stand-in
         answer = json.loads(resp.read())["choices"][0]["message"]["content"]
     post = json.dumps({"channel": channel, "text": answer}).encode()
-    req = urllib.request.Request(slack_url + "chat.postMessage", data=post,
-                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    req = urllib.request.Request(
+        slack_url + "chat.postMessage",
+        data=post,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
         return json.loads(resp.read())["ts"]
 
@@ -46,7 +54,9 @@ def _pipeline_run(n: int) -> float:
     try:
         t0 = time.perf_counter()
         for i in range(n):
-            assert sender.mention("U0ALICE", "C0GENERAL", f"question {i}", event_id=f"EvP2{i:06d}").status == 200
+            assert (
+                sender.mention("U0ALICE", "C0GENERAL", f"question {i}", event_id=f"EvP2{i:06d}").status == 200
+            )
         run_worker(deps, burst=True, fork=False)
         elapsed = time.perf_counter() - t0
         posted = len([m for m in env.slack.bot_messages() if m.metadata])
@@ -64,8 +74,14 @@ def _baseline_run(n: int) -> float:
     try:
         t0 = time.perf_counter()
         for i in range(n):
-            q.enqueue(bare_job, env.llm.base_url, env.settings.slack_api_url, env.settings.slack_bot_token,
-                      "C0GENERAL", f"question {i}")
+            q.enqueue(
+                bare_job,
+                env.llm.base_url,
+                env.settings.slack_api_url,
+                env.settings.slack_bot_token,
+                "C0GENERAL",
+                f"question {i}",
+            )
         SimpleWorker([q], connection=env.redis).work(burst=True, logging_level="WARNING")
         elapsed = time.perf_counter() - t0
         assert len(env.slack.bot_messages()) == n
@@ -83,15 +99,22 @@ def run(n: int = N, runs: int = RUNS) -> dict:
         base.append(_baseline_run(n) * 1000)
         pipe.append(_pipeline_run(n) * 1000)
     ratio = statistics.median(pipe) / statistics.median(base)
-    return {"target": "<= 1.5x a bare RQ job making the same two HTTP calls", "tasks_per_run": n,
-            "pipeline_ms_per_task": stats(pipe), "baseline_ms_per_task": stats(base), "ratio": round(ratio, 3)}
+    return {
+        "target": "<= 1.5x a bare RQ job making the same two HTTP calls",
+        "tasks_per_run": n,
+        "pipeline_ms_per_task": stats(pipe),
+        "baseline_ms_per_task": stats(base),
+        "ratio": round(ratio, 3),
+    }
 
 
 def main() -> None:
     """Print the table and save the result."""
     r = run()
-    print(f"pipeline {r['pipeline_ms_per_task']['median']:.1f} ms/task, bare RQ job "
-          f"{r['baseline_ms_per_task']['median']:.1f} ms/task, ratio {r['ratio']:.2f}x (target <= 1.5x)")
+    print(
+        f"pipeline {r['pipeline_ms_per_task']['median']:.1f} ms/task, bare RQ job "
+        f"{r['baseline_ms_per_task']['median']:.1f} ms/task, ratio {r['ratio']:.2f}x (target <= 1.5x)"
+    )
     save("P2", r)
 
 

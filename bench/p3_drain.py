@@ -55,19 +55,43 @@ def drain(tasks: int, workers: int, *, fork: bool = False) -> dict:
     try:
         ingress = env.ingress()
         for i in range(tasks):
-            submit(ingress, NewTask(idempotency_key=f"p3:{i}", requester="U0ALICE", surface="mention",
-                                    intent="answer", channel_id="C0GENERAL", message_ts=f"1.{i}",
-                                    thread_ts=f"1.{i}", payload={"text": f"question {i}"}), scope="chat.reply")
-        child_env = {**os.environ, "SLACK_BOT_TOKEN": env.settings.slack_bot_token,
-                     "SLACK_API_URL": env.settings.slack_api_url, "OPENAI_API_KEY": "bench",
-                     "OPENAI_BASE_URL": env.settings.openai_base_url, "CLAWBACK_MODEL": "clawback-standin",
-                     "REDIS_URL": env.settings.redis_url, "DATABASE_URL": env.settings.database_url,
-                     "CLAWBACK_HOME": str(env.home), "CLAWBACK_POLICY": str(env.settings.clawback_policy)}
+            submit(
+                ingress,
+                NewTask(
+                    idempotency_key=f"p3:{i}",
+                    requester="U0ALICE",
+                    surface="mention",
+                    intent="answer",
+                    channel_id="C0GENERAL",
+                    message_ts=f"1.{i}",
+                    thread_ts=f"1.{i}",
+                    payload={"text": f"question {i}"},
+                ),
+                scope="chat.reply",
+            )
+        child_env = {
+            **os.environ,
+            "SLACK_BOT_TOKEN": env.settings.slack_bot_token,
+            "SLACK_API_URL": env.settings.slack_api_url,
+            "OPENAI_API_KEY": "bench",
+            "OPENAI_BASE_URL": env.settings.openai_base_url,
+            "CLAWBACK_MODEL": "clawback-standin",
+            "REDIS_URL": env.settings.redis_url,
+            "DATABASE_URL": env.settings.database_url,
+            "CLAWBACK_HOME": str(env.home),
+            "CLAWBACK_POLICY": str(env.settings.clawback_policy),
+        }
         t0 = time.perf_counter()
         mode = "--fork" if fork else "--no-fork"
-        procs = [subprocess.Popen([sys.executable, "-m", "bot.cli", "worker", "--burst", mode, "--name", f"p3-{w}"],
-                                  env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                 for w in range(workers)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "bot.cli", "worker", "--burst", mode, "--name", f"p3-{w}"],
+                env=child_env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for w in range(workers)
+        ]
         samples: list[int] = []
         stop = threading.Event()
 
@@ -84,9 +108,17 @@ def drain(tasks: int, workers: int, *, fork: bool = False) -> dict:
         posted = len([m for m in env.slack.bot_messages() if m.metadata])
         ideal = tasks * LATENCY / workers
         peak = max(samples) if samples else 0
-        return {"workers": workers, "fork": fork, "tasks": tasks, "posted": posted, "drain_s": round(elapsed, 2),
-                "ideal_s": round(ideal, 2), "efficiency": round(ideal / elapsed, 3),
-                "peak_rss_mb": round(peak / 1024, 1), "rss_mb_per_in_flight_task": round(peak / 1024 / workers, 1)}
+        return {
+            "workers": workers,
+            "fork": fork,
+            "tasks": tasks,
+            "posted": posted,
+            "drain_s": round(elapsed, 2),
+            "ideal_s": round(ideal, 2),
+            "efficiency": round(ideal / elapsed, 3),
+            "peak_rss_mb": round(peak / 1024, 1),
+            "rss_mb_per_in_flight_task": round(peak / 1024 / workers, 1),
+        }
     finally:
         env.close()
 
@@ -94,8 +126,11 @@ def drain(tasks: int, workers: int, *, fork: bool = False) -> dict:
 def run(tasks: int = 1000, workers: tuple[int, ...] = (4, 8)) -> dict:
     """Drain with each worker count."""
     drain(40, 2)  # warm-up
-    return {"target": ">= 80% of ideal concurrency; report memory", "llm_latency_s": LATENCY,
-            "runs": [drain(tasks, w) for w in workers]}
+    return {
+        "target": ">= 80% of ideal concurrency; report memory",
+        "llm_latency_s": LATENCY,
+        "runs": [drain(tasks, w) for w in workers],
+    }
 
 
 def main() -> None:
@@ -103,8 +138,10 @@ def main() -> None:
     r = run()
     print(f"{'W':>3} {'tasks':>6} {'drain s':>8} {'ideal s':>8} {'eff.':>6} {'MB/in-flight':>13}")
     for x in r["runs"]:
-        print(f"{x['workers']:>3} {x['tasks']:>6} {x['drain_s']:>8} {x['ideal_s']:>8} {x['efficiency']:>6} "
-              f"{x['rss_mb_per_in_flight_task']:>13}")
+        print(
+            f"{x['workers']:>3} {x['tasks']:>6} {x['drain_s']:>8} {x['ideal_s']:>8} {x['efficiency']:>6} "
+            f"{x['rss_mb_per_in_flight_task']:>13}"
+        )
     save("P3", r)
 
 

@@ -27,16 +27,35 @@ def headline(name: str, r: dict) -> str:
     """One line per benchmark for the summary table."""
     if name == "P1":
         top = r["rates"][max(r["rates"], key=int)]
-        return (f"at {max(r['rates'], key=int)}/s: p50 {top['p50_ms']} ms, p99 {top['p99_ms']} ms "
-                f"({top['p99_vs_slack_limit']:.3%} of Slack's 3 s), lost {top['lost']}, dup {top['duplicated']}")
+        return (
+            f"at {max(r['rates'], key=int)}/s: p50 {top['p50_ms']} ms, p99 {top['p99_ms']} ms "
+            f"({top['p99_vs_slack_limit']:.3%} of Slack's 3 s), lost {top['lost']}, dup {top['duplicated']}"
+        )
     if name == "P2":
-        return (f"{r['pipeline_ms_per_task']['median']} ms/task vs bare RQ job {r['baseline_ms_per_task']['median']}"
-                f" ms/task = {r['ratio']}x")
+        return (
+            f"{r['pipeline_ms_per_task']['median']} ms/task vs bare RQ job {r['baseline_ms_per_task']['median']}"
+            f" ms/task = {r['ratio']}x"
+        )
     if name == "P3":
-        return "; ".join(f"W={x['workers']}: {x['drain_s']} s vs ideal {x['ideal_s']} s = {x['efficiency']:.0%}, "
-                         f"{x['rss_mb_per_in_flight_task']} MB/in-flight task" for x in r["runs"])
-    keys = [k for k in ("ratio", "ratio_vs_naive", "idle_poll_requests", "requests", "median_s", "sqlite",
-                        "postgresql", "decisions_identical") if k in r]
+        return "; ".join(
+            f"W={x['workers']}: {x['drain_s']} s vs ideal {x['ideal_s']} s = {x['efficiency']:.0%}, "
+            f"{x['rss_mb_per_in_flight_task']} MB/in-flight task"
+            for x in r["runs"]
+        )
+    keys = [
+        k
+        for k in (
+            "ratio",
+            "ratio_vs_naive",
+            "idle_poll_requests",
+            "requests",
+            "median_s",
+            "sqlite",
+            "postgresql",
+            "decisions_identical",
+        )
+        if k in r
+    ]
     return ", ".join(f"{k}={json.dumps(r[k])[:80]}" for k in keys) or json.dumps(r)[:160]
 
 

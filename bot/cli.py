@@ -139,9 +139,13 @@ def socket() -> None:
 @app.command()
 def worker(
     burst: Annotated[bool, typer.Option(help="Drain the queues (and due retries), then exit")] = False,
-    fork: Annotated[bool, typer.Option(help="Run each job in a forked work horse (isolation, slower)")] = False,
+    fork: Annotated[
+        bool, typer.Option(help="Run each job in a forked work horse (isolation, slower)")
+    ] = False,
     name: Annotated[str | None, typer.Option(help="Worker name")] = None,
-    max_jobs: Annotated[int | None, typer.Option(help="Exit after this many jobs (recycle the process)")] = None,
+    max_jobs: Annotated[
+        int | None, typer.Option(help="Exit after this many jobs (recycle the process)")
+    ] = None,
 ) -> None:
     """Run an RQ worker on Clawback's queues (interactive first, then bulk). Stops cleanly on SIGTERM."""
     from bot.worker import run_worker

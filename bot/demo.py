@@ -71,25 +71,55 @@ class _Web:
 
 
 def _steps(sender: SlackEventSender, slack: SlackStandIn) -> list[tuple[str, Callable[[], Any]]]:
-    parent = slack.post("C0GENERAL", "Heads-up: the launch moves to March 3. Bob owns the checklist.", user="U0BOB")
+    parent = slack.post(
+        "C0GENERAL", "Heads-up: the launch moves to March 3. Bob owns the checklist.", user="U0BOB"
+    )
     slack.post("C0GENERAL", "Does that include the EU rollout?", user="U0CAROL", thread_ts=parent)
     slack.post("C0GENERAL", "Yes, EU goes the same day.", user="U0BOB", thread_ts=parent)
     return [
-        ("Alice mentions the bot in a thread",
-         lambda: sender.mention("U0ALICE", "C0GENERAL", "when is the launch and who owns it?", thread_ts=parent,
-                                event_id="EvDEMO0001", ts="1700000100.000100")),
-        ("Slack retries the same delivery (X-Slack-Retry-Num: 1)",
-         lambda: sender.mention("U0ALICE", "C0GENERAL", "when is the launch and who owns it?", thread_ts=parent,
-                                event_id="EvDEMO0001", ts="1700000100.000100", retry_num=1)),
-        ("Bob DMs the bot, pasting a secret by mistake",
-         lambda: sender.dm("U0BOB", "D0BOB", "why does deploy fail with key AKIAIOSFODNN7EXAMPLE?",
-                           event_id="EvDEMO0002")),
-        ("Frank (no scopes in the policy) mentions the bot",
-         lambda: sender.mention("U0FRANK", "C0DEPLOYS", "restart prod please", event_id="EvDEMO0003")),
-        ("Another bot mentions Clawback (recorded, never answered)",
-         lambda: sender.mention("U0OTHERBOT", "C0GENERAL", "ping", bot_id="B0OTHER", event_id="EvDEMO0004")),
-        ("A forged request with a bad signature",
-         lambda: sender.post(b'{"type":"event_callback"}', "application/json", signature="v0=" + "0" * 64)),
+        (
+            "Alice mentions the bot in a thread",
+            lambda: sender.mention(
+                "U0ALICE",
+                "C0GENERAL",
+                "when is the launch and who owns it?",
+                thread_ts=parent,
+                event_id="EvDEMO0001",
+                ts="1700000100.000100",
+            ),
+        ),
+        (
+            "Slack retries the same delivery (X-Slack-Retry-Num: 1)",
+            lambda: sender.mention(
+                "U0ALICE",
+                "C0GENERAL",
+                "when is the launch and who owns it?",
+                thread_ts=parent,
+                event_id="EvDEMO0001",
+                ts="1700000100.000100",
+                retry_num=1,
+            ),
+        ),
+        (
+            "Bob DMs the bot, pasting a secret by mistake",
+            lambda: sender.dm(
+                "U0BOB", "D0BOB", "why does deploy fail with key AKIAIOSFODNN7EXAMPLE?", event_id="EvDEMO0002"
+            ),
+        ),
+        (
+            "Frank (no scopes in the policy) mentions the bot",
+            lambda: sender.mention("U0FRANK", "C0DEPLOYS", "restart prod please", event_id="EvDEMO0003"),
+        ),
+        (
+            "Another bot mentions Clawback (recorded, never answered)",
+            lambda: sender.mention(
+                "U0OTHERBOT", "C0GENERAL", "ping", bot_id="B0OTHER", event_id="EvDEMO0004"
+            ),
+        ),
+        (
+            "A forged request with a bad signature",
+            lambda: sender.post(b'{"type":"event_callback"}', "application/json", signature="v0=" + "0" * 64),
+        ),
     ]
 
 
@@ -115,7 +145,9 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
     ci = CIStandIn()
     web = None
     try:
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True) as bar:
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True
+        ) as bar:
             t = bar.add_task("starting embedded Redis and the stand-ins…")
             redis_url = embedded_redis.ensure(home / "redis")
             slack.seed_demo()
@@ -126,20 +158,33 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
             deploy_responder.register(llm)
             mail_demo.seed_demo(ews)
             deploy_demo.seed_demo(ci)
-            policy = (DEMO_POLICY + deploy_demo.DEMO_SERVICES_POLICY
-                      + deploy_demo.DEMO_ROLES_POLICY.replace("[users.U0DAVE]\nroles = [\"planner\"]\n", "")
-                      .replace('roles = ["deployer"]', 'roles = ["member", "deployer"]')
-                      .replace('roles = ["approver"]', 'roles = ["member", "approver"]')
-                      .replace('roles = ["approver", "deployer"]', 'roles = ["member", "approver", "deployer"]')
-                      + mail_demo.demo_policy_section(ews.ews_url))
+            policy = (
+                DEMO_POLICY
+                + deploy_demo.DEMO_SERVICES_POLICY
+                + deploy_demo.DEMO_ROLES_POLICY.replace('[users.U0DAVE]\nroles = ["planner"]\n', "")
+                .replace('roles = ["deployer"]', 'roles = ["member", "deployer"]')
+                .replace('roles = ["approver"]', 'roles = ["member", "approver"]')
+                .replace('roles = ["approver", "deployer"]', 'roles = ["member", "approver", "deployer"]')
+                + mail_demo.demo_policy_section(ews.ews_url)
+            )
             (home / "policy.toml").write_text(policy)
             settings = Settings(
-                _env_file=None, slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
-                slack_api_url=slack.url + "/api/", openai_base_url=llm.base_url, openai_api_key="demo",
-                clawback_model="clawback-standin", redis_url=redis_url,
-                database_url=f"sqlite:///{home / 'clawback.db'}", clawback_home=home,
-                clawback_policy=home / "policy.toml", clawback_audit_key=AUDIT_KEY, clawback_retry_intervals="1,1",
-                clawback_github_api_url=ci.url, clawback_github_token=ci.token, clawback_deploy_poll_seconds=0.2,
+                _env_file=None,
+                slack_bot_token=BOT_TOKEN,
+                slack_signing_secret=SIGNING_SECRET,
+                slack_api_url=slack.url + "/api/",
+                openai_base_url=llm.base_url,
+                openai_api_key="demo",
+                clawback_model="clawback-standin",
+                redis_url=redis_url,
+                database_url=f"sqlite:///{home / 'clawback.db'}",
+                clawback_home=home,
+                clawback_policy=home / "policy.toml",
+                clawback_audit_key=AUDIT_KEY,
+                clawback_retry_intervals="1,1",
+                clawback_github_api_url=ci.url,
+                clawback_github_token=ci.token,
+                clawback_deploy_poll_seconds=0.2,
                 clawback_deploy_max_polls=20,
             )
             db = Database(settings.database_url)
@@ -179,8 +224,10 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
         print_report_tables(report_mod.build_report(db))
         audit.checkpoint(db, AUDIT_KEY)
         verdict = audit.verify(db, key=AUDIT_KEY)
-        console.print(f"[bold]6. Audit log:[/] {verdict.entries} entries, chain "
-                      f"{'[green]intact[/]' if verdict.ok else '[red]BROKEN at ' + str(verdict.first_bad_seq)}")
+        console.print(
+            f"[bold]6. Audit log:[/] {verdict.entries} entries, chain "
+            f"{'[green]intact[/]' if verdict.ok else '[red]BROKEN at ' + str(verdict.first_bad_seq)}"
+        )
         return 0 if verdict.ok else 1
     finally:
         if web is not None:
@@ -194,7 +241,9 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
             shutil.rmtree(home, ignore_errors=True)
 
 
-def _mail_section(settings: Settings, db: Database, ctx: Any, deps: Any, ews: Any, run_worker: Callable) -> Table:
+def _mail_section(
+    settings: Settings, db: Database, ctx: Any, deps: Any, ews: Any, run_worker: Callable
+) -> Table:
     """Poll once, triage, and show what happened to each message (categories, folders, drafts, sends)."""
     from bot.mail.poller import MailPoller
 
@@ -212,13 +261,19 @@ def _mail_section(settings: Settings, db: Database, ctx: Any, deps: Any, ews: An
         except KeyError:
             continue
         for item in items:
-            table.add_row(folder, getattr(item, "subject", ""), getattr(item, "sender_email", "") or "",
-                              ", ".join(getattr(item, "categories", []) or []))
+            table.add_row(
+                folder,
+                getattr(item, "subject", ""),
+                getattr(item, "sender_email", "") or "",
+                ", ".join(getattr(item, "categories", []) or []),
+            )
     table.caption = f"messages sent: {len(ews.outbox)} · triage tasks: {_count(db, 'triage')}"
     return table
 
 
-def _deploy_section(sender: SlackEventSender, deps: Any, slack: SlackStandIn, ci: Any, run_worker: Callable) -> Table:
+def _deploy_section(
+    sender: SlackEventSender, deps: Any, slack: SlackStandIn, ci: Any, run_worker: Callable
+) -> Table:
     """/deploy plan by Alice, her own approval refused, Bob approves: one dispatch of the planned sha."""
     from sqlalchemy import select
 
@@ -237,8 +292,13 @@ def _deploy_section(sender: SlackEventSender, deps: Any, slack: SlackStandIn, ci
         steps.add_row("plan", f"not produced ({plan.status_reason if plan else 'no task'})")
         return steps
     steps.add_row("worker: compare + risk summary posted", f"task {plan.id}")
-    sender.block_action("U0ALICE", "deploy_request", plan.id, channel="C0DEPLOYS",
-                        message_ts=plan.result.get("plan_ts", "1.0"))
+    sender.block_action(
+        "U0ALICE",
+        "deploy_request",
+        plan.id,
+        channel="C0DEPLOYS",
+        message_ts=plan.result.get("plan_ts", "1.0"),
+    )
     run_worker(deps, burst=True, fork=False, max_wait=60)
     with deps.db.read() as s:
         request = s.execute(select(DeployRequest)).scalars().first()
@@ -254,7 +314,9 @@ def _deploy_section(sender: SlackEventSender, deps: Any, slack: SlackStandIn, ci
     with deps.db.read() as s:
         request = s.get(DeployRequest, request.id)
     shas = [d["inputs"].get("sha", "")[:12] for d in ci.dispatches]
-    steps.add_row("Bob approves", f"workflow_dispatch × {len(ci.dispatches)} for {shas} → run {request.status}")
+    steps.add_row(
+        "Bob approves", f"workflow_dispatch × {len(ci.dispatches)} for {shas} → run {request.status}"
+    )
     return steps
 
 
@@ -264,7 +326,9 @@ def _count(db: Database, intent: str) -> int:
     from bot.db import Task
 
     with db.read() as s:
-        return int(s.execute(select(func.count()).select_from(Task).where(Task.intent == intent)).scalar_one())
+        return int(
+            s.execute(select(func.count()).select_from(Task).where(Task.intent == intent)).scalar_one()
+        )
 
 
 def _click_feedback(sender: SlackEventSender, deps: Any, slack: SlackStandIn) -> None:
@@ -275,8 +339,14 @@ def _click_feedback(sender: SlackEventSender, deps: Any, slack: SlackStandIn) ->
     with deps.db.session() as s:
         task = s.execute(select(Task).where(Task.idempotency_key == "slack:EvDEMO0001")).scalar_one_or_none()
     if task and (task.result or {}).get("reply_ts"):
-        sender.block_action("U0ALICE", "feedback_resolved", task.id, channel="C0GENERAL",
-                            message_ts=task.result["reply_ts"], thread_ts=task.thread_ts)
+        sender.block_action(
+            "U0ALICE",
+            "feedback_resolved",
+            task.id,
+            channel="C0GENERAL",
+            message_ts=task.result["reply_ts"],
+            thread_ts=task.thread_ts,
+        )
 
 
 def _show_slack(console: Console, slack: SlackStandIn) -> None:
@@ -300,5 +370,7 @@ def _show_slack(console: Console, slack: SlackStandIn) -> None:
 def _show_llm(console: Console, llm: LLMStandIn) -> None:
     sent = llm.completions()
     leaked = any("AKIAIOSFODNN7EXAMPLE" in json.dumps(r) for r in sent)
-    console.print(f"LLM stand-in served {len(sent)} completion(s); the pasted AWS key reached it: "
-                  f"{'[red]YES[/]' if leaked else '[green]no (redacted)[/]'}")
+    console.print(
+        f"LLM stand-in served {len(sent)} completion(s); the pasted AWS key reached it: "
+        f"{'[red]YES[/]' if leaked else '[green]no (redacted)[/]'}"
+    )

@@ -193,7 +193,9 @@ def test_follow_up_question_in_the_thread_is_a_weak_not_resolved(slack, llm, sen
     parent = slack.post("C0GENERAL", "Q about the release", user="U0BOB")
     sender.mention("U0ALICE", "C0GENERAL", "when is the release?", thread_ts=parent, ts="1800000000.000100")
     drain(deps)
-    sender.mention("U0ALICE", "C0GENERAL", "no, I meant the EU one?", thread_ts=parent, ts="1800000000.000200")
+    sender.mention(
+        "U0ALICE", "C0GENERAL", "no, I meant the EU one?", thread_ts=parent, ts="1800000000.000200"
+    )
     drain(deps)
     first, second = _tasks(deps)
     with deps.db.session() as s:
@@ -213,8 +215,11 @@ def test_housekeeping_marks_stale_tasks_none_and_runs_once_at_a_time(slack, llm,
     sender.mention("U0ALICE", "C0GENERAL", "old question")
     drain(deps)
     with deps.db.session() as s:
-        s.execute(update(Task).values(created_at=utcnow() - timedelta(days=10),
-                                      finished_at=utcnow() - timedelta(days=10)))
+        s.execute(
+            update(Task).values(
+                created_at=utcnow() - timedelta(days=10), finished_at=utcnow() - timedelta(days=10)
+            )
+        )
     assert housekeeping_once(deps)["outcomes_none"] == 1
     assert housekeeping_once(deps) == {}  # another worker holds the lock for this round
     with deps.db.session() as s:
