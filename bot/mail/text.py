@@ -108,9 +108,13 @@ def html_to_text(html: str) -> str:
     return normalize(parser.text())
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def normalize(text: str) -> str:
-    """Collapse runs of spaces and blank lines; drop zero-width characters and trailing spaces."""
+    """Collapse runs of spaces and blank lines; drop zero-width and control characters and trailing spaces."""
     text = _ZERO_WIDTH.sub("", text.replace("\r\n", "\n").replace("\r", "\n").replace("\xa0", " "))
+    text = _CONTROL.sub("", text)  # NUL and friends: invisible to people, rejected by some databases
     text = re.sub(r"[ \t\f\v]+", " ", text)
     text = re.sub(r" *\n *", "\n", text)
     return re.sub(r"\n{3,}", "\n\n", text).strip()
@@ -207,7 +211,7 @@ def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str | None]:
     name = (charset or "").strip().strip('"').lower() or "utf-8"
     try:
         codecs.lookup(name)
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a charset name with a NUL in it
         return _guess(data), f"unknown charset {charset!r}"
     try:
         return data.decode(name), None
