@@ -279,6 +279,7 @@ def build_web(
     metrics = IngressMetrics(registry)
     registry.register(LedgerCollector(db))
     ctx.metrics = metrics
+    ctx.settings = ctx.settings or settings
     bolt = create_bolt_app(settings, ctx, client or make_slack_client(settings))
     assert settings.slack_signing_secret
     return WebApp(

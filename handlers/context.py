@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from bot.ingress import IngressDeps
 from bot.metrics import IngressMetrics
@@ -14,3 +15,4 @@ class HandlerContext:
 
     ingress: IngressDeps
     metrics: IngressMetrics | None = None
+    settings: Any | None = None  # bot.settings.Settings, for listeners that need configuration

@@ -55,4 +55,7 @@ def register(app: App, ctx: HandlerContext) -> None:
 
     @app.command("/usage")
     def _usage(ack: Ack, command: dict[str, Any]) -> None:
-        ack(response_type="ephemeral", text=handle_usage(ctx, command["user_id"], command.get("text") or ""))
+        ack(
+            response_type="ephemeral",
+            text=handle_usage(ctx, command["user_id"], command.get("text") or "", ctx.settings),
+        )
