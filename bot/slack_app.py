@@ -124,11 +124,24 @@ def _well_formed_interactive(payload: dict[str, Any]) -> bool:
     )
 
 
+def _has_nul(obj: Any) -> bool:
+    """True if any string in a decoded payload holds a NUL (Slack never sends one; PostgreSQL rejects it)."""
+    if isinstance(obj, str):
+        return "\x00" in obj
+    if isinstance(obj, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(_has_nul(v) for v in obj)
+    return False
+
+
 def _kind(body: bytes, content_type: str) -> str | None:
-    """Classify a Slack request body, or None if it is malformed (wrong shapes or types included)."""
+    """Classify a Slack request body, or None if it is malformed (wrong shapes, types or NUL characters)."""
     try:
         if "json" in content_type:
             data = json.loads(body)
+            if _has_nul(data):
+                return None
             if not isinstance(data, dict) or not isinstance(data.get("type"), str):
                 return None
             if data["type"] == "event_callback":
@@ -137,10 +150,14 @@ def _kind(body: bytes, content_type: str) -> str | None:
         form = parse_qs(body.decode("utf-8"), strict_parsing=True)
     except (ValueError, UnicodeDecodeError):
         return None
+    if _has_nul(form):
+        return None
     if "payload" in form:
         try:
             payload = json.loads(form["payload"][0])
         except ValueError:
+            return None
+        if _has_nul(payload):
             return None
         ok = (
             isinstance(payload, dict)

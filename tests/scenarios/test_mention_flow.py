@@ -224,3 +224,22 @@ def test_housekeeping_marks_stale_tasks_none_and_runs_once_at_a_time(slack, llm,
     assert housekeeping_once(deps) == {}  # another worker holds the lock for this round
     with deps.db.session() as s:
         assert [o.kind for o in s.execute(select(Outcome)).scalars()] == ["none"]
+
+
+def test_nul_characters_are_refused_as_malformed(sender, deps):
+    """A NUL anywhere in a payload (never sent by Slack; PostgreSQL rejects it) is a 400, not a 500."""
+    import json as _json
+
+    body = _json.dumps(
+        sender.event_envelope(
+            {"type": "app_mention", "user": "U0ALICE", "text": "hi\x00", "ts": "1.0", "channel": "C0GENERAL"}
+        )
+    ).encode()
+    assert sender.post(body, "application/json").status == 400
+    assert (
+        sender.post(
+            b"command=%2Fusage&user_id=U0ALICE&text=a%00b", "application/x-www-form-urlencoded"
+        ).status
+        == 400
+    )
+    assert _tasks(deps) == []
