@@ -7,7 +7,7 @@ Surfaces call ``submit``; the Slack specifics live in ``handlers/``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -106,25 +106,7 @@ def submit(
         policy.require(new.requester, scope, channel=channel)
     except Denied as exc:
         denied = exc
-    task = Task(
-        idempotency_key=new.idempotency_key,
-        requester=new.requester,
-        surface=new.surface,
-        intent=new.intent,
-        trigger=new.trigger,
-        team_id=new.team_id,
-        channel_id=new.channel_id,
-        thread_ts=new.thread_ts,
-        message_ts=new.message_ts,
-        on_behalf_of=new.on_behalf_of,
-        parent_id=new.parent_id,
-        payload=new.payload or {},
-        redactions=new.redactions,
-        status="denied" if denied else "queued",
-        status_reason=denied.reason if denied else None,
-    )
-    if denied is not None:
-        task.finished_at = utcnow()
+    task = new.to_task(status="denied" if denied else "queued", reason=denied.reason if denied else None)
     created = _insert(
         deps.db,
         task,
@@ -153,20 +135,6 @@ def submit(
 
 def record_ignored(deps: IngressDeps, new: NewTask, reason: str) -> Submission:
     """Record a message we deliberately do not answer (another bot's), so loops and chains are visible."""
-    task = Task(
-        idempotency_key=new.idempotency_key,
-        requester=new.requester,
-        surface=new.surface,
-        intent=new.intent,
-        trigger="bot",
-        channel_id=new.channel_id,
-        thread_ts=new.thread_ts,
-        message_ts=new.message_ts,
-        team_id=new.team_id,
-        payload=new.payload or {},
-        status="ignored",
-        status_reason=reason,
-    )
-    task.finished_at = utcnow()
+    task = replace(new, trigger="bot").to_task(status="ignored", reason=reason)
     created = _insert(deps.db, task, decision="info", scope=None, reason=reason)
     return Submission(task.id, created=created)

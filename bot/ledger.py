@@ -32,29 +32,33 @@ class NewTask:
     payload: dict[str, Any] | None = None
     redactions: int = 0
 
+    def to_task(self, *, status: str = "queued", reason: str | None = None) -> Task:
+        """The ORM row for this request in ``status`` (terminal statuses get their finish time)."""
+        return Task(
+            idempotency_key=self.idempotency_key,
+            requester=self.requester,
+            surface=self.surface,
+            intent=self.intent,
+            trigger=self.trigger,
+            team_id=self.team_id,
+            channel_id=self.channel_id,
+            thread_ts=self.thread_ts,
+            message_ts=self.message_ts,
+            on_behalf_of=self.on_behalf_of,
+            parent_id=self.parent_id,
+            payload=self.payload or {},
+            redactions=self.redactions,
+            status=status,
+            status_reason=reason,
+            finished_at=utcnow() if status in TERMINAL else None,
+        )
+
 
 def create_task(
     db: Database, new: NewTask, *, status: str = "queued", reason: str | None = None
 ) -> tuple[Task, bool]:
     """Insert a task; on a duplicate idempotency key return the existing one and False."""
-    task = Task(
-        idempotency_key=new.idempotency_key,
-        requester=new.requester,
-        surface=new.surface,
-        intent=new.intent,
-        trigger=new.trigger,
-        team_id=new.team_id,
-        channel_id=new.channel_id,
-        thread_ts=new.thread_ts,
-        message_ts=new.message_ts,
-        on_behalf_of=new.on_behalf_of,
-        parent_id=new.parent_id,
-        payload=new.payload or {},
-        redactions=new.redactions,
-        status=status,
-        status_reason=reason,
-        finished_at=utcnow() if status in TERMINAL else None,
-    )
+    task = new.to_task(status=status, reason=reason)
     try:
         with db.session() as s:
             s.add(task)
