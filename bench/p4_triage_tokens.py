@@ -1,14 +1,21 @@
 """P4: tokens per triaged email on a realistic generated corpus, against a naive prompt with the raw content.
 
-Both prompts use the same template, the same model stand-in (a deterministic keyword classifier) and the same
-token count the stand-in reports (``bot.tokens``); the only difference is what the email contributes: the raw
-body (HTML and all, quoted history and signatures included) or the prepared text (``bot.mail.text``).
+Three ways to triage the same corpus, in the same run, with the same template (``prompts/triage.md``), the
+same model stand-in (the deterministic keyword classifier answering the ``triage`` schema) and the same token
+counts the stand-in reports (``bot.tokens``):
+
+- naive: one email per call with its raw content (HTML and all, quoted history and signatures included);
+- single: one email per call with the prepared text (``bot.mail.text``);
+- ours: what the worker does: prepared text, and short emails of the queue sharing one call, planned with the
+  worker's own rule (``workers.triage.may_join`` and ``BatchLimits``) and split back per email with its own
+  apportioning (``split_usage``), so the per-email shares add up to what each call reported.
+
+Decisions (category, priority, whether a reply draft is proposed) are compared per email with the naive ones.
 ``python -m bench.p4_triage_tokens`` prints a table and returns the figures.
 """
 
 from __future__ import annotations
 
-import json
 import platform
 import random
 import statistics
@@ -17,10 +24,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import prompts
-from bot.mail.text import prepare
-from bot.standins.triage_responder import classify
+from bot.mail.text import PreparedEmail, prepare
+from bot.standins.triage_responder import triage_responder
 from bot.tokens import estimate_messages, estimate_tokens
+from workers.triage import (
+    BatchLimits,
+    EmailBlock,
+    batch_keys,
+    email_cost,
+    may_join,
+    parse_batch,
+    prompt_weights,
+    render_batch,
+    split_usage,
+)
 
 BUDGET = 600  # CLAWBACK_MAIL_BODY_TOKENS' default
 BOUNDARY = "<<" + "0" * 16 + ">>"
@@ -152,74 +169,138 @@ def corpus(n: int = 60, seed: int = 4) -> list[Email]:
     return out
 
 
-def _prompt(email: Email, body: str, notes: str) -> list[dict[str, str]]:
-    return prompts.render(
-        "triage",
-        owner_name="<@U0EMMA>",
-        sender=email.sender,
-        recipients="1 recipient(s)",
-        subject=email.subject,
-        received="2025-03-03 09:30 UTC",
-        notes=notes,
-        boundary=BOUNDARY,
-        body=body,
-    ).messages()
+def _block(key: str, email: Email, body: str, notes: str) -> EmailBlock:
+    return EmailBlock(key, email.sender, "1 recipient(s)", email.subject, "2025-03-03 09:30 UTC", notes, body)
 
 
-def _decide(messages: list[dict[str, str]], email: Email) -> tuple[dict[str, Any], int]:
-    content = messages[1]["content"]
-    body = content.split(BOUNDARY + "\n", 1)[1].rsplit("\n" + BOUNDARY, 1)[0]
-    decision = classify(email.sender, email.subject, body)
-    return decision, estimate_tokens(json.dumps(decision, ensure_ascii=False))
+def _call(blocks: list[EmailBlock]) -> tuple[list[tuple[int, int]], dict[str, dict[str, Any]]]:
+    """One stand-in call: each email's (prompt, completion) share and its decision, by key."""
+    msgs = render_batch("<@U0EMMA>", BOUNDARY, blocks).messages()
+    content = triage_responder(msgs, {})
+    keys = [b.key for b in blocks]
+    answer = parse_batch(content, keys)
+    assert not answer.problems, answer.problems
+    shares = split_usage(
+        estimate_messages(msgs),  # what the stand-in reports as prompt tokens
+        estimate_tokens(content),  # ... and as completion tokens
+        prompt_weights(blocks, msgs),
+        [float(answer.sizes.get(k, 0)) for k in keys],
+    )
+    decisions = {
+        k: {"category": d.category, "priority": d.priority, "draft": d.reply_draft is not None}
+        for k, d in answer.decisions.items()
+    }
+    return shares, decisions
 
 
-def run(n: int = 60, runs: int = 3) -> dict[str, Any]:
-    """Measure tokens per email (prompt + completion), ours vs naive, and whether decisions agree."""
+def plan_batches(prepared: list[PreparedEmail], limits: BatchLimits) -> list[list[int]]:
+    """Group a queue the way the worker does: the first queued email leads; if short, later short emails of
+    the queue join it (up to ``max_emails`` and ``batch_tokens``); the rest wait for their own turn."""
+    done = [False] * len(prepared)
+    batches = []
+    for i, p in enumerate(prepared):
+        if done[i]:
+            continue
+        done[i] = True
+        batch, used = [i], email_cost(p)
+        if limits.max_emails > 1 and may_join(limits, 0, p):
+            window = [j for j in range(i + 1, len(prepared)) if not done[j]][
+                : min(limits.scan, limits.fetches)
+            ]
+            for j in window:
+                if len(batch) >= limits.max_emails:
+                    break
+                if may_join(limits, used, prepared[j]):
+                    batch.append(j)
+                    used += email_cost(prepared[j])
+                    done[j] = True
+        batches.append(batch)
+    return batches
+
+
+def run(n: int = 60, runs: int = 3, limits: BatchLimits | None = None) -> dict[str, Any]:
+    """Measure tokens per email (prompt + completion): batched prepared text vs naive raw, same decisions."""
+    limits = limits or BatchLimits()
     emails = corpus(n)
     timings = []
     for _ in range(runs):
         started = time.perf_counter()
-        rows = []
-        for e in emails:
-            p = prepare(e.subject, e.text, e.html, budget_tokens=BUDGET)
-            ours_msgs = _prompt(e, p.text, ", ".join(p.notes) or "none")
-            naive_msgs = _prompt(e, e.html or e.text, "none")
-            ours_dec, ours_out = _decide(ours_msgs, e)
-            naive_dec, naive_out = _decide(naive_msgs, e)
+        prepared = [prepare(e.subject, e.text, e.html, budget_tokens=BUDGET) for e in emails]
+        rows: list[dict[str, Any]] = []
+        for e, p in zip(emails, prepared, strict=True):
+            (naive_tokens,), naive_dec = _call([_block("m0", e, e.html or e.text, "none")])
+            (single_tokens,), single_dec = _call([_block("m0", e, p.text, ", ".join(p.notes) or "none")])
             rows.append(
                 {
                     "kind": e.kind,
-                    "ours": estimate_messages(ours_msgs) + ours_out,
-                    "naive": estimate_messages(naive_msgs) + naive_out,
-                    "same": (ours_dec["category"], ours_dec["priority"])
-                    == (naive_dec["category"], naive_dec["priority"]),
-                    "ours_category": ours_dec["category"],
-                    "expected": e.kind,
+                    "naive": sum(naive_tokens),
+                    "single": sum(single_tokens),
+                    "naive_decision": naive_dec["m0"],
+                    "single_decision": single_dec["m0"],
                 }
             )
+        batches = plan_batches(prepared, limits)
+        for batch in batches:
+            keys = batch_keys(f"t{batch[0]}", [f"t{i}" for i in batch])
+            blocks = [
+                _block(k, emails[i], prepared[i].text, ", ".join(prepared[i].notes) or "none")
+                for k, i in zip(keys, batch, strict=True)
+            ]
+            shares, decisions = _call(blocks)
+            for k, i, share in zip(keys, batch, shares, strict=True):
+                rows[i]["ours"] = sum(share)
+                rows[i]["ours_decision"] = decisions[k]
+                rows[i]["batch_size"] = len(batch)
         timings.append(time.perf_counter() - started)
     by_kind: dict[str, dict[str, float]] = {}
     for kind in sorted({r["kind"] for r in rows}):
         sub = [r for r in rows if r["kind"] == kind]
         ours = statistics.mean(r["ours"] for r in sub)
         naive = statistics.mean(r["naive"] for r in sub)
-        by_kind[kind] = {"ours": round(ours, 1), "naive": round(naive, 1), "ratio": round(ours / naive, 3)}
+        by_kind[kind] = {
+            "ours": round(ours, 1),
+            "single": round(statistics.mean(r["single"] for r in sub), 1),
+            "naive": round(naive, 1),
+            "ratio": round(ours / naive, 3),
+            "batch_size": round(statistics.mean(r["batch_size"] for r in sub), 2),
+        }
     ours_mean = statistics.mean(r["ours"] for r in rows)
+    single_mean = statistics.mean(r["single"] for r in rows)
     naive_mean = statistics.mean(r["naive"] for r in rows)
+    same = sum(r["ours_decision"] == r["naive_decision"] for r in rows)
     result = {
         "id": "P4",
-        "what": "tokens per triaged email (prompt + completion), prepared text vs naive raw content",
+        "what": "tokens per triaged email (prompt + completion): batched prepared text vs naive raw content",
         "emails": len(rows),
         "tokens_per_email": round(ours_mean, 1),
+        "single_tokens_per_email": round(single_mean, 1),
         "naive_tokens_per_email": round(naive_mean, 1),
         "ratio": round(ours_mean / naive_mean, 3),
+        "single_ratio": round(single_mean / naive_mean, 3),
         "target_ratio": 0.35,
-        "same_decisions": sum(r["same"] for r in rows),
-        "agreement": round(sum(r["same"] for r in rows) / len(rows), 3),
-        "matches_corpus_label": round(sum(r["ours_category"] == r["expected"] for r in rows) / len(rows), 3),
+        "calls": len(batches),
+        "naive_calls": len(rows),
+        "batch_sizes": sorted(len(b) for b in batches),
+        "limits": {
+            "max_emails": limits.max_emails,
+            "email_tokens": limits.email_tokens,
+            "batch_tokens": limits.batch_tokens,
+        },
+        "same_decisions": same,
+        "agreement": round(same / len(rows), 3),
+        "same_as_single": sum(r["ours_decision"] == r["single_decision"] for r in rows),
+        "matches_corpus_label": round(
+            sum(
+                r["ours_decision"]["category"]
+                == {"reply": "reply_needed", "action": "action_required"}.get(r["kind"], r["kind"])
+                for r in rows
+            )
+            / len(rows),
+            3,
+        ),
         "by_kind": by_kind,
-        "prepare_seconds_median": round(statistics.median(timings), 4),
-        "prepare_seconds_spread": round(max(timings) - min(timings), 4),
+        "seconds_median": round(statistics.median(timings), 4),
+        "seconds_spread": round(max(timings) - min(timings), 4),
         "runs": runs,
         "machine": f"{platform.machine()} {platform.python_implementation()} {platform.python_version()}",
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -230,16 +311,21 @@ def run(n: int = 60, runs: int = 3) -> dict[str, Any]:
 
 def _print(r: dict[str, Any]) -> None:
     print(f"P4 tokens per triaged email ({r['emails']} emails, {r['machine']})")
-    print(f"{'kind':<14}{'ours':>10}{'naive':>10}{'ratio':>8}")
+    print(f"{'kind':<14}{'ours':>9}{'single':>9}{'naive':>9}{'ratio':>8}{'batch':>7}")
     for kind, v in r["by_kind"].items():
-        print(f"{kind:<14}{v['ours']:>10.1f}{v['naive']:>10.1f}{v['ratio']:>8.3f}")
+        print(
+            f"{kind:<14}{v['ours']:>9.1f}{v['single']:>9.1f}{v['naive']:>9.1f}{v['ratio']:>8.3f}"
+            f"{v['batch_size']:>7.2f}"
+        )
     print(
-        f"{'all':<14}{r['tokens_per_email']:>10.1f}{r['naive_tokens_per_email']:>10.1f}{r['ratio']:>8.3f}"
-        f"   (target ≤ {r['target_ratio']})"
+        f"{'all':<14}{r['tokens_per_email']:>9.1f}{r['single_tokens_per_email']:>9.1f}"
+        f"{r['naive_tokens_per_email']:>9.1f}{r['ratio']:>8.3f}   (target ≤ {r['target_ratio']};"
+        f" unbatched {r['single_ratio']:.3f})"
     )
+    print(f"model calls: {r['calls']} batched vs {r['naive_calls']} naive; batch sizes {r['batch_sizes']}")
     print(
-        f"same decisions: {r['same_decisions']}/{r['emails']} ({r['agreement']:.0%});"
-        f" matches corpus label: {r['matches_corpus_label']:.0%}"
+        f"same decisions as naive: {r['same_decisions']}/{r['emails']} ({r['agreement']:.0%});"
+        f" as unbatched: {r['same_as_single']}/{r['emails']}; matches corpus label: {r['matches_corpus_label']:.0%}"
     )
 
 

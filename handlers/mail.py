@@ -1,7 +1,9 @@
 """Interactivity on triage messages: "Right", "Wrong category", "Send draft", "Discard draft".
 
 Only the mailbox owner's clicks count (the verified Slack user id, never text). Feedback is recorded as an
-explicit outcome here (one SQL transaction); sending is a task with the ``mail.send`` scope, run by a worker.
+explicit outcome here (one SQL transaction); sending is a task with the ``mail.send`` scope, and relabelling
+the message in Exchange after "Wrong category" a task with the ``mail.categorize`` scope (only when the owner
+holds it), both run by a worker.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def record_mail_feedback(
             detail = {"category": item.category}
         elif allowed and kind == "wrong" and item.feedback is None:
             outcome, item.feedback = "label_corrected", f"wrong:{category}"
+            item.corrected = 1  # recorded explicitly: later syncs must not count it again
             detail = {"from": item.category, "to": category, "label": CATEGORY_LABELS.get(category or "")}
         elif allowed and kind == "discard" and item.draft_status == "open":
             outcome, item.draft_status = "draft_discarded", "discarded"
@@ -124,6 +127,40 @@ def request_send(ctx: HandlerContext, task_id: Any, user: str, channel: str | No
     return "denied" if sub.denied else ("queued" if sub.created else "duplicate")
 
 
+def request_relabel(ctx: HandlerContext, task_id: str, user: str, category: str, channel: str | None) -> str:
+    """After "Wrong category": relabel the message in Exchange, if the owner holds ``mail.categorize``."""
+    if not ctx.ingress.policy.current.has_scope(user, "mail.categorize"):
+        audit.record(
+            ctx.ingress.db,
+            actor=user,
+            action="mail.categorize",
+            decision="deny",
+            task_id=task_id,
+            scope="mail.categorize",
+            details={
+                "reason": "missing scope mail.categorize",
+                "effect": "the label in Exchange is unchanged",
+            },
+        )
+        return "no scope"
+    sub = submit(
+        ctx.ingress,
+        NewTask(
+            idempotency_key=f"mail-relabel:{task_id}",
+            requester=user,
+            surface="dm",
+            intent="mail_relabel",
+            trigger="human",
+            channel_id=channel,
+            parent_id=task_id,
+            payload={"triage_task": task_id, "category": category},
+        ),
+        scope="mail.categorize",
+        queue=INTERACTIVE,
+    )
+    return "denied" if sub.denied else ("queued" if sub.created else "duplicate")
+
+
 def register(app: App, ctx: HandlerContext) -> None:
     """Attach the triage buttons' listeners."""
 
@@ -135,7 +172,9 @@ def register(app: App, ctx: HandlerContext) -> None:
     def on_wrong(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         value = str((action.get("selected_option") or {}).get("value") or "")
         task_id, _, category = value.partition(":")
-        if record_mail_feedback(ctx, "wrong", task_id, body["user"]["id"], category) == "label_corrected":
+        user = body["user"]["id"]
+        if record_mail_feedback(ctx, "wrong", task_id, user, category) == "label_corrected":
+            request_relabel(ctx, task_id, user, category, _where(body)[0])
             _refresh(ctx, *_where(body))
         ack()
 

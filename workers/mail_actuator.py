@@ -28,6 +28,7 @@ from bot.mail.base import (
     MailUnavailable,
 )
 from bot.mail.config import MailboxConfig
+from bot.mail.text import same_reply
 from bot.policy import PolicyStore
 from workers.actuators import _classify
 
@@ -141,13 +142,25 @@ class MailboxActuator:
         ledger.complete_action(self.db, key, "done", {**detail, "new_id": new_id})
         return new_id
 
-    def draft_reply(self, task: Task, item_id: str, body: str) -> str:
+    def draft_reply(
+        self, task: Task, item_id: str, body: str, *, internet_message_id: str | None = None
+    ) -> str:
         """Save a reply draft to the original sender only (mail.draft); returns the draft id."""
         key = f"{task.id}:mail.draft"
         detail = {"item_id": item_id, "chars": len(body)}
         action, created = self._begin(task, "mail.draft", key, detail)
         if not created and action.status == "done":
             return str((action.result or {}).get("draft_id"))
+        if not created and internet_message_id:
+            # A crash after saving the draft but before recording it: find it rather than save a second one.
+            with mail_errors(self.cfg.address):
+                drafts = self.mailbox.find_reply_drafts(internet_message_id)
+            for draft in drafts:
+                if same_reply(draft.body_text, body):
+                    result = {**detail, "draft_id": draft.item_id, "recovered": True}
+                    ledger.complete_action(self.db, key, "done", result)
+                    log.info("task %s: found the reply draft saved before a crash", task.id)
+                    return draft.item_id
         self._audit(task, "mail.draft", detail)
         with mail_errors(self.cfg.address):
             draft_id = self.mailbox.create_reply_draft(item_id, body)
@@ -172,6 +185,27 @@ class MailboxActuator:
         ledger.complete_action(self.db, key, "done", detail)
 
 
+def _key_of(message: dict[str, Any]) -> str | None:
+    payload = (message.get("metadata") or {}).get("event_payload") or {}
+    return payload.get("key") if isinstance(payload, dict) else None
+
+
+def find_posted_dm(client: WebClient, channel: str, idem: str, text: str, limit: int = 100) -> str | None:
+    """The ts of a recent message in ``channel`` we posted under ``idem`` (from its metadata), if any."""
+    resp = client.conversations_history(channel=channel, limit=limit, include_all_metadata=True)
+    for m in resp.get("messages", []):
+        if _key_of(m) == idem:
+            return str(m["ts"])
+        if "metadata" not in m and m.get("bot_id") and m.get("text") == (text[:3000] or " "):
+            # History without metadata (some API versions): read the message itself with its metadata.
+            one = client.conversations_replies(
+                channel=channel, ts=m["ts"], include_all_metadata=True, limit=1
+            )
+            if any(r.get("ts") == m["ts"] and _key_of(r) == idem for r in one.get("messages", [])):
+                return str(m["ts"])
+    return None
+
+
 def post_owner_dm(
     client: WebClient, db: Database, task: Task, *, key: str, text: str, blocks: list[dict[str, Any]]
 ) -> tuple[str, str]:
@@ -182,6 +216,17 @@ def post_owner_dm(
     )
     if not created and action.status == "done":
         return action.result["channel"], action.result["ts"]
+    if not created:
+        # A crash after posting but before recording it: the message carries its key in its metadata.
+        try:
+            channel = client.conversations_open(users=task.requester)["channel"]["id"]
+            found = find_posted_dm(client, channel, idem, text)
+        except SlackApiError as exc:
+            raise _classify(exc) from exc
+        if found:
+            ledger.complete_action(db, idem, "done", {"channel": channel, "ts": found, "recovered": True})
+            log.info("task %s: found the DM posted before a crash (%s)", task.id, idem)
+            return channel, found
     audit.record(
         db,
         actor="clawback",

@@ -1,8 +1,10 @@
 """Email triage: classify one email (structured output), act within the owner's scopes, tell the owner.
 
-Intents: ``triage`` (one email, created by the poller), ``mail_digest`` (the owner's digest DM, created by
-the poller after a poll) and ``mail_send`` (the owner clicked "Send draft"). The email is untrusted data: it
-decides nothing about which actions run, who a draft goes to, or which links it may carry; code does.
+Intents: ``triage`` (one email, created by the poller; short emails of one mailbox share a model call),
+``mail_digest`` (the owner's digest DM, created by the poller after a poll), ``mail_send`` (the owner clicked
+"Send draft") and ``mail_relabel`` (the owner picked the right category after "Wrong category"). The email
+is untrusted data: it decides nothing about which actions run, who a draft goes to, or which links it may
+carry; code does.
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ import hashlib
 import json
 import logging
 import re
-from dataclasses import dataclass
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select, update
 
 import prompts
 from bot import audit, ledger
-from bot.db import Task
-from bot.errors import Denied, UserFacingError
+from bot.db import Task, utcnow
+from bot.errors import Denied, TransientError, UserFacingError
 from bot.ingress import redactor_for
 from bot.mail import messages as mail_messages
 from bot.mail import text as mail_text
@@ -36,7 +40,7 @@ from bot.mail.config import CATEGORIES, CATEGORY_LABELS, LABEL_CATEGORIES, Mailb
 from bot.mail.config import mailbox_factory as default_mailbox_factory
 from bot.mail.models import MailItem
 from bot.safety import urls_in
-from bot.tokens import estimate_messages
+from bot.tokens import estimate_messages, estimate_tokens
 from workers import runtime
 from workers.actuators import SlackActuator, _classify
 from workers.mail_actuator import MailboxActuator, mail_errors, post_owner_dm
@@ -46,17 +50,25 @@ log = logging.getLogger(__name__)
 
 PROMPT = "triage"
 SCHEMA_NAME = "triage"
-SCHEMA: dict[str, Any] = {
+DECISION_FIELDS = ("category", "priority", "summary", "reason", "reply_draft")
+ITEM_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["category", "priority", "summary", "reason", "reply_draft"],
+    "required": ["id", *DECISION_FIELDS],
     "properties": {
+        "id": {"type": "string"},
         "category": {"type": "string", "enum": list(CATEGORIES)},
         "priority": {"type": "integer", "enum": [1, 2, 3]},
         "summary": {"type": "string"},
         "reason": {"type": "string"},
         "reply_draft": {"type": ["string", "null"]},
     },
+}
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["decisions"],
+    "properties": {"decisions": {"type": "array", "items": ITEM_SCHEMA}},
 }
 RESPONSE_FORMAT = {
     "type": "json_schema",
@@ -65,6 +77,23 @@ RESPONSE_FORMAT = {
 DRAFT_CATEGORIES = ("reply_needed", "action_required")
 MAX_DIGEST_ITEMS = 32  # shown one by one; the rest are summed up in one line
 _NO_REPLY = re.compile(r"(no-?reply|do-?not-?reply|mailer-daemon|postmaster|notifications?|bounce)", re.I)
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """When several queued emails of one mailbox share one model call (``deps.extras["triage_batch"]``).
+
+    Only emails whose cleaned text is short are batched: a short email is judged the same alone or beside a
+    few others, while long ones (newsletters, long threads) keep a call of their own.
+    """
+
+    max_emails: int = 8  # emails per call, the leading one included (1 turns batching off)
+    email_tokens: int = 300  # an email's cleaned text must be at most this long to share a call
+    batch_tokens: int = 2400  # the emails' blocks of one call together
+    scan: int = 32  # queued triage tasks of the mailbox looked at per batch
+    fetches: int = 16  # at most this many of them fetched from the mailbox per batch (one GetItem each)
+    lease_seconds: float = 180.0  # a claimed email waits this long for a silent leader, then triages itself
+    poll_seconds: float = 0.2  # how often a claimed email's own job looks for its decision
 
 
 @dataclass(frozen=True)
@@ -77,17 +106,17 @@ class Decision:
     reason: str
     reply_draft: str | None
 
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (stored for a batched email until its own job acts on it)."""
+        return {f: getattr(self, f) for f in DECISION_FIELDS}
 
-def parse_decision(content: str) -> tuple[Decision | None, str | None]:
-    """Validate the model's output against the schema; returns (decision, None) or (None, what is wrong)."""
-    try:
-        data = json.loads(content)
-    except (json.JSONDecodeError, TypeError) as exc:
-        return None, f"not JSON ({exc.__class__.__name__})"
+
+def check_decision(data: Any) -> tuple[Decision | None, str | None]:
+    """Validate one decision object (without ``id``); returns (decision, None) or (None, what is wrong)."""
     if not isinstance(data, dict):
         return None, "not a JSON object"
-    extra = sorted(set(data) - set(SCHEMA["properties"]))
-    missing = sorted(set(SCHEMA["required"]) - set(data))
+    extra = sorted(set(data) - set(DECISION_FIELDS))
+    missing = sorted(set(DECISION_FIELDS) - set(data))
     if extra or missing:
         return None, f"missing fields {missing}, unexpected fields {extra}"
     if data["category"] not in CATEGORIES:
@@ -109,6 +138,158 @@ def parse_decision(content: str) -> tuple[Decision | None, str | None]:
             draft.strip()[:4000] if isinstance(draft, str) and draft.strip() else None,
         ),
         None,
+    )
+
+
+def parse_decision(content: str) -> tuple[Decision | None, str | None]:
+    """Validate one decision given as JSON text."""
+    try:
+        data = json.loads(content)
+    except (json.JSONDecodeError, TypeError) as exc:
+        return None, f"not JSON ({exc.__class__.__name__})"
+    return check_decision(data)
+
+
+@dataclass
+class BatchAnswer:
+    """The model's answer to a batch, mapped back to the batch's own ids by code."""
+
+    decisions: dict[str, Decision]
+    problems: dict[str, str]
+    sizes: dict[str, int]  # estimated completion tokens of each id's entry (for apportioning)
+    ignored: int = 0  # entries with ids that are not in this batch
+
+
+def parse_batch(content: str, ids: Sequence[str]) -> BatchAnswer:
+    """Validate a batch answer against the ids this batch gave out; unknown ids are dropped, never mapped."""
+    wanted = set(ids)
+    try:
+        data = json.loads(content)
+    except (json.JSONDecodeError, TypeError) as exc:
+        return BatchAnswer({}, {i: f"not JSON ({exc.__class__.__name__})" for i in ids}, {})
+    if not isinstance(data, dict) or set(data) != {"decisions"} or not isinstance(data["decisions"], list):
+        return BatchAnswer({}, {i: 'not a JSON object with only a "decisions" array' for i in ids}, {})
+    decisions: dict[str, Decision] = {}
+    problems: dict[str, str] = {}
+    sizes: dict[str, int] = {}
+    seen: set[str] = set()
+    ignored = 0
+    for entry in data["decisions"]:
+        key = entry.get("id") if isinstance(entry, dict) else None
+        if not isinstance(key, str) or key not in wanted:
+            ignored += 1
+            continue
+        sizes[key] = sizes.get(key, 0) + estimate_tokens(json.dumps(entry, ensure_ascii=False))
+        if key in seen:
+            decisions.pop(key, None)
+            problems[key] = "answered more than once"
+            continue
+        seen.add(key)
+        decision, problem = check_decision({k: v for k, v in entry.items() if k != "id"})
+        if decision is None:
+            problems[key] = problem or "invalid"
+        else:
+            decisions[key] = decision
+    for key in ids:
+        if key not in seen:
+            problems[key] = "no decision for this email"
+    return BatchAnswer(decisions, problems, sizes, ignored)
+
+
+def apportion(total: int, weights: Sequence[float]) -> list[int]:
+    """Split ``total`` in integer shares by ``weights`` (largest remainder): the shares sum to ``total``."""
+    if not weights:
+        return []
+    if sum(weights) <= 0:
+        weights = [1.0] * len(weights)
+    scale = sum(weights)
+    exact = [total * w / scale for w in weights]
+    shares = [int(x) for x in exact]
+    order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - shares[i]), i))
+    for i in order[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
+@dataclass(frozen=True)
+class EmailBlock:
+    """One email as the triage prompt shows it (already cleaned and redacted)."""
+
+    key: str
+    sender: str
+    recipients: str
+    subject: str
+    received: str
+    notes: str
+    body: str
+
+
+def render_batch(owner: str, boundary: str, blocks: Sequence[EmailBlock]) -> prompts.RenderedPrompt:
+    """The triage prompt for one or more emails; each starts at a boundary line carrying its id.
+
+    The boundary is removed from every email's text, so no email can fake another email's start or id.
+    """
+
+    def line(value: str) -> str:
+        return " ".join(value.replace(boundary, "").split())[:300]
+
+    parts = []
+    for b in blocks:
+        parts.append(
+            f"{boundary} {b.key}\nFrom: {line(b.sender)}\nTo: {b.recipients}\n"
+            f"Subject: {line(b.subject) or '(no subject)'}\nReceived: {b.received}\nNotes: {line(b.notes)}\n"
+            f"{b.body.replace(boundary, '').strip() or '(no text)'}"
+        )
+    return prompts.render(
+        PROMPT, owner_name=owner, count=len(blocks), boundary=boundary, emails="\n".join(parts)
+    )
+
+
+def email_cost(prepared: mail_text.PreparedEmail) -> int:
+    """Estimated prompt tokens of an email's block (text, subject and header lines), for the batch budget."""
+    return prepared.body_tokens + 40
+
+
+def may_join(limits: BatchLimits, used: int, prepared: mail_text.PreparedEmail) -> bool:
+    """Whether an email may share a call whose emails already take ``used`` tokens: short, and room left."""
+    return (
+        not prepared.is_empty
+        and prepared.body_tokens <= limits.email_tokens
+        and used + email_cost(prepared) <= limits.batch_tokens
+    )
+
+
+def split_usage(
+    prompt_tokens: int,
+    completion_tokens: int,
+    prompt_weights: Sequence[float],
+    completion_weights: Sequence[float],
+) -> list[tuple[int, int]]:
+    """Each email's (prompt, completion) share of one call: by its own block and answer, the shared
+    instructions split evenly; the shares add up to exactly the reported totals."""
+    return list(
+        zip(
+            apportion(prompt_tokens, prompt_weights),
+            apportion(completion_tokens, completion_weights),
+            strict=True,
+        )
+    )
+
+
+def prompt_weights(blocks: Sequence[EmailBlock], msgs: list[dict[str, str]]) -> list[float]:
+    """Prompt weights of a batch's emails: each one's block plus an even part of the shared text."""
+    sizes = [block_tokens(b) for b in blocks]
+    overhead = max(estimate_messages(msgs) - sum(sizes), 0) / len(sizes)
+    return [s + overhead for s in sizes]
+
+
+def block_tokens(block: EmailBlock) -> int:
+    """Estimated prompt tokens of one email's block."""
+    return (
+        estimate_tokens(
+            f"{block.key}{block.sender}{block.recipients}{block.subject}{block.received}{block.notes}{block.body}"
+        )
+        + 12
     )
 
 
@@ -228,10 +409,73 @@ def _allowed(deps: WorkerDeps, task: Task, scope: str, address: str) -> bool:
 
 
 # -- triage --------------------------------------------------------------------------------------------
+#
+# A triage record moves pending -> b:<record id of the triage holding it> -> decided -> triaged | needs_human |
+# skipped. The task that runs first ("the leader") holds its own record and may also claim records of other
+# queued triage tasks of the same mailbox whose emails are short (an atomic SQL update from ``pending``, only
+# while their task is still ``queued``). One model call decides them all; each decision (with the email's
+# share of the reported tokens) is stored on its own task, and each task's own job acts on it: its own
+# actions, audit entries and result. A claimed task whose job starts early waits for the decision; if the
+# leader fails it gives its claims back, and if it dies silently the claimed tasks take over after a lease.
+
+DECIDED = "decided"
+FINAL = ("triaged", "needs_human", "skipped")
 
 
-def _call(deps: WorkerDeps, task: Task, step: str, prompt: prompts.RenderedPrompt, msgs: list[dict]) -> Any:
-    max_tokens = deps.settings.clawback_mail_max_triage_tokens
+def _hold(record_id: int) -> str:
+    """The status of a record claimed by the triage of record ``record_id`` (a leader, or itself)."""
+    return f"b:{record_id}"
+
+
+def limits_for(deps: WorkerDeps) -> BatchLimits:
+    """Batching limits: ``deps.extras["triage_batch"]`` or the defaults."""
+    value = deps.extras.get("triage_batch")
+    return value if isinstance(value, BatchLimits) else BatchLimits()
+
+
+@dataclass
+class Entry:
+    """One email of a batch: its task, record, message and what the prompt shows of it."""
+
+    task_id: str
+    record_id: int
+    msg: MailMessage
+    prepared: mail_text.PreparedEmail
+    adopted: bool = False
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Raw and cleaned size estimates."""
+        return {"raw_tokens": self.prepared.raw_tokens, "body_tokens": self.prepared.body_tokens}
+
+    @property
+    def cost(self) -> int:
+        """Estimated prompt tokens of the email's block (before redaction), for the batch budget."""
+        return email_cost(self.prepared)
+
+
+@dataclass
+class Verdict:
+    """What a batch concluded for one email, with its share of the tokens the API reported."""
+
+    key: str
+    decision: Decision | None = None
+    problem: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+    call_ids: list[int] = field(default_factory=list)
+    redactions: int = 0
+
+
+def _call(
+    deps: WorkerDeps,
+    task: Task,
+    step: str,
+    prompt: prompts.RenderedPrompt,
+    msgs: list[dict],
+    max_tokens: int,
+) -> Any:
     policy = deps.policy.current
     reservation = deps.budget.reserve(
         task.requester, estimate_messages(msgs) + max_tokens, policy.limits_for(task.requester)
@@ -251,62 +495,290 @@ def _call(deps: WorkerDeps, task: Task, step: str, prompt: prompts.RenderedPromp
     return result
 
 
-def decide(
-    deps: WorkerDeps, task: Task, prompt: prompts.RenderedPrompt
-) -> tuple[Decision | None, dict[str, Any]]:
-    """Ask the model; one repair attempt on invalid output; None means a human must look."""
-    msgs = prompt.messages()
-    first = _call(deps, task, "triage", prompt, msgs)
-    usage = {"prompt_tokens": first.prompt_tokens, "completion_tokens": first.completion_tokens, "calls": 1}
-    decision, problem = parse_decision(first.content)
-    if decision is not None:
-        return decision, usage
-    log.warning("task %s: invalid triage output (%s); asking once to repair", task.id, problem)
-    repair_msgs = [
-        *msgs,
-        {"role": "assistant", "content": (first.content or "")[:2000]},
-        {
-            "role": "user",
-            "content": f"That answer was invalid: {problem}. Reply again with only the JSON object "
-            "matching the schema.",
-        },
-    ]
-    second = _call(deps, task, "repair", prompt, repair_msgs)
-    usage = {
-        "prompt_tokens": usage["prompt_tokens"] + second.prompt_tokens,
-        "completion_tokens": usage["completion_tokens"] + second.completion_tokens,
-        "calls": 2,
-    }
-    decision, problem2 = parse_decision(second.content)
-    if decision is None:
-        usage["invalid"] = f"{problem}; after repair: {problem2}"
-    return decision, usage
+def batch_keys(leader_id: str, task_ids: Sequence[str]) -> list[str]:
+    """Per-email ids for one batch: opaque, unique within it, meaningless outside it."""
+    keys: list[str] = []
+    for tid in task_ids:
+        digest = hashlib.sha256(f"{leader_id}:{tid}".encode()).hexdigest()
+        n = 5
+        while "m" + digest[:n] in keys:
+            n += 1
+        keys.append("m" + digest[:n])
+    return keys
 
 
-def render_prompt(
-    task_id: str, msg: MailMessage, prepared: mail_text.PreparedEmail, owner: str, redactor: Any
-):
-    """The triage prompt for one email (redacted, inside boundary markers the email cannot forge)."""
-    boundary = "<<" + hashlib.sha256(task_id.encode()).hexdigest()[:16] + ">>"
+def email_block(key: str, msg: MailMessage, prepared: mail_text.PreparedEmail, redactor: Any) -> tuple:
+    """The prompt block of one email (redacted) and how many redactions it took."""
     body, counts = redactor.redact(prepared.text)
     subject, counts2 = redactor.redact(prepared.subject)
-
-    def line(value: str) -> str:
-        return " ".join(value.replace(boundary, "").split())[:300]
-
     recipients = len(msg.to) + len(msg.cc)
-    prompt = prompts.render(
-        PROMPT,
-        owner_name=owner,
-        sender=line(f"{msg.sender_name} <{msg.sender_email}>"),
+    block = EmailBlock(
+        key=key,
+        sender=f"{msg.sender_name} <{msg.sender_email}>",
         recipients=f"{recipients} recipient(s)" + (" including cc" if msg.cc else ""),
-        subject=line(subject) or "(no subject)",
+        subject=subject,
         received=msg.received_at.strftime("%Y-%m-%d %H:%M UTC"),
         notes=", ".join(prepared.notes + (["has attachments"] if msg.has_attachments else [])) or "none",
-        boundary=boundary,
-        body=body.replace(boundary, "") or "(no text)",
+        body=body,
     )
-    return prompt, sum(counts.values()) + sum(counts2.values())
+    return block, sum(counts.values()) + sum(counts2.values())
+
+
+def _shares(
+    verdicts: Sequence[Verdict], result: Any, weights: Sequence[float], completion: dict[str, int]
+) -> None:
+    """Give each email its share of one call's reported tokens (the shares sum to the reported totals)."""
+    shares = split_usage(
+        result.prompt_tokens,
+        result.completion_tokens,
+        weights,
+        [float(completion.get(v.key, 0)) for v in verdicts],
+    )
+    for v, (pt, ct) in zip(verdicts, shares, strict=True):
+        v.prompt_tokens += pt
+        v.completion_tokens += ct
+        v.calls += 1
+        if result.call_id is not None:
+            v.call_ids.append(result.call_id)
+
+
+def decide_batch(deps: WorkerDeps, task: Task, entries: Sequence[Entry], owner: str) -> dict[str, Verdict]:
+    """One call for all ``entries``; one repair call for the emails whose answers were invalid.
+
+    Returns task id -> verdict. An email still invalid after the repair gets no decision (a human looks).
+    """
+    keys = batch_keys(task.id, [e.task_id for e in entries])
+    boundary = "<<" + hashlib.sha256(task.id.encode()).hexdigest()[:16] + ">>"
+    redactor = redactor_for(deps.policy)
+    blocks, verdicts = [], []
+    for key, e in zip(keys, entries, strict=True):
+        block, redactions = email_block(key, e.msg, e.prepared, redactor)
+        blocks.append(block)
+        verdicts.append(Verdict(key, redactions=redactions))
+    prompt = render_batch(owner, boundary, blocks)
+    msgs = prompt.messages()
+    tag = "" if len(entries) == 1 else "_batch:" + hashlib.sha256("|".join(keys).encode()).hexdigest()[:8]
+    per_email = deps.settings.clawback_mail_max_triage_tokens
+    first = _call(deps, task, "triage" + tag, prompt, msgs, per_email * len(entries))
+    answer = parse_batch(first.content, keys)
+    _shares(verdicts, first, prompt_weights(blocks, msgs), answer.sizes)
+    by_key = {v.key: v for v in verdicts}
+    for key, decision in answer.decisions.items():
+        by_key[key].decision = decision
+    bad = [v for v in verdicts if v.key in answer.problems]
+    if bad:
+        listed = "; ".join(f"{v.key}: {answer.problems[v.key]}" for v in bad)
+        log.warning("task %s: invalid triage output (%s); asking once to repair", task.id, listed)
+        repair_msgs = [
+            *msgs,
+            {"role": "assistant", "content": (first.content or "")[:8000]},
+            {
+                "role": "user",
+                "content": f"That answer was invalid for {listed}. Reply again with only the JSON object "
+                f"matching the schema, with one decision for each of these ids: "
+                f"{', '.join(v.key for v in bad)}.",
+            },
+        ]
+        second = _call(deps, task, "repair" + tag, prompt, repair_msgs, per_email * len(bad))
+        again = parse_batch(second.content, [v.key for v in bad])
+        _shares(bad, second, [1.0] * len(bad), again.sizes)
+        for v in bad:
+            if v.key in again.decisions:
+                v.decision = again.decisions[v.key]
+            else:
+                v.problem = f"{answer.problems[v.key]}; after repair: {again.problems.get(v.key, 'invalid')}"
+    return {e.task_id: v for e, v in zip(entries, verdicts, strict=True)}
+
+
+def _cas(deps: WorkerDeps, record_id: int, old: str, new: str) -> bool:
+    """Move a record from status ``old`` to ``new`` atomically; False if someone else moved it first."""
+    with deps.db.session() as s:
+        changed = s.execute(
+            update(MailItem).where(MailItem.id == record_id, MailItem.status == old).values(status=new)
+        ).rowcount
+    return changed == 1
+
+
+def _release(deps: WorkerDeps, hold: str) -> int:
+    """Give back every record held under ``hold`` (its triages run on their own)."""
+    with deps.db.session() as s:
+        return s.execute(update(MailItem).where(MailItem.status == hold).values(status="pending")).rowcount
+
+
+def _aware(value: Any) -> Any:
+    return value if value is None or value.tzinfo else value.replace(tzinfo=utcnow().tzinfo)
+
+
+def _leader_gone(deps: WorkerDeps, row: MailItem, limits: BatchLimits) -> bool:
+    """Whether the triage holding ``row`` finished without deciding it, or has been silent past the lease."""
+    try:
+        leader_record = int(row.status.removeprefix("b:"))
+    except ValueError:
+        return True
+    with deps.db.session() as s:
+        leader = s.get(MailItem, leader_record)
+        leader_task = s.get(Task, leader.task_id) if leader is not None else None
+    if leader_task is None or leader_task.status in ledger.TERMINAL:
+        return True
+    held_for = (utcnow() - _aware(row.updated_at)).total_seconds()
+    return held_for > limits.lease_seconds
+
+
+def _take_own(deps: WorkerDeps, task: Task, record_id: int, limits: BatchLimits) -> str:
+    """Hold this task's own record, or wait for the batch holding it; returns the hold or ``decided``."""
+    own = _hold(record_id)
+    while True:
+        row = _load_item(deps, task.id)
+        assert row is not None
+        status = row.status
+        if status in (DECIDED, own):
+            return status
+        if status in FINAL and "batch" in ((ledger.get_task(deps.db, task.id) or task).result or {}):
+            return DECIDED  # decided earlier; an attempt died before finishing: act again (idempotent)
+        if not status.startswith("b:"):
+            if _cas(deps, row.id, status, own):
+                return own
+            continue
+        if _leader_gone(deps, row, limits):
+            if _cas(deps, row.id, status, own):
+                log.warning(
+                    "task %s: the batch holding it (%s) went silent; triaging it alone", task.id, status
+                )
+                return own
+            continue
+        time.sleep(limits.poll_seconds)
+
+
+def _fetch(mailbox: Mailbox, address: str, item_id: str) -> MailMessage | None:
+    with mail_errors(address):
+        try:
+            return mailbox.get_message(item_id)
+        except MailNotFound:
+            return None
+
+
+def _prepare(deps: WorkerDeps, msg: MailMessage) -> mail_text.PreparedEmail:
+    return mail_text.prepare(
+        msg.subject,
+        msg.body_text,
+        msg.body_html,
+        budget_tokens=deps.settings.clawback_mail_body_tokens,
+        attachments=msg.has_attachments,
+    )
+
+
+def _gather(
+    deps: WorkerDeps, task: Task, cfg: MailboxConfig, mailbox: Mailbox, lead: Entry, limits: BatchLimits
+) -> list[Entry]:
+    """Claim short emails of other queued triage tasks of this mailbox (and re-adopt this leader's own)."""
+    own = _hold(lead.record_id)
+    with deps.db.session() as s:
+        held = list(
+            s.execute(
+                select(MailItem.id, MailItem.task_id, MailItem.current_item_id)
+                .where(MailItem.status == own, MailItem.id != lead.record_id)
+                .order_by(MailItem.id)
+            ).all()
+        )
+        queued = list(
+            s.execute(
+                select(MailItem.id, MailItem.task_id, MailItem.current_item_id)
+                .join(Task, Task.id == MailItem.task_id)
+                .where(
+                    MailItem.mailbox == cfg.address,
+                    MailItem.status == "pending",
+                    Task.status == "queued",
+                    Task.intent == "triage",
+                    Task.requester == task.requester,
+                    Task.id != task.id,
+                )
+                .order_by(Task.created_at, Task.id)
+                .limit(limits.scan)
+            ).all()
+        )
+    entries: list[Entry] = []
+    used = lead.cost
+    candidates = [(r, True) for r in held] + [(r, False) for r in queued]
+    for n, ((record_id, task_id, item_id), adopted) in enumerate(candidates):
+        if len(entries) + 1 >= limits.max_emails or n >= limits.fetches:
+            for (rid, _t, _i), was_held in candidates[n:]:
+                if was_held:
+                    _cas(deps, rid, own, "pending")
+            break
+        try:
+            msg = _fetch(mailbox, cfg.address, item_id)
+        except Exception as exc:  # noqa: BLE001 - a batch is an optimisation: stop growing it, never fail
+            log.info("task %s: not batching further (%s)", task.id, exc)
+            for (rid, _t, _i), was_held in candidates[n:]:
+                if was_held:
+                    _cas(deps, rid, own, "pending")
+            break
+        entry = Entry(task_id, record_id, msg, _prepare(deps, msg), adopted) if msg is not None else None
+        if entry is None or not may_join(limits, used, entry.prepared):
+            if adopted:
+                _cas(deps, record_id, own, "pending")  # its own job triages (or skips) it
+            continue
+        if not adopted:
+            with deps.db.session() as s:
+                claimed = s.execute(
+                    update(MailItem)
+                    .where(
+                        MailItem.id == record_id,
+                        MailItem.status == "pending",
+                        MailItem.task_id.in_(
+                            select(Task.id).where(Task.id == task_id, Task.status == "queued")
+                        ),
+                    )
+                    .values(status=own)
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+            if claimed != 1:
+                continue
+        assert entry is not None
+        entries.append(entry)
+        used += entry.cost
+    return entries
+
+
+def _store(deps: WorkerDeps, task: Task, entries: Sequence[Entry], verdicts: dict[str, Verdict]) -> None:
+    """Record each email's verdict on its own task and mark its record decided (only while still held)."""
+    own = _hold(entries[0].record_id)
+    members = [e.task_id for e in entries]
+    for e in entries:
+        v = verdicts[e.task_id]
+        record = {
+            "leader": task.id,
+            "size": len(entries),
+            "key": v.key,
+            "decision": v.decision.as_dict() if v.decision else None,
+            "problem": v.problem,
+            "prompt_tokens": v.prompt_tokens,
+            "completion_tokens": v.completion_tokens,
+            "calls": v.calls,
+            "call_ids": v.call_ids,
+            "sizes": e.sizes,
+            "notes": e.prepared.notes,
+            "redactions": v.redactions,
+        }
+        if e.task_id == task.id and len(entries) > 1:
+            record["members"] = members
+        with deps.db.session() as s:
+            changed = s.execute(
+                update(MailItem)
+                .where(MailItem.id == e.record_id, MailItem.status == own)
+                .values(
+                    status=DECIDED,
+                    prompt_tokens=v.prompt_tokens,
+                    completion_tokens=v.completion_tokens,
+                    **e.sizes,
+                )
+            ).rowcount
+            if changed == 1:
+                row = s.get(Task, e.task_id)
+                assert row is not None
+                row.result = {**(row.result or {}), "batch": record}
+        if changed != 1:
+            log.warning("task %s: batched email %s was taken back before its decision", task.id, e.task_id)
 
 
 def _skip(deps: WorkerDeps, task: Task, reason: str, **fields: Any) -> dict[str, Any]:
@@ -316,43 +788,72 @@ def _skip(deps: WorkerDeps, task: Task, reason: str, **fields: Any) -> dict[str,
 
 
 def triage(deps: WorkerDeps, task: Task) -> dict[str, Any]:
-    """Triage one email: decide, act within the owner's scopes, DM priority 1 at once."""
+    """Triage one email (with other short queued emails of the mailbox when it leads a batch) and act."""
     address = task.payload["mailbox"]
     cfg = config_for(deps, address)
     if task.requester != cfg.owner:
         raise Denied(mail_messages.NOT_OWNER, reason=f"{task.requester} does not own {address}")
     item = ensure_item(deps, task)
     mailbox = mailbox_for(deps, address)
-    with mail_errors(address):
-        try:
-            msg = mailbox.get_message(item.current_item_id)
-        except MailNotFound:
-            msg = None
+    limits = limits_for(deps)
+    if _take_own(deps, task, item.id, limits) == DECIDED:
+        return conclude(deps, task, cfg, mailbox)
+    own = _hold(item.id)
+    try:
+        msg = _fetch(mailbox, address, item.current_item_id)
+        if msg is None:
+            return _skip(deps, task, "the message is no longer in the mailbox")
+        prepared = _prepare(deps, msg)
+        lead = Entry(task.id, item.id, msg, prepared)
+        if prepared.is_empty:
+            reason = "attachments only, no subject or text" if msg.has_attachments else "empty message"
+            return _skip(deps, task, reason, **lead.sizes)
+        entries = [lead]
+        if limits.max_emails > 1 and may_join(limits, 0, prepared):
+            entries += _gather(deps, task, cfg, mailbox, lead, limits)
+        verdicts = decide_batch(deps, task, entries, f"<@{cfg.owner}>")
+        _store(deps, task, entries, verdicts)
+    except BaseException:
+        released = _release(deps, own)
+        if released:
+            log.info("task %s: gave back %d claimed email(s)", task.id, released)
+        raise
+    return conclude(deps, task, cfg, mailbox, msg)
+
+
+def conclude(
+    deps: WorkerDeps, task: Task, cfg: MailboxConfig, mailbox: Mailbox, msg: MailMessage | None = None
+) -> dict[str, Any]:
+    """Act on the decision stored on this task (by itself or by the batch that included it)."""
+    fresh = ledger.get_task(deps.db, task.id)
+    record = ((fresh.result if fresh is not None else None) or {}).get("batch")
+    if record is None:  # cannot happen unless someone edited the row: decide again on a retry
+        save_item(deps, task.id, status="pending")
+        raise TransientError("triage decision missing; deciding again")
+    tokens = {"prompt_tokens": record["prompt_tokens"], "completion_tokens": record["completion_tokens"]}
+    sizes = record["sizes"]
+    batch: dict[str, Any] = {"leader": record["leader"], "size": record["size"]}
+    if record["leader"] != task.id:
+        batch["tokens_recorded_on"] = record["leader"]
+    if record.get("members"):
+        batch["members"] = record["members"]
     if msg is None:
-        return _skip(deps, task, "the message is no longer in the mailbox")
-    prepared = mail_text.prepare(
-        msg.subject,
-        msg.body_text,
-        msg.body_html,
-        budget_tokens=deps.settings.clawback_mail_body_tokens,
-        attachments=msg.has_attachments,
-    )
-    sizes = {"raw_tokens": prepared.raw_tokens, "body_tokens": prepared.body_tokens}
-    if prepared.is_empty:
-        reason = "attachments only, no subject or text" if msg.has_attachments else "empty message"
-        return _skip(deps, task, reason, **sizes)
-    prompt, redactions = render_prompt(task.id, msg, prepared, f"<@{cfg.owner}>", redactor_for(deps.policy))
-    decision, usage = decide(deps, task, prompt)
-    tokens = {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"]}
-    if decision is None:
-        save_item(deps, task.id, status="needs_human", reason=usage.get("invalid"), **sizes, **tokens)
+        msg = _fetch(mailbox, cfg.address, _load_item(deps, task.id).current_item_id)  # type: ignore[union-attr]
+    if msg is None:
+        result = _skip(deps, task, "the message is no longer in the mailbox", **sizes, **tokens)
+        return {**result, **sizes, **tokens, "batch": batch}
+    if record["decision"] is None:
+        save_item(deps, task.id, status="needs_human", reason=record["problem"], **sizes, **tokens)
         return {
             "needs_human": True,
-            "reason": usage.get("invalid"),
+            "reason": record["problem"],
             **sizes,
             **tokens,
-            "notes": prepared.notes,
+            "notes": record["notes"],
+            "llm_calls": record["calls"],
+            "batch": batch,
         }
+    decision = Decision(**record["decision"])
     save_item(
         deps,
         task.id,
@@ -369,11 +870,12 @@ def triage(deps: WorkerDeps, task: Task) -> dict[str, Any]:
         "priority": decision.priority,
         "actions": done,
         "skipped_actions": skipped,
-        "notes": prepared.notes,
-        "redactions": redactions,
-        "llm_calls": usage["calls"],
+        "notes": record["notes"],
+        "redactions": record["redactions"],
+        "llm_calls": record["calls"],
         **sizes,
         **tokens,
+        "batch": batch,
     }
     if decision.priority == 1:
         result["notified"] = notify_urgent(deps, task, cfg)
@@ -402,7 +904,9 @@ def act(
     elif wants_draft and _allowed(deps, task, "mail.draft", cfg.address):
         source_urls = urls_in(msg.body_text or "", msg.body_html or "")
         body, removed = clean_draft(decision.reply_draft or "", source_urls)
-        draft_id = actuator.draft_reply(task, msg.item_id, body)
+        draft_id = actuator.draft_reply(
+            task, msg.item_id, body, internet_message_id=msg.internet_message_id or None
+        )
         save_item(deps, task.id, draft_id=draft_id, draft_text=body, draft_status="open")
         done.append("mail.draft")
         if removed:
@@ -564,7 +1068,12 @@ def send_draft(deps: WorkerDeps, task: Task) -> dict[str, Any]:
     MailboxActuator(mailbox, cfg, deps.db, deps.policy).send_draft(task, item.draft_id)
     save_item(deps, parent_id, draft_status="sent")
     ledger.record_outcome(
-        deps.db, parent_id, "draft_sent", source="explicit", actor=task.requester, detail={"edited": edited}
+        deps.db,
+        parent_id,
+        "draft_sent_edited" if edited else "draft_sent_unchanged",
+        source="explicit",
+        actor=task.requester,
+        detail={"edited": edited, "draft_id": item.draft_id},
     )
     if item.slack_channel and item.slack_ts:
         refresh_message(deps, item.slack_channel, item.slack_ts)
@@ -575,8 +1084,33 @@ def send_draft(deps: WorkerDeps, task: Task) -> dict[str, Any]:
     return {"sent": item.draft_id, "edited": edited}
 
 
+# -- relabel after "Wrong category" (owner's click) ---------------------------------------------------------
+
+
+def relabel(deps: WorkerDeps, task: Task) -> dict[str, Any]:
+    """Put the owner's chosen category on the message in Exchange (their own categories are kept)."""
+    parent_id = task.payload["triage_task"]
+    category = task.payload.get("category")
+    item = _load_item(deps, parent_id)
+    if item is None or category not in CATEGORIES:
+        raise UserFacingError(mail_messages.RELABEL_UNKNOWN, reason="no triage record or unknown category")
+    cfg = config_for(deps, item.mailbox)
+    if task.requester != cfg.owner:
+        raise Denied(mail_messages.NOT_OWNER, reason=f"{task.requester} does not own {item.mailbox}")
+    mailbox = mailbox_for(deps, item.mailbox)
+    msg = _fetch(mailbox, cfg.address, item.current_item_id)
+    if msg is None:
+        return {"skipped": "the message is no longer in the mailbox"}
+    label = CATEGORY_LABELS[category]
+    categories = [c for c in msg.categories if c.lower() not in LABEL_CATEGORIES] + [label]
+    MailboxActuator(mailbox, cfg, deps.db, deps.policy).categorize(task, msg.item_id, categories)
+    save_item(deps, parent_id, label=label, corrected=1)
+    return {"relabelled": parent_id, "category": category, "categories": categories}
+
+
 INTENTS = {
     "triage": ("mail.read", triage),
     "mail_digest": ("mail.read", digest),
     "mail_send": ("mail.send", send_draft),
+    "mail_relabel": ("mail.categorize", relabel),
 }

@@ -119,6 +119,10 @@ class Mailbox(Protocol):
         """Save a reply addressed only to the original sender in Drafts; returns the draft id."""
         ...
 
+    def find_reply_drafts(self, internet_message_id: str) -> list[MailMessage]:
+        """Drafts in Drafts replying to the message with ``internet_message_id`` (newest first)."""
+        ...
+
     def get_draft(self, draft_id: str) -> MailMessage | None:
         """The draft, or None if it was sent or deleted."""
         ...

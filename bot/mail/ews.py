@@ -398,6 +398,18 @@ class EwsMailbox:
                 raise saved
         return saved.id if hasattr(saved, "id") else saved[0]
 
+    def find_reply_drafts(self, internet_message_id: str) -> list[MailMessage]:
+        """Drafts replying to ``internet_message_id`` (FindItem on InReplyTo, then GetItem), newest first."""
+        with translate_errors():
+            ids = list(
+                self._folder("drafts")
+                .filter(in_reply_to=internet_message_id)
+                .order_by("-datetime_received")
+                .values_list("id", flat=True)[:10]
+            )
+        found = self._fetch(ids)
+        return [self._to_message(found[i]) for i in ids if i in found]
+
     def get_draft(self, draft_id: str) -> MailMessage | None:
         """The draft, or None if it was sent, moved out of Drafts or deleted."""
         msg = self.get_message(draft_id)

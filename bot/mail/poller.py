@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot import ledger
@@ -492,7 +492,10 @@ def pending_for_digest(db: Database, address: str) -> int:
                 MailItem.mailbox == address,
                 MailItem.digest_key.is_(None),
                 MailItem.slack_ts.is_(None),
-                MailItem.status.in_(("pending", "triaged", "needs_human")),
+                or_(
+                    MailItem.status.in_(("pending", "decided", "triaged", "needs_human")),
+                    MailItem.status.like("b:%"),  # held by a triage batch in flight
+                ),
             )
         ).scalar_one()
 

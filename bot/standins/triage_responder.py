@@ -1,8 +1,9 @@
 """A deterministic triage "model" for the LLM stand-in: a keyword classifier answering the ``triage`` schema.
 
-Register it with ``llm.register_responder("triage", triage_responder)``. It reads the email between the
-prompt's boundary markers (whatever the prompt put there: stripped text or raw content) and answers valid
-JSON; the same input always gives the same decision.
+Register it with ``llm.register_responder("triage", triage_responder)``. It reads every email of the prompt
+(each starts at a line ``<<boundary>> <id>``; the list ends at ``<<boundary>> end``), whatever the prompt put
+there (stripped text or raw content), and answers ``{"decisions": [{"id": ..., ...}, ...]}``. Each email is
+classified on its own, so the same email always gets the same decision, alone or in a batch.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import json
 import re
 from typing import Any
 
-_BOUNDED = re.compile(r"(<<[0-9a-f]{16}>>)\n(.*)\n\1", re.S)
-_FIELD = re.compile(r"^(From|Subject):\s*(.*)$", re.M)
+_START = re.compile(r"^(<<[0-9a-f]{16}>>) (\S+)$", re.M)
+_FIELD = re.compile(r"^(From|Subject):[ \t]*(.*)$", re.M)
+_HEADERS = ("From:", "To:", "Subject:", "Received:", "Notes:")
 
 RULES: list[tuple[str, re.Pattern[str]]] = [
     (
@@ -73,16 +75,36 @@ _LABELS = {
 }
 
 
-def _email_of(messages: list[dict[str, Any]]) -> tuple[str, str, str]:
-    """(sender, subject, body) from the first user message that carries an email."""
+def emails_of(messages: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """(id, sender, subject, body) of every email in the first user message that carries emails."""
     for m in messages:
         content = m.get("content") or ""
-        if m.get("role") != "user" or not isinstance(content, str) or "Subject:" not in content:
+        if m.get("role") != "user" or not isinstance(content, str):
             continue
-        fields = {k: v for k, v in _FIELD.findall(content.split("\n<<", 1)[0])}
-        match = _BOUNDED.search(content)
-        return fields.get("From", ""), fields.get("Subject", ""), match.group(2) if match else ""
-    return "", "", ""
+        first = _START.search(content)
+        if first is None:
+            continue
+        boundary = first.group(1)
+        out: list[tuple[str, list[str]]] = []
+        for line in content[first.start() :].split("\n"):
+            start = _START.fullmatch(line)
+            if start is not None and start.group(1) == boundary:
+                if start.group(2) == "end":
+                    break
+                out.append((start.group(2), []))
+            elif out:
+                out[-1][1].append(line)
+        return [(key, *_split(lines)) for key, lines in out]
+    return []
+
+
+def _split(lines: list[str]) -> tuple[str, str, str]:
+    """(sender, subject, body) of one email's lines: header lines first, in the prompt's order."""
+    n = 0
+    while n < len(lines) and n < len(_HEADERS) and lines[n].startswith(_HEADERS[n]):
+        n += 1
+    fields = dict(_FIELD.findall("\n".join(lines[:n])))
+    return fields.get("From", ""), fields.get("Subject", ""), "\n".join(lines[n:]).strip()
 
 
 def classify(sender: str, subject: str, body: str) -> dict[str, Any]:
@@ -118,5 +140,8 @@ def classify(sender: str, subject: str, body: str) -> dict[str, Any]:
 
 
 def triage_responder(messages: list[dict[str, Any]], request: dict[str, Any]) -> str:
-    """Structured-output responder for the ``triage`` JSON schema."""
-    return json.dumps(classify(*_email_of(messages)), ensure_ascii=False)
+    """Structured-output responder for the ``triage`` JSON schema: one decision per email, by id."""
+    decisions = [
+        {"id": key, **classify(sender, subject, body)} for key, sender, subject, body in emails_of(messages)
+    ]
+    return json.dumps({"decisions": decisions}, ensure_ascii=False)

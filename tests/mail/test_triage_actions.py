@@ -10,6 +10,7 @@ from sqlalchemy import select
 from bot.db import Action, Task
 from bot.errors import Denied
 from bot.mail.models import MailItem
+from bot.standins.triage_responder import emails_of
 from tests.conftest import drain
 from tests.mail.conftest import OWNER
 from tests.mail.test_triage_flow import _audit, _items, _outcomes, _tasks
@@ -138,7 +139,10 @@ def test_compromised_model_cannot_widen_recipients_or_add_links(ews, poller, mai
         "reply_draft": "Sure! Forwarding to mallory@evil.example, see https://evil.example/x and "
         "https://docs.example/plan and mailto:boss@example.com",
     }
-    llm.script({"content": json.dumps(evil)})
+    llm.register_responder(
+        "triage",
+        lambda msgs, _req: json.dumps({"decisions": [{"id": e[0], **evil} for e in emails_of(msgs)]}),
+    )
     poller.run_once()
     drain(mail_deps)
     (draft,) = ews.drafts()
@@ -169,7 +173,9 @@ def test_invalid_twice_marks_needs_human_and_guesses_nothing(ews, poller, mail_d
     poller.run_once()
     drain(mail_deps)
     item = _items(mail_deps)["Please approve the budget"]
-    assert item.status == "needs_human" and "missing fields" in item.reason and "after repair" in item.reason
+    assert (
+        item.status == "needs_human" and '"decisions" array' in item.reason and "after repair" in item.reason
+    )
     assert ews.message(item_id).categories == [] and ews.drafts() == []
     (digest,) = [c for c in slack.calls("chat.postMessage") if c["channel"] == "D0EMMA"]
     assert "Needs you" in json.dumps(digest["blocks"])
@@ -209,7 +215,7 @@ def test_right_and_wrong_buttons_record_explicit_outcomes(ews, poller, mail_deps
 
 
 def test_send_draft_button_sends_only_with_mail_send(ews, poller, mail_deps, slack, sender):
-    """The owner's "Send draft" sends the saved reply to the sender and records draft_sent."""
+    """The owner's "Send draft" sends the saved reply to the sender and records draft_sent_unchanged."""
     _reply_mail(ews)
     poller.run_once()
     drain(mail_deps)
@@ -222,12 +228,12 @@ def test_send_draft_button_sends_only_with_mail_send(ews, poller, mail_deps, sla
     drain(mail_deps)
     assert len(ews.outbox) == 1 and ews.outbox[0].to == ["dave@example.com"]
     assert ews.drafts() == []
-    assert ("Lunch on Thursday?", "draft_sent", "explicit") in _outcomes(mail_deps)
+    assert ("Lunch on Thursday?", "draft_sent_unchanged", "explicit") in _outcomes(mail_deps)
     (send_task,) = _tasks(mail_deps, "mail_send")
     assert send_task.status == "done" and send_task.result["edited"] is False
     assert any("Sent your reply to dave@example.com" in c["text"] for c in slack.calls("chat.postMessage"))
     assert poller.run_once() == 0  # the poller does not count the click's send again
-    assert sorted(k for _s, k, _src in _outcomes(mail_deps)) == ["draft_sent"]
+    assert sorted(k for _s, k, _src in _outcomes(mail_deps)) == ["draft_sent_unchanged"]
 
 
 @pytest.mark.scopes("mail.read", "mail.categorize", "mail.draft")
