@@ -13,12 +13,30 @@ import traceback
 
 from bench.common import RESULTS, machine, save
 
+LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def local_postgres() -> str | None:
+    """TEST_DATABASE_URL, else a PostgreSQL on 127.0.0.1:5432 if one answers (P5 runs on both backends)."""
+    import os
+
+    if os.environ.get("TEST_DATABASE_URL"):
+        return os.environ["TEST_DATABASE_URL"]
+    try:
+        import psycopg
+
+        psycopg.connect(LOCAL_PG, connect_timeout=2).close()
+        return LOCAL_PG
+    except Exception:
+        return None
+
+
 BENCHES = [
     ("P1", "bench.p1_ack", {}),
     ("P2", "bench.p2_overhead", {}),
     ("P3", "bench.p3_drain", {}),
     ("P4", "bench.p4_triage_tokens", {}),
-    ("P5", "bench.p5_report", {}),
+    ("P5", "bench.p5_report", {"pg_url": local_postgres}),
     ("P6", "bench.p6_idle_poll", {}),
 ]
 
@@ -39,8 +57,23 @@ def headline(name: str, r: dict) -> str:
     if name == "P3":
         return "; ".join(
             f"W={x['workers']}: {x['drain_s']} s vs ideal {x['ideal_s']} s = {x['efficiency']:.0%}, "
-            f"{x['rss_mb_per_in_flight_task']} MB/in-flight task"
+            f"{x['pss_mb_per_in_flight_task']} MB PSS/in-flight task{' (fork)' if x['fork'] else ''}"
             for x in r["runs"]
+        )
+    if name == "P5":
+        parts = [
+            f"{x['backend']}: {x['report']['median_s']} s (naive join {x['naive_join']['median_s']} s)"
+            for x in r.get("results", [])
+        ]
+        if isinstance(r.get("postgresql"), str):
+            parts.append(f"postgresql {r['postgresql']}")
+        return "; ".join(parts)
+    if name == "P6":
+        return f"{r['requests_per_idle_poll']} EWS request(s) per idle poll of {r['messages']:,} messages"
+    if name == "P4":
+        return (
+            f"{r['tokens_per_email']} tokens/email vs naive {r['naive_tokens_per_email']} = {r['ratio']}, "
+            f"same decisions {r['same_decisions']}/{r['emails']}"
         )
     keys = [
         k
@@ -71,7 +104,8 @@ def main() -> int:
         t0 = time.perf_counter()
         print(f"== {name} ({module}) ...", flush=True)
         try:
-            result = importlib.import_module(module).run(**kwargs)
+            args = {k: v() if callable(v) else v for k, v in kwargs.items()}
+            result = importlib.import_module(module).run(**args)
         except Exception:
             traceback.print_exc()
             failed.append(name)
