@@ -12,12 +12,12 @@ from handlers.context import HandlerContext
 
 def register_handlers(app: App, ctx: HandlerContext) -> None:
     """Register every surface's listeners on ``app``."""
-    from handlers import actions, dms, mentions
+    from handlers import actions, deploy, dms, home, mail, mentions, usage
 
-    mentions.register(app, ctx)
-    dms.register(app, ctx)
-    actions.register(app, ctx)
-    __import__("handlers.mail", fromlist=["register"]).register(app, ctx)  # email triage buttons
-    __import__("handlers.deploy", fromlist=["register"]).register(app, ctx)  # /deploy and its buttons
-    __import__("handlers.home", fromlist=["register"]).register(app, ctx)  # App Home: own week
-    __import__("handlers.usage", fromlist=["register"]).register(app, ctx)  # /usage: own numbers
+    mentions.register(app, ctx)  # @mentions in channels
+    dms.register(app, ctx)  # direct messages
+    actions.register(app, ctx)  # feedback buttons under answers
+    mail.register(app, ctx)  # email triage buttons in the owner's DM
+    deploy.register(app, ctx)  # /deploy and its buttons
+    home.register(app, ctx)  # App Home: the person's own week
+    usage.register(app, ctx)  # /usage: the person's own numbers

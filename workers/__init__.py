@@ -27,17 +27,10 @@ Core = Callable[[runtime.WorkerDeps, Task], dict[str, Any]]
 
 
 def _intents() -> dict[str, tuple[str, Core]]:
-    """Intent → (scope it needs, core function)."""
-    from workers import answer
+    """Intent → (scope it needs, core function), across every surface."""
+    from workers import answer, deploy, triage
 
-    table: dict[str, tuple[str, Core]] = {"answer": ("chat.reply", answer.answer)}
-    for extra in ("workers.triage", "workers.deploy"):
-        try:
-            module = __import__(extra, fromlist=["INTENTS"])
-        except ModuleNotFoundError:
-            continue
-        table.update(module.INTENTS)
-    return table
+    return {"answer": ("chat.reply", answer.answer), **triage.INTENTS, **deploy.INTENTS}
 
 
 def _is_last_attempt() -> bool:
