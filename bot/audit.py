@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -107,8 +109,12 @@ def key_id(key: str) -> str:
     return hashlib.sha256(b"clawback-audit-key:" + key.encode()).hexdigest()[:12]
 
 
-def checkpoint(db: Database, key: str) -> AuditCheckpoint | None:
-    """Sign the current head; returns None when the log is empty."""
+def checkpoint(db: Database, key: str, *, copy_to: Path | None = None) -> AuditCheckpoint | None:
+    """Sign the current head; returns None when the log is empty.
+
+    ``copy_to`` appends the checkpoint as a JSON line to a file kept apart from the database (another disk,
+    a log shipper), so deleting the newest entries *and* their checkpoints from the database is still caught.
+    """
     if not key:
         raise ValueError("a checkpoint needs CLAWBACK_AUDIT_KEY")
     with db.session() as s:
@@ -124,7 +130,43 @@ def checkpoint(db: Database, key: str) -> AuditCheckpoint | None:
             signature=_sign(key, head.seq, head.hash, signed_at),
         )
         s.add(cp)
-        return cp
+    if copy_to is not None:
+        line = canonical(
+            {
+                "seq": cp.seq,
+                "hash": cp.hash,
+                "signed_at": cp.signed_at,
+                "key_id": cp.key_id,
+                "signature": cp.signature,
+            }
+        )
+        with open(copy_to, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    return cp
+
+
+def _file_checkpoints(path: Path | None) -> list[AuditCheckpoint]:
+    """Checkpoints from the copy kept apart (unreadable lines are ignored: the signatures decide)."""
+    if path is None or not Path(path).exists():
+        return []
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            d = json.loads(line)
+            out.append(
+                AuditCheckpoint(
+                    seq=int(d["seq"]),
+                    hash=str(d["hash"]),
+                    signed_at=str(d["signed_at"]),
+                    key_id=str(d["key_id"]),
+                    signature=str(d["signature"]),
+                )
+            )
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
 
 
 # -- verification ------------------------------------------------------------------------------------
@@ -153,13 +195,16 @@ def _iter_entries(db: Database, batch: int = 5000) -> Iterator[AuditEntry]:
         last = chunk[-1].seq
 
 
-def verify(db: Database, key: str | None = None) -> VerifyResult:
-    """Recompute the chain and check the checkpoints; names the first bad sequence number."""
+def verify(db: Database, key: str | None = None, *, checkpoints_file: Path | None = None) -> VerifyResult:
+    """Recompute the chain and check the checkpoints (database and file copy); names the first bad seq."""
     expected_seq, prev, count = 1, GENESIS, 0
     hashes: dict[int, str] = {}
     with db.session() as s:
         cps = list(s.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.seq)).scalars())
         head = s.get(AuditHead, 1)
+    seen = {(c.seq, c.hash, c.signature) for c in cps}
+    cps += [c for c in _file_checkpoints(checkpoints_file) if (c.seq, c.hash, c.signature) not in seen]
+    cps.sort(key=lambda c: c.seq)
     wanted = {cp.seq for cp in cps}
     for e in _iter_entries(db):
         if e.seq != expected_seq:

@@ -328,7 +328,9 @@ def audit_verify() -> None:
     from bot import audit
 
     settings = _settings()
-    result = audit.verify(_db(settings), key=settings.clawback_audit_key)
+    result = audit.verify(
+        _db(settings), key=settings.clawback_audit_key, checkpoints_file=settings.clawback_audit_checkpoints
+    )
     if result.ok:
         console.print(f"audit log intact: {result.entries} entries, {result.checkpoints} checkpoint(s)")
         return
@@ -363,7 +365,7 @@ def audit_checkpoint(
     settings.require("clawback_audit_key")
     db = _db(settings)
     while True:
-        cp = audit.checkpoint(db, settings.clawback_audit_key)
+        cp = audit.checkpoint(db, settings.clawback_audit_key, copy_to=settings.clawback_audit_checkpoints)
         console.print(f"checkpoint at seq {cp.seq}" if cp else "audit log is empty; nothing to sign")
         if not every:
             return

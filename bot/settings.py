@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     clawback_home: Path = Path(".clawback")
     clawback_policy: Path | None = None
     clawback_audit_key: str | None = None  # checkpoint signing key; workers need not hold it
+    clawback_audit_checkpoints: Path | None = None  # JSONL copy of signed checkpoints, kept apart from the DB
     clawback_queue_prefix: str = "clawback"
     clawback_outcome_window_hours: float = Field(default=72.0, gt=0)
 

@@ -165,3 +165,21 @@ def test_cli_verify_exit_codes_and_export(db, tmp_path):
         conn.execute(text("UPDATE audit_log SET target = 'x' WHERE seq = 2"))
     bad = _cli(["audit", "verify"], db, tmp_path)
     assert bad.returncode == 1 and "seq 2" in bad.stderr
+
+
+def test_checkpoint_copy_kept_apart_catches_truncation_with_checkpoints_deleted(db, tmp_path):
+    """Deleting the tail, its checkpoints and rewinding the head is still caught by the file copy."""
+    copy = tmp_path / "checkpoints.jsonl"
+    _fill(db, 10)
+    audit.checkpoint(db, KEY, copy_to=copy)
+    with db.engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_log WHERE seq > 5"))
+        conn.execute(text("DELETE FROM audit_checkpoints"))
+        h = conn.execute(text("SELECT hash FROM audit_log WHERE seq = 5")).scalar_one()
+        conn.execute(text("UPDATE audit_head SET seq = 5, hash = :h"), {"h": h})
+    assert audit.verify(db, key=KEY).ok  # the database alone cannot tell any more
+    result = audit.verify(db, key=KEY, checkpoints_file=copy)
+    assert not result.ok and result.first_bad_seq == 6
+    copy.write_text(copy.read_text().replace('"seq":10', '"seq":99'))  # a forged copy fails its signature
+    forged = audit.verify(db, key=KEY, checkpoints_file=copy)
+    assert not forged.ok and "bad signature" in forged.reason
