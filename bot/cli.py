@@ -95,7 +95,7 @@ def web(
         retries=settings.clawback_job_retries,
         retry_intervals=settings.retry_intervals,
     )
-    ctx = HandlerContext(IngressDeps(db=db, queue=queue, policy=policy_store(settings, db)))
+    ctx = HandlerContext(IngressDeps(db=db, queue=queue, policy=policy_store(settings, db, conn)))
     wsgi = build_web(settings, db=db, queue_conn=conn, ctx=ctx)
     console.print(f"clawback web listening on http://{host}:{port}/slack/events")
     waitress.serve(
@@ -131,7 +131,7 @@ def socket() -> None:
         retries=settings.clawback_job_retries,
         retry_intervals=settings.retry_intervals,
     )
-    ctx = HandlerContext(IngressDeps(db=db, queue=queue, policy=policy_store(settings, db)))
+    ctx = HandlerContext(IngressDeps(db=db, queue=queue, policy=policy_store(settings, db, conn)))
     bolt = create_bolt_app(settings, ctx, make_slack_client(settings))
     SocketModeHandler(bolt, settings.slack_app_token).start()
 

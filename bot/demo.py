@@ -192,7 +192,9 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
             deps = build_deps(settings, db=db)
             deps.extras["mailboxes"] = mail_demo.demo_mailbox_factory(ews)
             deps.extras["deploy_clients"] = build_clients(settings)
-            ctx = HandlerContext(IngressDeps(db=db, queue=deps.queue, policy=policy_store(settings, db)))
+            ctx = HandlerContext(
+                IngressDeps(db=db, queue=deps.queue, policy=policy_store(settings, db, deps.redis))
+            )
             web = _Web(build_web(settings, db=db, queue_conn=deps.redis, ctx=ctx))
             sender = SlackEventSender(web.url + "/slack/events", SIGNING_SECRET)
             console.print(f"[bold]Clawback demo[/] — web app at {web.url}, data in {home}")

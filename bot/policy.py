@@ -13,7 +13,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,13 @@ class Policy:
     digest: str
     source: str = "built-in default"
     k_anonymity: int = 5
+    usergroups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # Slack usergroup id -> roles
+    usergroup_members: dict[str, frozenset[str]] = field(default_factory=dict)  # synced from Slack
     _cache: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
+
+    def with_usergroup_members(self, members: dict[str, frozenset[str]]) -> Policy:
+        """The same policy with Slack usergroup memberships bound (a fresh scope cache)."""
+        return replace(self, usergroup_members=dict(members), _cache={})
 
     # -- queries -------------------------------------------------------------------------------------
     def roles_of(self, user: str) -> tuple[str, ...]:
@@ -114,6 +120,9 @@ class Policy:
         roles = list(self.users.get(user, self.default_roles))
         for group_roles, members in self.groups.values():
             if user in members:
+                roles.extend(r for r in group_roles if r not in roles)
+        for group_id, group_roles in self.usergroups.items():
+            if user in self.usergroup_members.get(group_id, ()):
                 roles.extend(r for r in group_roles if r not in roles)
         return tuple(roles)
 
@@ -176,6 +185,7 @@ class Policy:
 _SECTION_VALIDATORS = {"mailboxes": "bot.mail.config", "services": "bot.deploy.config"}
 _KNOWN_TOP = {
     "defaults",
+    "usergroups",
     "roles",
     "users",
     "groups",
@@ -278,6 +288,14 @@ def parse_policy(text: str, *, source: str = "policy") -> Policy:
             raise fail(f"group {gname!r}: members must be a list of Slack user ids", gname, "members")
         groups[gname] = (role_list(spec.get("roles", []), f"group {gname}", gname), frozenset(members))
 
+    usergroups: dict[str, tuple[str, ...]] = {}
+    for gid, spec in raw.get("usergroups", {}).items():
+        if not re.fullmatch(r"S[A-Z0-9]{2,}", gid):
+            raise fail(f"usergroups: {gid!r} is not a Slack usergroup id (S…)", gid)
+        if not isinstance(spec, dict):
+            raise fail(f"usergroup {gid!r} must be a table", gid)
+        usergroups[gid] = role_list(spec.get("roles", []), f"usergroup {gid}", gid)
+
     channels: dict[str, ChannelRule] = {}
     for cid, spec in raw.get("channels", {}).items():
         if not isinstance(spec, dict):
@@ -318,7 +336,9 @@ def parse_policy(text: str, *, source: str = "policy") -> Policy:
         raise fail("privacy.k_anonymity must be an integer >= 2", "k_anonymity")
 
     digest = hashlib.sha256(text.encode()).hexdigest()
-    return Policy(roles, default_roles, users, groups, channels, tuple(patterns), raw, digest, source, k)
+    return Policy(
+        roles, default_roles, users, groups, channels, tuple(patterns), raw, digest, source, k, usergroups
+    )
 
 
 def load_policy(path: Path | None) -> Policy:
@@ -341,14 +361,18 @@ class PolicyStore:
         *,
         interval: float = 2.0,
         on_change: Callable[[Policy, Policy], None] | None = None,
+        memberships: Callable[[], dict[str, frozenset[str]]] | None = None,
     ) -> None:
         self.path = Path(path) if path else None
         self.interval = interval
         self.on_change = on_change
+        self.memberships = memberships  # Slack usergroup members, e.g. from the cache the workers keep
+        self._members: dict[str, frozenset[str]] = {}
         self._lock = threading.Lock()
         self._policy = load_policy(self.path)
         self._stamp = self._file_stamp()
         self._checked = time.monotonic()
+        self._members_checked = float("-inf")
 
     def _file_stamp(self) -> tuple[int, int] | None:
         if self.path is None:
@@ -362,7 +386,7 @@ class PolicyStore:
     def reload(self) -> Policy:
         """Re-read the file now; a bad file keeps the old policy and raises PolicyError."""
         with self._lock:
-            new = load_policy(self.path)
+            new = load_policy(self.path).with_usergroup_members(self._members)
             old, self._policy = self._policy, new
             self._stamp = self._file_stamp()
         if self.on_change is not None and new.digest != old.digest:
@@ -386,4 +410,17 @@ class PolicyStore:
                         "policy file changed but is invalid; keeping the old one"
                     )
                     self._stamp = self._file_stamp()
+        if (
+            self.memberships is not None
+            and self._policy.usergroups
+            and now - self._members_checked >= self.interval
+        ):
+            self._members_checked = now
+            try:
+                members = self.memberships()
+            except Exception:  # a cache outage keeps the last known memberships
+                members = self._members
+            if members != self._members:
+                self._members = members
+                self._policy = self._policy.with_usergroup_members(members)
         return self._policy

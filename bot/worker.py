@@ -36,7 +36,13 @@ def housekeeping_once(deps: WorkerDeps) -> dict[str, int]:
     lock_key = f"{deps.settings.clawback_queue_prefix}:housekeeping"
     if not deps.redis.set(lock_key, "1", nx=True, ex=300):
         return {}
+    from bot import usergroups
+
+    groups = sorted(deps.policy.current.usergroups)
     done = {
+        "usergroups_synced": usergroups.sync(
+            deps.slack, deps.redis, deps.settings.clawback_queue_prefix, groups
+        ),
         "outcomes_none": measure.sweep(deps.db, deps.settings),
         "deploys_expired": len(deploy_service.expire_stale(deps.db)),
         "deploys_resumed": deploy_jobs.resume_lost_followers(deps),

@@ -137,7 +137,7 @@ def deps(settings: Settings, db: Database, redis_conn: redis.Redis) -> Iterator[
 @pytest.fixture
 def ingress(deps: WorkerDeps) -> IngressDeps:
     """Ingress dependencies sharing the worker's database, queue and policy."""
-    return IngressDeps(db=deps.db, queue=deps.queue, policy=policy_store(deps.settings, deps.db))
+    return IngressDeps(db=deps.db, queue=deps.queue, policy=policy_store(deps.settings, deps.db, deps.redis))
 
 
 class WebServer:

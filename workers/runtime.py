@@ -40,8 +40,9 @@ class WorkerDeps:
             self.pid = os.getpid()
 
 
-def policy_store(settings: Settings, db: Database) -> PolicyStore:
-    """The policy store; every change of the policy file is audited with the file's hash."""
+def policy_store(settings: Settings, db: Database, conn: redis.Redis | None = None) -> PolicyStore:
+    """The policy store; file changes are audited with the file's hash; usergroups come from the Redis cache."""
+    from bot import usergroups
 
     def audited(old: Policy, new: Policy) -> None:
         audit.record(
@@ -53,7 +54,9 @@ def policy_store(settings: Settings, db: Database) -> PolicyStore:
             details={"old_sha256": old.digest, "new_sha256": new.digest},
         )
 
-    return PolicyStore(settings.clawback_policy, on_change=audited)
+    prefix = settings.clawback_queue_prefix
+    members = (lambda: usergroups.read_members(conn, prefix)) if conn is not None else None
+    return PolicyStore(settings.clawback_policy, on_change=audited, memberships=members)
 
 
 def build_deps(
@@ -92,7 +95,7 @@ def build_deps(
         db=db,
         redis=conn,
         queue=queue,
-        policy=policy_store(settings, db),
+        policy=policy_store(settings, db, conn),
         llm=llm,
         slack=slack or make_slack_client(settings),
         budget=budget,

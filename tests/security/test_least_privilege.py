@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -328,4 +329,28 @@ def test_policy_change_is_picked_up_and_audited_with_hash(slack, llm, sender, de
     drain(deps)
     change = _audit(deps, action="policy.changed")[0]  # each process that notices the change audits it
     assert json.loads(change.details)["new_sha256"] == hashlib.sha256(new_text.encode()).hexdigest()
+    assert _tasks(deps)[-1].status == "done"
+
+
+def test_slack_usergroup_membership_synced_by_housekeeping_grants_scopes(
+    slack, llm, sender, deps, ingress, policy_file
+):
+    """Dave gets chat.reply through a Slack usergroup once the workers' housekeeping has synced its members."""
+    from bot.worker import housekeeping_once
+
+    policy_file.write_text(
+        POLICY.replace(
+            '[users.U0DAVE]\nroles = ["nobody"]',
+            '[users.U0DAVE]\nroles = ["nobody"]\n\n[usergroups.S0HELP]\nroles = ["member"]',
+        )
+    )
+    deps.policy.interval = ingress.policy.interval = 0
+    time.sleep(0.01)
+    slack.usergroups["S0HELP"] = ["U0DAVE"]
+    sender.mention("U0DAVE", "C0GENERAL", "before the sync")
+    drain(deps)
+    assert _tasks(deps)[-1].status == "denied"
+    assert housekeeping_once(deps)["usergroups_synced"] == 1
+    sender.mention("U0DAVE", "C0GENERAL", "after the sync")
+    drain(deps)
     assert _tasks(deps)[-1].status == "done"

@@ -110,3 +110,22 @@ def test_changed_policy_is_picked_up_and_reported(tmp_path):
     assert len(changes) == 1 and changes[0][0] != changes[0][1]
     path.write_text("[broken")
     assert store.current.has_scope("U0NEW", "mail.read")  # still the last good policy
+
+
+def test_slack_usergroups_grant_roles_once_members_are_known(tmp_path):
+    """`[usergroups."S…"]` roles apply to the usergroup's members as the synced cache reports them."""
+    path = tmp_path / "p.toml"
+    path.write_text(GOOD + '\n[usergroups.S0SRE]\nroles = ["approver"]\n')
+    members: dict[str, frozenset[str]] = {}
+    store = PolicyStore(path, interval=0, memberships=lambda: members)
+    assert not store.current.has_scope("U0ONCALL", "deploy.approve.prod")
+    members["S0SRE"] = frozenset({"U0ONCALL"})
+    assert store.current.has_scope("U0ONCALL", "deploy.approve.prod")
+    assert store.current.has_scope("U0ONCALL", "chat.reply")  # added to the defaults, like groups
+
+
+def test_usergroup_ids_are_validated():
+    """A usergroup key that is not a Slack usergroup id is refused with its line."""
+    with pytest.raises(PolicyError) as exc:
+        parse_policy('[roles.a]\nscopes = []\n[usergroups.sre]\nroles = ["a"]\n', source="p.toml")
+    assert exc.value.line == 3 and "not a Slack usergroup id" in str(exc.value)
