@@ -8,7 +8,6 @@ import platform
 import shutil
 import statistics
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,20 +121,16 @@ class ServedWeb:
     """The production WSGI app under waitress on a loopback port, in this process."""
 
     def __init__(self, env: BenchEnv, threads: int = 16) -> None:
-        from waitress.server import create_server
-
-        from bot.slack_app import build_web
+        from bot.slack_app import BackgroundWeb, build_web
         from handlers.context import HandlerContext
 
         wsgi = build_web(env.settings, db=env.db, queue_conn=env.redis, ctx=HandlerContext(env.ingress()))
-        self.server = create_server(wsgi, host="127.0.0.1", port=0, threads=threads)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}/slack/events"
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
+        self.web = BackgroundWeb(wsgi, threads=threads)
+        self.url = self.web.url + "/slack/events"
 
     def close(self) -> None:
         """Stop serving."""
-        self.server.close()
+        self.web.close()
 
 
 def save(name: str, result: dict[str, Any]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,19 +54,6 @@ roles = ["visitor"]
 [users.U0EMMA]
 roles = ["mailowner"]
 """
-
-
-class _Web:
-    def __init__(self, wsgi: Any) -> None:
-        from waitress.server import create_server
-
-        self.server = create_server(wsgi, host="127.0.0.1", port=0, threads=8)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.close()
 
 
 def _steps(sender: SlackEventSender, slack: SlackStandIn) -> list[tuple[str, Callable[[], Any]]]:
@@ -129,7 +115,7 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
     from bot.cli import print_report_tables
     from bot.deploy import demo as deploy_demo
     from bot.mail import demo as mail_demo
-    from bot.slack_app import build_web
+    from bot.slack_app import BackgroundWeb, build_web
     from bot.standins import deploy_responder
     from bot.standins.ci import CIStandIn
     from bot.standins.ews import EwsStandIn
@@ -195,7 +181,7 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
             ctx = HandlerContext(
                 IngressDeps(db=db, queue=deps.queue, policy=policy_store(settings, db, deps.redis))
             )
-            web = _Web(build_web(settings, db=db, queue_conn=deps.redis, ctx=ctx))
+            web = BackgroundWeb(build_web(settings, db=db, queue_conn=deps.redis, ctx=ctx))
             sender = SlackEventSender(web.url + "/slack/events", SIGNING_SECRET)
             console.print(f"[bold]Clawback demo[/] — web app at {web.url}, data in {home}")
             results = []

@@ -307,3 +307,38 @@ def build_web(
         registry=registry,
         metrics=metrics,
     )
+
+
+class BackgroundWeb:
+    """The WSGI app under waitress on a free loopback port, in a background thread (demo, tests, benchmarks)."""
+
+    def __init__(self, wsgi: Callable, *, threads: int = 8) -> None:
+        import threading
+
+        from waitress.server import create_server
+
+        self.wsgi = wsgi
+        self.server = create_server(wsgi, host="127.0.0.1", port=0, threads=threads)
+        self.url = f"http://127.0.0.1:{self.server.effective_port}"
+        self._closing = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="clawback-web", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.server.run()
+        except OSError:
+            if not self._closing.is_set():  # closing the sockets under select() is how waitress stops here
+                raise
+
+    def close(self) -> None:
+        """Stop serving and wait for the loop to end."""
+        self._closing.set()
+        self.server.close()
+        self.thread.join(timeout=5)
+
+    def __enter__(self) -> BackgroundWeb:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from bot import embedded_redis
 from bot.db import Base, Database, ensure_schema
 from bot.ingress import IngressDeps
 from bot.settings import Settings
+from bot.slack_app import BackgroundWeb
 from bot.standins.llm import LLMStandIn
 from bot.standins.slack import SlackStandIn
 from bot.standins.slack_events import SlackEventSender
@@ -140,22 +140,7 @@ def ingress(deps: WorkerDeps) -> IngressDeps:
     return IngressDeps(db=deps.db, queue=deps.queue, policy=policy_store(deps.settings, deps.db, deps.redis))
 
 
-class WebServer:
-    """``clawback web``'s WSGI app served by waitress on a free loopback port."""
-
-    def __init__(self, wsgi) -> None:
-        from waitress.server import create_server
-
-        self.server = create_server(wsgi, host="127.0.0.1", port=0, threads=8)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> WebServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.close()
+WebServer = BackgroundWeb  # ``with WebServer(wsgi) as web: web.url``
 
 
 @pytest.fixture
@@ -166,7 +151,6 @@ def web(settings: Settings, deps: WorkerDeps, ingress: IngressDeps) -> Iterator[
 
     wsgi = build_web(settings, db=deps.db, queue_conn=deps.redis, ctx=HandlerContext(ingress))
     with WebServer(wsgi) as server:
-        server.wsgi = wsgi
         yield server
 
 
