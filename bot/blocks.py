@@ -60,8 +60,3 @@ def build_feedback_done_blocks(blocks: list[dict[str, Any]], note: str) -> list[
     """The same message with its buttons replaced by a note saying who rated it and how."""
     kept = [b for b in blocks if b.get("type") != "actions"]
     return [*kept, _context(note)]
-
-
-def build_notice_blocks(text: str) -> list[dict[str, Any]]:
-    """A plain notice (denials, failures)."""
-    return [_section(text)]

@@ -117,7 +117,7 @@ class Budget:
         if self.ledger_tokens is not None and not self.r.exists(day_key):
             ledger_used = self.ledger_tokens(user, now.replace(hour=0, minute=0, second=0, microsecond=0))
         rid = secrets.token_hex(6)
-        limit = limits.daily_tokens if limits.daily_tokens > 0 else 0
+        limit = limits.daily_tokens  # > 0 here: no budget was refused above
         status, _value = self._reserve(
             keys=[day_key, resv_key, rpm_key],
             args=[limit, amount, rid, now.timestamp(), self.ttl, limits.requests_per_minute, ledger_used],

@@ -178,14 +178,6 @@ def record_outcome(
     return row
 
 
-def outcomes_of(db: Database, task_id: str) -> list[Outcome]:
-    """A task's outcomes, oldest first."""
-    with db.read() as s:
-        return list(
-            s.execute(select(Outcome).where(Outcome.task_id == task_id).order_by(Outcome.id)).scalars()
-        )
-
-
 def get_action(db: Database, key: str) -> Action | None:
     """An action by idempotency key."""
     with db.read() as s:

@@ -14,11 +14,6 @@ EMPTY_QUESTION = (
 FEEDBACK_THANKS_RESOLVED = "Marked as resolved by <@{user}>. Thanks, that is what we measure."
 FEEDBACK_THANKS_NOT_HELPFUL = "Marked as not helpful by <@{user}>. Thanks, that is what we measure."
 FEEDBACK_NOT_YOURS = "Only the person who asked can rate this answer."
-PROMPT_INJECTION_NOTE = (
-    "Note: the conversation contained text addressed to me as instructions; I treated it as data."
-)
-TRUNCATED_NOTE = "_(answer was long; the full text is attached as a file)_"
-BOT_IGNORED = "bot message ignored"
 NO_BUDGET = (
     "You have no token budget in Clawback (none of your roles sets `daily_tokens`), so nothing was sent to the "
     "model. Ask an admin."

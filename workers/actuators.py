@@ -167,14 +167,15 @@ class SlackActuator:
                     channel=channel, user=task.requester, text=text, thread_ts=task.thread_ts
                 )
             else:
-                dm = self.client.conversations_open(users=task.requester)["channel"]["id"]
-                self.client.chat_postMessage(channel=dm, text=text, unfurl_links=False, unfurl_media=False)
+                self._dm(task.requester, text)
         except SlackApiError as exc:
-            if exc.response.get("error") in ("channel_not_found", "not_in_channel", "user_not_in_channel"):
-                dm = self.client.conversations_open(users=task.requester)["channel"]["id"]
-                self.client.chat_postMessage(channel=dm, text=text, unfurl_links=False, unfurl_media=False)
-            else:
+            if exc.response.get("error") not in (
+                "channel_not_found",
+                "not_in_channel",
+                "user_not_in_channel",
+            ):
                 raise _classify(exc) from exc
+            self._dm(task.requester, text)
 
     def update_message(self, task: Task, *, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
         """Edit a message we posted (feedback acknowledgement)."""

@@ -354,3 +354,13 @@ def test_slack_usergroup_membership_synced_by_housekeeping_grants_scopes(
     sender.mention("U0DAVE", "C0GENERAL", "after the sync")
     drain(deps)
     assert _tasks(deps)[-1].status == "done"
+
+
+def test_no_token_budget_is_refused_with_its_own_message(redis_conn):
+    """A user whose roles set no daily_tokens is told so, not that a budget is used up."""
+    from bot import messages
+
+    budget = Budget(redis_conn, prefix="t-nobudget")
+    with pytest.raises(BudgetExceeded) as exc:
+        budget.reserve("U0NONE", 10, Limits(daily_tokens=0, requests_per_minute=0))
+    assert exc.value.user_message == messages.NO_BUDGET
