@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -82,11 +83,13 @@ def _converse(deps: WorkerDeps, task: Task, prompt: prompts.RenderedPrompt, max_
     policy = deps.policy.current
     offered = tools_for(scopes_in_task(deps, task), surface=task.surface)  # the channel's rule applies
     specs = [t.spec() for t in offered] or None
+    # The request's rate was taken once, before any Slack read (``answer``): model rounds do not count again.
+    limits = replace(policy.limits_for(task.requester), requests_per_minute=0)
     conversation: list[dict[str, Any]] = prompt.messages()
     for round_no in range(MAX_TOOL_ROUNDS + 1):
         last_round = round_no == MAX_TOOL_ROUNDS
         reservation = deps.budget.reserve(
-            task.requester, estimate_messages(conversation) + max_tokens, policy.limits_for(task.requester)
+            task.requester, estimate_messages(conversation) + max_tokens, limits
         )
         result = None
         try:
@@ -124,6 +127,9 @@ def _converse(deps: WorkerDeps, task: Task, prompt: prompts.RenderedPrompt, max_
 def answer(deps: WorkerDeps, task: Task) -> dict[str, Any]:
     """Run the answer pipeline for ``task``; returns the result stored on the task."""
     policy = deps.policy.current
+    if task.attempts <= 1:  # a retry is the same request: its rate was taken on the first attempt
+        # Before any Slack read or post: a person over their rate costs no Slack call beyond one notice.
+        deps.budget.take_request(task.requester, policy.limits_for(task.requester))
     question = task.payload.get("text") or ""
     # Asking again in the same thread soon after an answer is a weak "not resolved" for that answer.
     outcomes.note_followup(deps.db, task, within=timedelta(minutes=deps.settings.clawback_followup_minutes))
