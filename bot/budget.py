@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import redis
 
 from bot import messages
-from bot.errors import BudgetExceeded
+from bot.errors import BudgetExceeded, RateLimited
 from bot.policy import Limits
 
 # KEYS: day hash, reservations zset, rpm key. ARGV: limit, amount, res id, now, res ttl, rpm limit, ledger used
@@ -68,6 +68,20 @@ return redis.call('HGET', day, 'used')
 """
 
 
+# KEYS: rpm key, told key. ARGV: rpm limit, told ttl. Counts one request, or says whether to tell the person.
+_TAKE_REQUEST = """
+local rpm, told = KEYS[1], KEYS[2]
+local n = tonumber(redis.call('GET', rpm) or '0')
+if n < tonumber(ARGV[1]) then
+  redis.call('INCR', rpm)
+  redis.call('EXPIRE', rpm, 120)
+  return {1, n + 1}
+end
+if redis.call('SET', told, '1', 'NX', 'EX', tonumber(ARGV[2])) then return {-2, 1} end
+return {-2, 0}
+"""
+
+
 @dataclass(frozen=True)
 class Reservation:
     """A hold on part of a user's daily budget."""
@@ -101,6 +115,7 @@ class Budget:
         self.clock = clock
         self._reserve = connection.register_script(_RESERVE)
         self._settle = connection.register_script(_SETTLE)
+        self._take_request = connection.register_script(_TAKE_REQUEST)
 
     def _keys(self, user: str, day: str) -> tuple[str, str]:
         return f"{self.prefix}:budget:{user}:{day}", f"{self.prefix}:budget:{user}:{day}:resv"
@@ -129,6 +144,27 @@ class Budget:
                 messages.over_budget(_next_midnight(now)), reason="daily token budget used up"
             )
         return Reservation(user, day, rid, amount)
+
+    def take_request(self, user: str, limits: Limits) -> None:
+        """Count one request against the per-minute rate before any Slack read, or raise RateLimited.
+
+        The window is the calendar minute, shared with ``reserve``'s count. Only the first refusal in a window
+        has ``notify`` set, so a burst of requests gets one "slow down" notice, not one per request.
+        """
+        if limits.requests_per_minute <= 0:
+            return  # 0 = no rate limit
+        now = self.clock()
+        window = int(now.timestamp() // 60)
+        status, first = self._take_request(
+            keys=[f"{self.prefix}:rpm:{user}:{window}", f"{self.prefix}:rpm-told:{user}:{window}"],
+            args=[limits.requests_per_minute, 120],
+        )
+        if status == -2:
+            raise RateLimited(
+                messages.rate_limited(60 - int(now.timestamp()) % 60),
+                reason="rate limited" if first else "rate limited (already told in this minute)",
+                notify=bool(first),
+            )
 
     def settle(self, reservation: Reservation, actual_tokens: int) -> int:
         """Replace a reservation by the real usage; returns tokens used today."""

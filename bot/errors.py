@@ -8,6 +8,7 @@
     ├── UserFacingError           carries ``user_message``: the text shown to the person
     │   ├── Denied                a scope, channel, pause or approval check said no
     │   └── BudgetExceeded        token budget or rate limit reached
+    │       └── RateLimited       too many requests this minute (``notify``: tell the person, once a window)
     └── TransientError            worth retrying (LLM 429/5xx/timeouts, Slack rate limits)
 
 Anything else is a bug: it is logged with the task id and re-raised so RQ records and retries it.
@@ -64,6 +65,14 @@ class Denied(UserFacingError):
 
 class BudgetExceeded(UserFacingError):
     """The requester's token budget or request rate is used up."""
+
+
+class RateLimited(BudgetExceeded):
+    """Too many requests this minute; ``notify`` is False once the person was told in this window."""
+
+    def __init__(self, user_message: str, *, reason: str, notify: bool = True) -> None:
+        self.notify = notify
+        super().__init__(user_message, reason=reason)
 
 
 class TransientError(ClawbackError):

@@ -11,6 +11,10 @@ PAUSED = "Clawback is paused by an administrator right now, so I did not act on 
 EMPTY_QUESTION = (
     "Ask me something after the mention, e.g. `@Clawback what did we decide about the launch date?`"
 )
+THREAD_NOT_READ_IN_CHANNEL = (
+    "I didn't read this thread: reading threads isn't enabled for me in this channel, so I answered from your "
+    "message alone."
+)
 FEEDBACK_THANKS_RESOLVED = "Marked as resolved by <@{user}>. Thanks, that is what we measure."
 FEEDBACK_THANKS_NOT_HELPFUL = "Marked as not helpful by <@{user}>. Thanks, that is what we measure."
 FEEDBACK_NOT_YOURS = "Only the person who asked can rate this answer."

@@ -157,6 +157,13 @@ class Policy:
         rule = self.channels.get(channel) or self.channels.get("*")
         return rule.permits(scope) if rule else True
 
+    def scopes_in(self, user: str, channel: str | None) -> frozenset[str]:
+        """The scopes the user may use in ``channel``: their scopes intersected with the channel's rule.
+
+        ``channel`` None (DMs, email) applies no channel rule, as ``channel_permits`` does.
+        """
+        return frozenset(s for s in self.scopes_for(user) if self.channel_permits(channel, s))
+
     def require(self, user: str, scope: str, *, channel: str | None = None) -> None:
         """Raise Denied unless the user holds ``scope`` and the channel allows it."""
         if not self.has_scope(user, scope):

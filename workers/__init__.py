@@ -17,7 +17,7 @@ from rq import get_current_job
 from bot import audit, controls, ledger, messages
 from bot.blocks import build_feedback_done_blocks
 from bot.db import Outcome, Task
-from bot.errors import BudgetExceeded, Denied, TransientError, UserFacingError
+from bot.errors import BudgetExceeded, Denied, RateLimited, TransientError, UserFacingError
 from workers import runtime
 from workers.actuators import SlackActuator
 
@@ -75,7 +75,8 @@ def execute(deps: runtime.WorkerDeps, task_id: str, *, last_attempt: bool = True
             details={"reason": exc.reason},
         )
         ledger.finish(deps.db, task.id, "denied", reason=exc.reason)
-        _tell(actuator, task, messages.task_denied(task.id, exc.user_message))
+        if not isinstance(exc, RateLimited) or exc.notify:  # one "slow down" per window, not per request
+            _tell(actuator, task, messages.task_denied(task.id, exc.user_message))
         return "denied"
     except UserFacingError as exc:
         log.warning("task %s failed: %s", task.id, exc.reason)

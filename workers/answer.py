@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from bot.safety import sanitize, urls_in
 from bot.tokens import ContextLine, estimate_messages, trim_context
 from workers.actuators import SlackActuator, _classify
 from workers.runtime import WorkerDeps
-from workers.tools import run_tool_call, tools_for
+from workers.tools import run_tool_call, scopes_in_task, tools_for
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +28,19 @@ PROMPT = "answer"
 MAX_TOOL_ROUNDS = 2
 MAX_TOOL_CALLS = 4
 MAX_THREAD_MESSAGES = 400
+NOT_READ_CONTEXT = "(earlier messages not shown: reading this thread is not allowed in this channel)"
+
+
+def has_earlier_messages(task: Task) -> bool:
+    """True when the question is a reply in a thread, so there are earlier messages one could read."""
+    return bool(task.thread_ts and task.channel_id and task.thread_ts != task.message_ts)
 
 
 def fetch_thread(deps: WorkerDeps, task: Task) -> list[dict[str, Any]]:
-    """The thread's messages before the question (bounded, oldest first)."""
-    if not task.thread_ts or not task.channel_id or task.thread_ts == task.message_ts:
+    """The thread's messages before the question (bounded, oldest first); nothing where reading is not allowed."""
+    if "chat.read_thread" not in scopes_in_task(deps, task):
+        return []  # the person's scopes intersected with the channel's rule, checked before any Slack read
+    if not has_earlier_messages(task):
         return []  # a top-level message starts its thread: there is nothing earlier to read
     out: list[dict[str, Any]] = []
     cursor = None
@@ -72,13 +81,15 @@ def _converse(deps: WorkerDeps, task: Task, prompt: prompts.RenderedPrompt, max_
     can never overshoot the daily budget by more than one call's maximum.
     """
     policy = deps.policy.current
-    offered = tools_for(policy.scopes_for(task.requester), surface=task.surface)
+    offered = tools_for(scopes_in_task(deps, task), surface=task.surface)  # the channel's rule applies
     specs = [t.spec() for t in offered] or None
+    # The request's rate was taken once, before any Slack read (``answer``): model rounds do not count again.
+    limits = replace(policy.limits_for(task.requester), requests_per_minute=0)
     conversation: list[dict[str, Any]] = prompt.messages()
     for round_no in range(MAX_TOOL_ROUNDS + 1):
         last_round = round_no == MAX_TOOL_ROUNDS
         reservation = deps.budget.reserve(
-            task.requester, estimate_messages(conversation) + max_tokens, policy.limits_for(task.requester)
+            task.requester, estimate_messages(conversation) + max_tokens, limits
         )
         result = None
         try:
@@ -116,17 +127,27 @@ def _converse(deps: WorkerDeps, task: Task, prompt: prompts.RenderedPrompt, max_
 def answer(deps: WorkerDeps, task: Task) -> dict[str, Any]:
     """Run the answer pipeline for ``task``; returns the result stored on the task."""
     policy = deps.policy.current
+    if task.attempts <= 1:  # a retry is the same request: its rate was taken on the first attempt
+        # Before any Slack read or post: a person over their rate costs no Slack call beyond one notice.
+        deps.budget.take_request(task.requester, policy.limits_for(task.requester))
     question = task.payload.get("text") or ""
     # Asking again in the same thread soon after an answer is a weak "not resolved" for that answer.
     outcomes.note_followup(deps.db, task, within=timedelta(minutes=deps.settings.clawback_followup_minutes))
     if not question.strip():
         SlackActuator(deps.slack, deps.db, deps.policy).notify(task, messages.EMPTY_QUESTION)
         return {"empty": True}
-    thread = fetch_thread(deps, task) if policy.has_scope(task.requester, "chat.read_thread") else []
+    # Reads are the person's scopes intersected with the channel's rule, checked before anything is fetched.
+    may_read = "chat.read_thread" in scopes_in_task(deps, task)
+    blocked = (
+        not may_read and has_earlier_messages(task) and policy.has_scope(task.requester, "chat.read_thread")
+    )
+    thread = fetch_thread(deps, task) if may_read else []
     lines, redactions = build_context(deps, task, thread)
     kept, dropped = trim_context(lines, deps.settings.clawback_context_tokens)
     boundary = "<<" + hashlib.sha256(task.id.encode()).hexdigest()[:16] + ">>"
-    context_text = "\n".join(line.render().replace(boundary, "") for line in kept) or "(no earlier messages)"
+    context_text = "\n".join(line.render().replace(boundary, "") for line in kept) or (
+        NOT_READ_CONTEXT if blocked else "(no earlier messages)"
+    )
     prompt = prompts.render(
         PROMPT,
         requester_name=f"<@{task.requester}>",
@@ -140,6 +161,8 @@ def answer(deps: WorkerDeps, task: Task) -> dict[str, Any]:
     text, defanged = sanitize(result.content, allowed_urls=urls_in(*sources), allowed_users=people)
     prompt_tokens, completion_tokens, cost = ledger.task_usage(deps.db, task.id)  # all rounds, as reported
     footer = messages.footer(result.model, prompt_tokens, completion_tokens, cost, task.id)
+    if blocked:
+        footer = f"{messages.THREAD_NOT_READ_IN_CHANNEL}\n{footer}"
     pages = split_answer_messages(text, footer, task.id)
     timestamps = SlackActuator(deps.slack, deps.db, deps.policy).post_reply(
         task, text=text, blocks_pages=pages
@@ -148,6 +171,7 @@ def answer(deps: WorkerDeps, task: Task) -> dict[str, Any]:
         "reply_ts": timestamps[-1],
         "messages": len(timestamps),
         "context_messages": len(kept),
+        "thread_read": may_read and has_earlier_messages(task),
         "context_dropped": dropped,
         "context_redactions": redactions,
         "links_neutralised": defanged,

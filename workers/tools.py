@@ -1,4 +1,5 @@
-"""Tools the model may call while answering — offered only when the requester holds the tool's scope.
+"""Tools the model may call while answering — offered only when the requester holds the tool's scope *in the
+channel*: the person's scopes intersected with the channel's rule (``Policy.scopes_in``).
 
 Every tool is read-only. A call to a tool that was not offered (a compromised or confused model), or with
 arguments that fail validation, is refused in code, audited as a denial, and answered with a refusal the
@@ -97,8 +98,18 @@ CATALOG: dict[str, Tool] = {
 }
 
 
+def rule_channel(task: Task) -> str | None:
+    """The channel whose rule governs ``task`` (None in DMs and email: channel rules govern channels)."""
+    return None if task.surface in ("dm", "email") else task.channel_id
+
+
+def scopes_in_task(deps: WorkerDeps, task: Task) -> frozenset[str]:
+    """The requester's scopes where the task was asked: their scopes intersected with the channel's rule."""
+    return deps.policy.current.scopes_in(task.requester, rule_channel(task))
+
+
 def tools_for(scopes: frozenset[str], *, surface: str) -> list[Tool]:
-    """The tools a requester may use: only those whose scope they hold (channel tools not in DMs)."""
+    """The tools for ``scopes`` (pass ``scopes_in_task``: the channel's rule applies); channel tools not in DMs."""
     return [
         t
         for t in CATALOG.values()
@@ -125,38 +136,53 @@ def _valid(tool: Tool, args: dict[str, Any] | None) -> bool:
     return True
 
 
+def _refuse(deps: WorkerDeps, task: Task, call: ToolCall, scope: str | None, reason: str) -> str:
+    """Record and audit a refused tool call (target: the channel); the model reads the refusal."""
+    target = task.channel_id
+    audit.record(
+        deps.db,
+        actor="model",
+        on_behalf_of=task.requester,
+        action=f"tool.{call.name[:40]}",
+        decision="deny",
+        task_id=task.id,
+        scope=scope,
+        target=target,
+        details={"reason": reason, "arguments": call.arguments[:500]},
+    )
+    key = f"{task.id}:tool:{call.id}"
+    ledger.begin_action(
+        deps.db,
+        task_id=task.id,
+        key=key,
+        kind=f"tool.{call.name[:40]}",
+        scope=scope,
+        target=target,
+        detail={"arguments": call.arguments[:500]},
+    )
+    ledger.complete_action(deps.db, key, "denied", {"reason": reason})
+    return f"refused: {reason}. Answer with what you have."
+
+
 def run_tool_call(deps: WorkerDeps, task: Task, call: ToolCall, offered: list[Tool]) -> str:
-    """Execute one tool call if it was offered and valid; otherwise refuse, record and audit it."""
+    """Execute one tool call if it was offered, is valid and is still allowed here; otherwise refuse and audit it.
+
+    The authoritative re-check happens here, at the side of the effect: the requester must hold the tool's
+    scope *and* the channel's rule must allow it now, whatever list the model was offered.
+    """
     tool = next((t for t in offered if t.name == call.name), None)
     args = call.parsed_arguments()
     scope = CATALOG[call.name].scope if call.name in CATALOG else None
-    if tool is None or not _valid(tool, args):
-        reason = "tool not offered to this requester" if tool is None else "arguments failed validation"
-        audit.record(
-            deps.db,
-            actor="model",
-            on_behalf_of=task.requester,
-            action=f"tool.{call.name[:40]}",
-            decision="deny",
-            task_id=task.id,
-            scope=scope,
-            details={"reason": reason, "arguments": call.arguments[:500]},
-        )
-        key = f"{task.id}:tool:{call.id}"
-        ledger.begin_action(
-            deps.db,
-            task_id=task.id,
-            key=key,
-            kind=f"tool.{call.name[:40]}",
-            scope=scope,
-            target=None,
-            detail={"arguments": call.arguments[:500]},
-        )
-        ledger.complete_action(deps.db, key, "denied", {"reason": reason})
-        return f"refused: {reason}. Answer with what you have."
-    deps.policy.current.require(
-        task.requester, tool.scope
-    )  # authoritative re-check at the side of the effect
+    if tool is None:
+        return _refuse(deps, task, call, scope, "tool not offered to this requester")
+    if not _valid(tool, args):
+        return _refuse(deps, task, call, scope, "arguments failed validation")
+    policy = deps.policy.current
+    channel = rule_channel(task)
+    if not policy.has_scope(task.requester, tool.scope):
+        return _refuse(deps, task, call, scope, f"missing scope {tool.scope}")
+    if tool.scope not in policy.scopes_in(task.requester, channel):
+        return _refuse(deps, task, call, scope, f"{tool.scope} not allowed in channel {channel}")
     audit.record(
         deps.db,
         actor="model",
@@ -165,6 +191,7 @@ def run_tool_call(deps: WorkerDeps, task: Task, call: ToolCall, offered: list[To
         decision="allow",
         task_id=task.id,
         scope=tool.scope,
+        target=task.channel_id,
         details={"arguments": args},
     )
     return tool.run(deps, task, args or {})
