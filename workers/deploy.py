@@ -796,22 +796,31 @@ def _close_approval(deps: WorkerDeps, request: DeployRequest, note: str) -> None
 
 
 def _cancel_plan(deps: WorkerDeps, plan_task_id: str, user: str) -> str:
-    """The plan's Cancel button: its requester (or a deploy requester) closes it; recorded as an outcome."""
+    """The plan's Cancel button: only its requester, only before a deploy was requested from it.
+
+    Cancelling records an outcome on the plan task, so nobody may do it on someone else's plan, and a plan
+    that led to a request keeps the outcome its deploy gives it (cancel the request with ``/deploy cancel``).
+    """
     plan_task = ledger.get_task(deps.db, plan_task_id)
     if plan_task is None or plan_task.intent not in ("deploy_plan", "deploy_rollback"):
         return "unknown plan"
-    policy = deps.policy.current
-    allowed = user == plan_task.requester or policy.has_scope(user, "deploy.request")
+    reason = None
+    if user != plan_task.requester:
+        reason, text = "not the requester", msg.PLAN_NOT_YOURS
+    elif service.is_requested(deps.db, plan_task.id):
+        reason, text = "a deploy was requested from this plan", msg.PLAN_ALREADY_REQUESTED
     audit.record(
         deps.db,
         actor=user,
+        on_behalf_of=plan_task.requester,
         action="deploy.plan_cancel",
-        decision="allow" if allowed else "deny",
+        decision="deny" if reason else "allow",
         task_id=plan_task.id,
-        details={"reason": None if allowed else "not the requester"},
+        target=plan_task.channel_id,
+        details={"reason": reason},
     )
-    if not allowed:
-        _tell_user(deps, plan_task.channel_id, user, msg.PLAN_NOT_YOURS)
+    if reason:
+        _tell_user(deps, plan_task.channel_id, user, text)
         return "denied"
     if (plan_task.result or {}).get("cancelled_by"):
         return "duplicate"

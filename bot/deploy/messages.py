@@ -29,7 +29,11 @@ PLAN_GONE = (
     "That plan can't be requested any more (it failed, was cancelled or is unknown). "
     "Run `/deploy plan` again."
 )
-PLAN_NOT_YOURS = "Only the person who asked for this plan, or someone who may request deploys, can cancel it."
+PLAN_NOT_YOURS = "Only the person who asked for this plan can cancel it."
+PLAN_ALREADY_REQUESTED = (
+    "A deploy has already been requested from this plan, so it can't be cancelled any more. "
+    "Use `/deploy cancel <request id>` to cancel the request."
+)
 NO_DEPLOY_TOOL = "(The model only summarises; it cannot start, approve or schedule deploys.)"
 
 
