@@ -317,14 +317,6 @@ class GitHubClient:
                 seen.setdefault(int(pr["number"]), str(pr.get("title", "")))
         return list(seen.items())
 
-    def is_ancestor(self, repo: str, sha: str, of_sha: str) -> bool:
-        """True when ``sha`` is ``of_sha`` or reachable from it; RefNotFound for an unknown sha."""
-        what = f"compare {sha[:12]}...{of_sha[:12]}"
-        reply = self._call("GET", f"/repos/{repo}/compare/{_seg(sha)}...{_seg(of_sha)}", what)
-        if reply.status in (404, 422):
-            raise RefNotFound(f"{repo}: {sha!r} not found ({_message(reply)})")
-        return (reply.json() or {}).get("status") in ("identical", "ahead")
-
     def get_ref(self, repo: str, ref: str) -> str | None:
         """The sha ``heads/<branch>`` or ``tags/<tag>`` points at, None when it does not exist."""
         reply = self._call("GET", f"/repos/{repo}/git/ref/{quote(ref, safe='/')}", f"get ref {ref}")
