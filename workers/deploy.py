@@ -747,12 +747,18 @@ def follow(deps: WorkerDeps, request_id: str) -> str:
         deps.db, request.id, status.status if status else None, status.html_url if status else None
     )
     url = (status.html_url if status else None) or request.run_url
-    if status is not None and status.is_done:
+    wrong_commit = status is not None and bool(status.head_sha) and status.head_sha != request.sha
+    if status is not None and (status.is_done or wrong_commit):
         final = service.CONCLUSIONS.get(status.conclusion or "", "failed")
         detail: dict[str, Any] = {"run": status.id, "conclusion": status.conclusion, "url": url}
-        wrong_commit = bool(status.head_sha) and status.head_sha != request.sha
         if wrong_commit:
-            # Never record a success (nor a base for later plans) for a commit that is not the approved one.
+            # Never record a success (nor a base for later plans) for a commit that is not the approved one,
+            # and stop such a run while it is still going.
+            if not status.is_done:
+                try:
+                    _try_cancel_ci(deps, request)
+                except (UserFacingError, DeployError) as exc:
+                    log.warning("deploy %s: could not cancel a run at the wrong commit: %s", request.id, exc)
             final = "failed"
             detail["head_sha"] = status.head_sha
             detail["reason"] = f"the run is at {status.head_sha[:12]}, not the approved {request.sha[:12]}"

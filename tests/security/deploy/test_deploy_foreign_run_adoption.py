@@ -62,7 +62,8 @@ def test_without_run_details_only_a_run_on_the_pinned_ref_at_the_sha_is_ours(ci,
 
 
 def test_run_at_another_sha_is_never_recorded_as_success(slack, llm, ci, sender, deps):
-    """Defence in depth: should the followed run report another head sha, the deploy is failed, not succeeded."""
+    """Defence in depth: should the followed run report another head sha (its pinned branch was moved between
+    creation and dispatch), the run is cancelled and the deploy recorded failed, never succeeded."""
     _, plan_task = plan(sender, deps, text="plan shop v1.1 staging")
     ci.add_commits(REPO, "main", [{"message": "unreviewed"}])
     foreign = ci.add_foreign_run(REPO, "main", "someone else's run")
@@ -79,3 +80,4 @@ def test_run_at_another_sha_is_never_recorded_as_success(slack, llm, ci, sender,
     assert request.status == "failed" and "not the approved" in (request.status_reason or "")
     assert service.deployed(deps.db, "shop", "staging") is None
     assert {o.kind for o in outcomes(deps)} == {"deploy_failed"}
+    assert ci.runs[int(request.run_ref)].cancelled  # stopped at its first status poll
