@@ -39,6 +39,7 @@ from bot.deploy.executors import (
     DeployTrigger,
     Executor,
     GitHubClient,
+    PinnedRefConflict,
     RefNotFound,
     WebhookExecutor,
     WorkflowDispatchExecutor,
@@ -106,6 +107,8 @@ def clients(deps: WorkerDeps) -> DeployClients:
 
 def _ci_errors(exc: Exception, service_name: str, ref: str = "") -> Exception:
     """Map CI client errors to what the task runner understands (transient ones are retried)."""
+    if isinstance(exc, PinnedRefConflict):
+        return UserFacingError(msg.pinned_ref_conflict(str(exc)[:200]), reason=f"pinned ref conflict: {exc}")
     if isinstance(exc, RefNotFound):
         return UserFacingError(msg.unknown_ref(service_name, ref), reason=f"ref not found: {exc}")
     if isinstance(exc, CIUnavailable):
@@ -580,6 +583,8 @@ def _refuse(deps: WorkerDeps, task: Task, request: DeployRequest, exc: Exception
     else:
         error = _ci_errors(exc, request.service, request.ref)  # type: ignore[assignment]
     ledger.complete_action(deps.db, f"deploy:{request.id}:trigger", "failed", {"error": error.reason[:300]})
+    if not isinstance(exc, PinnedRefConflict):  # a planted ref is left alone (release checks the sha too)
+        _release_ref(deps, request)
     service.release_lock(deps.db, request)
     service.transition(
         deps.db,
@@ -596,9 +601,24 @@ def _refuse(deps: WorkerDeps, task: Task, request: DeployRequest, exc: Exception
     return error
 
 
+def _deploy_trigger(request: DeployRequest) -> DeployTrigger:
+    """What the executor is given: the approved sha (``ref`` only as information)."""
+    return DeployTrigger(
+        request.id,
+        request.service,
+        request.environment,
+        request.sha,
+        request.requester,
+        request.params_hash,
+        request.ref,
+    )
+
+
 def _trigger(deps: WorkerDeps, task: Task, request: DeployRequest, config: ServiceConfig) -> str:
-    """guard → action → audit → executor.trigger → action done; one dispatch per request, even on retries."""
+    """guard → action → audit → executor.trigger → audit what ran → action done; one dispatch per request."""
     executor = clients(deps).executor_for(config)
+    trigger = _deploy_trigger(request)
+    dispatch_ref = executor.dispatch_ref(trigger)
     key = f"deploy:{request.id}:trigger"
     action, created = ledger.begin_action(
         deps.db,
@@ -607,7 +627,12 @@ def _trigger(deps: WorkerDeps, task: Task, request: DeployRequest, config: Servi
         kind="deploy.trigger",
         scope="deploy.request",
         target=f"{request.service}/{request.environment}",
-        detail={"sha": request.sha, "ref": request.ref, "params_hash": request.params_hash},
+        detail={
+            "sha": request.sha,
+            "requested_ref": request.ref,
+            "dispatch_ref": dispatch_ref,
+            "params_hash": request.params_hash,
+        },
     )
     if not created and action.status == "done":
         return str(action.result["run_ref"])
@@ -624,23 +649,58 @@ def _trigger(deps: WorkerDeps, task: Task, request: DeployRequest, config: Servi
         details={
             "request_id": request.id,
             "sha": request.sha,
-            "ref": request.ref,
+            "requested_ref": request.ref,
+            "dispatch_ref": dispatch_ref,
             "executor": config.executor,
             "retry": not created,
         },
     )
-    trigger = DeployTrigger(
-        request.id,
-        request.service,
-        request.environment,
-        request.sha,
-        request.requester,
-        request.params_hash,
-        request.ref,
-    )
     run_ref = executor.trigger(trigger)
-    ledger.complete_action(deps.db, key, "done", {"run_ref": run_ref})
+    # What was actually started: the pinned ref (created at, and checked to be at, exactly this sha).
+    audit.record(
+        deps.db,
+        actor="clawback",
+        on_behalf_of=request.requester,
+        action="deploy.dispatched",
+        decision="info",
+        scope="deploy.request",
+        task_id=task.id,
+        target=f"{request.service}/{request.environment}",
+        details={"request_id": request.id, "ref": dispatch_ref, "sha": request.sha, "run": run_ref},
+    )
+    ledger.complete_action(deps.db, key, "done", {"run_ref": run_ref, "dispatch_ref": dispatch_ref})
     return run_ref
+
+
+def _release_ref(deps: WorkerDeps, request: DeployRequest) -> None:
+    """Delete the request's pinned ref once its run has ended or will not start (best effort, audited).
+
+    A failure here loses nothing: the ref still points at the approved sha, and the log says which to delete.
+    """
+    config = services_of(deps.policy.current).get(request.service)
+    if config is None:
+        return
+    trigger = _deploy_trigger(request)
+    try:
+        executor = clients(deps).executor_for(config)
+        ref = executor.dispatch_ref(trigger)
+        if ref is None:
+            return
+        deleted = executor.release(trigger)
+    except (DeployError, ConfigError, UserFacingError) as exc:
+        log.warning("deploy %s: could not delete its pinned ref: %s", request.id, exc)
+        return
+    if deleted:
+        audit.record(
+            deps.db,
+            actor="clawback",
+            on_behalf_of=request.requester,
+            action="deploy.ref_deleted",
+            decision="info",
+            task_id=request.execute_task_id or request.task_id,
+            target=f"{request.service}/{request.environment}",
+            details={"request_id": request.id, "ref": ref, "sha": request.sha},
+        )
 
 
 # ---- follow ------------------------------------------------------------------------------------------------
@@ -687,25 +747,31 @@ def follow(deps: WorkerDeps, request_id: str) -> str:
         deps.db, request.id, status.status if status else None, status.html_url if status else None
     )
     url = (status.html_url if status else None) or request.run_url
-    if status is not None and status.is_done:
+    wrong_commit = status is not None and bool(status.head_sha) and status.head_sha != request.sha
+    if status is not None and (status.is_done or wrong_commit):
         final = service.CONCLUSIONS.get(status.conclusion or "", "failed")
+        detail: dict[str, Any] = {"run": status.id, "conclusion": status.conclusion, "url": url}
+        if wrong_commit:
+            # Never record a success (nor a base for later plans) for a commit that is not the approved one,
+            # and stop such a run while it is still going.
+            if not status.is_done:
+                try:
+                    _try_cancel_ci(deps, request)
+                except (UserFacingError, DeployError) as exc:
+                    log.warning("deploy %s: could not cancel a run at the wrong commit: %s", request.id, exc)
+            final = "failed"
+            detail["head_sha"] = status.head_sha
+            detail["reason"] = f"the run is at {status.head_sha[:12]}, not the approved {request.sha[:12]}"
         request = service.get_request(deps.db, request.id) or request
         window = timedelta(hours=deps.settings.clawback_deploy_rollback_window_hours)
-        if service.finish_run(
-            deps.db,
-            request,
-            final,
-            rollback_window=window,
-            detail={"run": status.id, "conclusion": status.conclusion, "url": url},
-        ):
+        if service.finish_run(deps.db, request, final, rollback_window=window, detail=detail):
             service.release_lock(deps.db, request)
+            _release_ref(deps, request)
             if task is not None:
-                _post_in_thread(
-                    deps,
-                    task,
-                    f"result:{final}",
-                    msg.finished(request.id, final, request.service, request.environment, request.sha, url),
-                )
+                text = msg.finished(request.id, final, request.service, request.environment, request.sha, url)
+                if wrong_commit:
+                    text = msg.wrong_commit(request.id, status.head_sha, request.sha, url)
+                _post_in_thread(deps, task, f"result:{final}", text)
         return final
     if (
         status is not None
@@ -796,22 +862,31 @@ def _close_approval(deps: WorkerDeps, request: DeployRequest, note: str) -> None
 
 
 def _cancel_plan(deps: WorkerDeps, plan_task_id: str, user: str) -> str:
-    """The plan's Cancel button: its requester (or a deploy requester) closes it; recorded as an outcome."""
+    """The plan's Cancel button: only its requester, only before a deploy was requested from it.
+
+    Cancelling records an outcome on the plan task, so nobody may do it on someone else's plan, and a plan
+    that led to a request keeps the outcome its deploy gives it (cancel the request with ``/deploy cancel``).
+    """
     plan_task = ledger.get_task(deps.db, plan_task_id)
     if plan_task is None or plan_task.intent not in ("deploy_plan", "deploy_rollback"):
         return "unknown plan"
-    policy = deps.policy.current
-    allowed = user == plan_task.requester or policy.has_scope(user, "deploy.request")
+    reason = None
+    if user != plan_task.requester:
+        reason, text = "not the requester", msg.PLAN_NOT_YOURS
+    elif service.is_requested(deps.db, plan_task.id):
+        reason, text = "a deploy was requested from this plan", msg.PLAN_ALREADY_REQUESTED
     audit.record(
         deps.db,
         actor=user,
+        on_behalf_of=plan_task.requester,
         action="deploy.plan_cancel",
-        decision="allow" if allowed else "deny",
+        decision="deny" if reason else "allow",
         task_id=plan_task.id,
-        details={"reason": None if allowed else "not the requester"},
+        target=plan_task.channel_id,
+        details={"reason": reason},
     )
-    if not allowed:
-        _tell_user(deps, plan_task.channel_id, user, msg.PLAN_NOT_YOURS)
+    if reason:
+        _tell_user(deps, plan_task.channel_id, user, text)
         return "denied"
     if (plan_task.result or {}).get("cancelled_by"):
         return "duplicate"
@@ -869,6 +944,7 @@ def cancel_core(deps: WorkerDeps, task: Task) -> dict[str, Any]:
             detail={"reason": f"released by {user} after an unknown result"},
         ):
             service.release_lock(deps.db, request)
+            _release_ref(deps, request)
             _announce(deps, request, "cancelled", note)
             _actuator(deps).notify(task, note)
             return {"request_id": request.id, "status": "cancelled"}

@@ -5,11 +5,17 @@ Two executors share the :class:`Executor` protocol: :class:`WorkflowDispatchExec
 generic receiver). Both are pure clients: URLs, tokens, secrets, clocks and sleeps are passed in; nothing
 reads the environment.
 
+What runs is exactly the approved commit: nothing resolves a branch at execution. The GitHub executor creates
+``refs/heads/clawback/deploy-<request id>`` at the approved sha, dispatches on that ref (GitHub runs the commit
+a ref points at, workflow file included) and deletes it afterwards (:meth:`Executor.release`); the webhook
+executor sends the sha and no branch.
+
 Errors::
 
     ClawbackError
     └── DeployError               anything a deploy client raises on purpose
         ├── RefNotFound           the branch, tag or sha does not exist
+        ├── PinnedRefConflict     our pinned ref already exists at another commit (someone planted it)
         ├── CIAuthError           401, or a 403 that is not a rate limit (token lacks a permission)
         └── CIUnavailable         5xx, timeouts, connection errors, rate limits (also a TransientError,
                                   with ``retry_after`` in seconds when the server said so)
@@ -47,6 +53,10 @@ class DeployError(ClawbackError):
 
 class RefNotFound(DeployError):
     """A branch, tag or sha could not be resolved."""
+
+
+class PinnedRefConflict(DeployError):
+    """``clawback/deploy-<request id>`` exists but points at a commit other than the approved one."""
 
 
 class CIAuthError(DeployError):
@@ -88,7 +98,7 @@ class RunStatus:
 
 @dataclass(frozen=True)
 class DeployTrigger:
-    """One approved deploy request; ``ref`` is the branch or tag the requester named for ``sha``."""
+    """One approved deploy request for exactly ``sha``; ``ref`` is only what the requester named (information)."""
 
     request_id: str
     service: str
@@ -108,6 +118,14 @@ class Executor(Protocol):
 
     def status(self, ref: str) -> RunStatus:
         """The current state of the deploy started as ``ref``."""
+        ...
+
+    def dispatch_ref(self, request: DeployTrigger) -> str | None:
+        """The ref the deploy runs from (pinned to ``request.sha``), or None when the executor sends the sha."""
+        ...
+
+    def release(self, request: DeployTrigger) -> bool:
+        """Remove what ``trigger`` created for this request (its pinned ref); True when something was removed."""
         ...
 
 
@@ -299,38 +317,91 @@ class GitHubClient:
                 seen.setdefault(int(pr["number"]), str(pr.get("title", "")))
         return list(seen.items())
 
-    def is_ancestor(self, repo: str, sha: str, of_sha: str) -> bool:
-        """True when ``sha`` is ``of_sha`` or reachable from it; RefNotFound for an unknown sha."""
-        what = f"compare {sha[:12]}...{of_sha[:12]}"
-        reply = self._call("GET", f"/repos/{repo}/compare/{_seg(sha)}...{_seg(of_sha)}", what)
+    def get_ref(self, repo: str, ref: str) -> str | None:
+        """The sha ``heads/<branch>`` or ``tags/<tag>`` points at, None when it does not exist."""
+        reply = self._call("GET", f"/repos/{repo}/git/ref/{quote(ref, safe='/')}", f"get ref {ref}")
         if reply.status in (404, 422):
-            raise RefNotFound(f"{repo}: {sha!r} not found ({_message(reply)})")
-        return (reply.json() or {}).get("status") in ("identical", "ahead")
+            return None
+        return ((reply.json() or {}).get("object") or {}).get("sha")
 
-    def dispatch_workflow(self, repo: str, workflow: str, ref: str, inputs: dict[str, Any]) -> None:
-        """Start ``workflow`` on branch or tag ``ref`` with ``inputs`` (GitHub answers 204 with no run id)."""
+    def create_ref(self, repo: str, ref: str, sha: str) -> bool:
+        """Create ``refs/<ref>`` at ``sha`` (201: True); False when it already exists (422), whatever it points
+        at: the caller checks with :meth:`get_ref`. RefNotFound when GitHub does not know the commit."""
+        what = f"create ref {ref}"
+        reply = self._call("POST", f"/repos/{repo}/git/refs", what, payload={"ref": f"refs/{ref}", "sha": sha})
+        if reply.status == 422 and "already exists" in _message(reply).lower():
+            return False
+        if reply.status == 422 and "object does not exist" in _message(reply).lower():
+            raise RefNotFound(f"{repo}: commit {sha[:12]} not found ({_message(reply)})")
+        _raise_for_status(reply, what, self._clock())
+        created = ((reply.json() or {}).get("object") or {}).get("sha")
+        if created != sha:
+            raise DeployError(f"{repo}: {ref} was created at {str(created)[:12]}, not {sha[:12]}")
+        return True
+
+    def delete_ref(self, repo: str, ref: str) -> bool:
+        """Delete ``refs/<ref>`` (204: True); False when it did not exist (422)."""
+        what = f"delete ref {ref}"
+        reply = self._call("DELETE", f"/repos/{repo}/git/refs/{quote(ref, safe='/')}", what)
+        if reply.status in (404, 422):
+            return False
+        _raise_for_status(reply, what, self._clock())
+        return True
+
+    def dispatch_workflow(
+        self, repo: str, workflow: str, ref: str, inputs: dict[str, Any], *, return_run_details: bool = True
+    ) -> int | None:
+        """Start ``workflow`` on branch or tag ``ref``; the new run's id, or None when the server answers 204.
+
+        GitHub answers 200 with ``workflow_run_id`` when asked with ``return_run_details`` (since 2026-02-19);
+        older GitHub Enterprise Servers ignore the parameter (204) or reject it (422), then it is sent again
+        without it (nothing was started by a rejected request).
+        """
         what = f"dispatch {workflow} on {ref}"
-        reply = self._call(
-            "POST",
-            f"/repos/{repo}/actions/workflows/{_seg(workflow)}/dispatches",
-            what,
-            payload={"ref": ref, "inputs": inputs},
-        )
+        payload: dict[str, Any] = {"ref": ref, "inputs": inputs}
+        if return_run_details:
+            payload["return_run_details"] = True
+        path = f"/repos/{repo}/actions/workflows/{_seg(workflow)}/dispatches"
+        reply = self._call("POST", path, what, payload=payload)
+        if reply.status in (400, 422) and "return_run_details" in _message(reply):
+            return self.dispatch_workflow(repo, workflow, ref, inputs, return_run_details=False)
         if reply.status == 422 and "ref" in _message(reply).lower():
             raise RefNotFound(f"{repo}: {_message(reply)}")
         _raise_for_status(reply, what, self._clock())
+        if reply.status == 204 or not return_run_details:
+            return None
+        run_id = (reply.json() or {}).get("workflow_run_id")
+        if not isinstance(run_id, int):
+            raise DeployError(f"{what}: the answer has no workflow_run_id")
+        return run_id
 
     def list_runs(
-        self, repo: str, workflow: str, head_sha: str | None, created_after: datetime
+        self,
+        repo: str,
+        workflow: str,
+        head_sha: str | None,
+        created_after: datetime,
+        branch: str | None = None,
     ) -> list[RunStatus]:
-        """Dispatch runs of ``workflow`` (at ``head_sha`` if given) since ``created_after``, oldest first."""
+        """``workflow_dispatch`` runs of ``workflow`` created since ``created_after`` (at ``head_sha`` and on
+        ``branch`` when given), oldest first; every filter is checked again on what GitHub answered."""
         query: dict[str, Any] = {"event": "workflow_dispatch", "created": ">=" + _iso(created_after)}
         if head_sha:
             query["head_sha"] = head_sha
+        if branch:
+            query["branch"] = branch
         query["per_page"] = 100  # one page: runs created in the last minutes of one workflow
         path = f"/repos/{repo}/actions/workflows/{_seg(workflow)}/runs"
         data = self._json("GET", path, f"runs of {workflow}", query=query)
-        runs = [r for r in data.get("workflow_runs") or [] if not head_sha or r.get("head_sha") == head_sha]
+        since = _iso(created_after)
+        runs = [
+            r
+            for r in data.get("workflow_runs") or []
+            if r.get("event") == "workflow_dispatch"
+            and (r.get("created_at") or "") >= since  # same format, so text order is time order
+            and (not head_sha or r.get("head_sha") == head_sha)
+            and (not branch or r.get("head_branch") == branch)
+        ]
         runs.sort(key=lambda r: (r.get("created_at") or "", r["id"]))
         return [_run_status(r) for r in runs]
 
@@ -340,12 +411,10 @@ class GitHubClient:
         workflow: str,
         head_sha: str | None,
         created_after: datetime,
-        title_contains: str | None = None,
+        branch: str | None = None,
     ) -> RunStatus | None:
-        """The oldest matching run; with ``title_contains``, only runs whose title (run-name) contains it."""
-        runs = self.list_runs(repo, workflow, head_sha, created_after)
-        if title_contains:
-            runs = [r for r in runs if title_contains in r.display_title]
+        """The oldest matching run (see :meth:`list_runs`); run titles are never trusted."""
+        runs = self.list_runs(repo, workflow, head_sha, created_after, branch)
         return runs[0] if runs else None
 
     def get_run(self, repo: str, run_id: str | int) -> RunStatus:
@@ -375,16 +444,27 @@ def _commit_row(commit: dict[str, Any]) -> tuple[str, str, str]:
 # ---- executors ---------------------------------------------------------------------------------------------
 
 _PENDING = "pending:"
+PINNED_PREFIX = "clawback/deploy-"
+
+
+def pinned_branch(request_id: str) -> str:
+    """The branch Clawback creates at the approved sha of one request and dispatches on."""
+    return PINNED_PREFIX + request_id
 
 
 class WorkflowDispatchExecutor:
     """Deploys by dispatching a GitHub Actions workflow with inputs {environment, sha, request_id}.
 
-    GitHub's dispatch call returns no run id, so the run is found afterwards. With ``match_run_name`` (the
-    default) the workflow must set ``run-name: Deploy ${{ inputs.request_id }}`` (any title containing the
-    request id): the run is matched by that title, which is exact, survives the branch moving, and lets a
-    retried ``trigger`` reuse the run instead of deploying twice. Without it the run is guessed as the oldest
-    run at the ref's tip created since we dispatched, which two concurrent deploys of one sha can confuse.
+    The workflow is dispatched on ``refs/heads/clawback/deploy-<request id>``, a branch Clawback creates at the
+    approved sha just before: GitHub runs the commit (and the workflow file) that ref points at, so a push to
+    the requester's branch after the approval changes nothing. The token therefore needs ``contents:write``
+    (refs) besides ``actions:write`` (dispatch). The branch is deleted by :meth:`release` after the run.
+
+    The run is the one whose id the dispatch returned (``return_run_details``). Where the server answers 204
+    (older GitHub Enterprise Server) it is the oldest ``workflow_dispatch`` run on the pinned branch at exactly
+    the sha, created after the dispatch (less ``clock_skew``); run titles are never trusted. A retried
+    ``trigger`` (after a crash or a timeout) finds its branch already at the sha and reuses the run on it
+    instead of deploying twice; a branch of that name at any other commit refuses the deploy.
     """
 
     def __init__(
@@ -393,7 +473,6 @@ class WorkflowDispatchExecutor:
         repo: str,
         workflow: str,
         *,
-        match_run_name: bool = True,
         find_attempts: int = 5,
         poll_interval: float = 2.0,
         sleep: Callable[[float], None] = time.sleep,
@@ -403,71 +482,90 @@ class WorkflowDispatchExecutor:
         self.client = client
         self.repo = repo
         self.workflow = workflow
-        self.match_run_name = match_run_name
         self.find_attempts = max(1, find_attempts)
         self.poll_interval = poll_interval
         self._sleep = sleep
         self._clock = clock
         self._skew = clock_skew  # our clock and GitHub's differ; created_at is compared across them
 
+    def dispatch_ref(self, request: DeployTrigger) -> str:
+        """``refs/heads/clawback/deploy-<request id>``: the ref dispatched, pinned to ``request.sha``."""
+        return "refs/heads/" + pinned_branch(request.request_id)
+
     def trigger(self, request: DeployTrigger) -> str:
-        """Dispatch the workflow for ``request.sha`` on ``request.ref``; returns a run id or a pending ref."""
-        if not request.ref:
-            raise DeployError("workflow_dispatch needs a branch or tag in DeployTrigger.ref")
-        tip = self.client.resolve_ref(self.repo, request.ref)
-        if tip != request.sha and not self.client.is_ancestor(self.repo, request.sha, tip):
-            # The workflow runs from the ref's tip; refuse a sha that the named branch does not contain.
-            raise RefNotFound(f"{self.repo}: {request.sha[:12]} is not on {request.ref}")
-        if self.match_run_name:
-            earlier = self._find(tip, self._clock() - timedelta(days=1), request.request_id)
+        """Pin a branch at ``request.sha``, dispatch on it; returns the run id (or a pending reference)."""
+        branch = pinned_branch(request.request_id)
+        if not self.client.create_ref(self.repo, f"heads/{branch}", request.sha):
+            current = self.client.get_ref(self.repo, f"heads/{branch}")
+            if current != request.sha:
+                raise PinnedRefConflict(
+                    f"{self.repo}: {branch} already exists at another commit "
+                    f"({str(current)[:12]}, not the approved {request.sha[:12]})"
+                )
+            # Ours from an earlier attempt (a crash, a timeout): reuse the run it started, if any.
+            earlier = self.client.find_run(
+                self.repo, self.workflow, request.sha, self._clock() - timedelta(days=1), branch
+            )
             if earlier is not None:
-                logger.info("deploy %s: reusing run %s", request.request_id, earlier.id)
+                logger.info("deploy %s: reusing run %s on %s", request.request_id, earlier.id, branch)
                 return earlier.id
         since = self._clock() - self._skew
         inputs = {"environment": request.environment, "sha": request.sha, "request_id": request.request_id}
-        self.client.dispatch_workflow(self.repo, self.workflow, request.ref, inputs)
+        run_id = self.client.dispatch_workflow(self.repo, self.workflow, self.dispatch_ref(request), inputs)
         logger.info(
-            "deploy %s: dispatched %s on %s at %s", request.request_id, self.workflow, request.ref, tip
+            "deploy %s: dispatched %s on %s at %s (run %s)",
+            request.request_id,
+            self.workflow,
+            branch,
+            request.sha,
+            run_id if run_id is not None else "not returned",
         )
-        return self._await_run(tip, since, request.request_id)
+        if run_id is not None:
+            return str(run_id)
+        return self._await_run(request.sha, since, request.request_id)
 
-    def _find(self, tip: str, since: datetime, request_id: str) -> RunStatus | None:
-        """This request's run: by run-name, or by the ref's tip when run-names are not used."""
-        if self.match_run_name:
-            return self.client.find_run(self.repo, self.workflow, None, since, title_contains=request_id)
-        return self.client.find_run(self.repo, self.workflow, tip, since)
+    def release(self, request: DeployTrigger) -> bool:
+        """Delete the pinned branch if it still points at the approved sha (never anything else)."""
+        ref = f"heads/{pinned_branch(request.request_id)}"
+        if self.client.get_ref(self.repo, ref) != request.sha:
+            return False
+        return self.client.delete_ref(self.repo, ref)
 
-    def _await_run(self, tip: str, since: datetime, request_id: str) -> str:
+    def _find(self, sha: str, since: datetime, request_id: str) -> RunStatus | None:
+        """A run on this request's pinned branch at exactly ``sha``, created since ``since``."""
+        return self.client.find_run(self.repo, self.workflow, sha, since, pinned_branch(request_id))
+
+    def _await_run(self, sha: str, since: datetime, request_id: str) -> str:
         """Poll a bounded number of times for the new run; a pending ref lets ``status`` keep looking."""
         for attempt in range(self.find_attempts):
-            run = self._find(tip, since, request_id)
+            run = self._find(sha, since, request_id)
             if run is not None:
                 return run.id
             if attempt + 1 < self.find_attempts:
                 self._sleep(self.poll_interval)
         logger.warning("deploy %s: run not visible yet; returning a pending reference", request_id)
-        return _pending_ref(tip, since, request_id)
+        return _pending_ref(sha, since, request_id)
 
     def status(self, ref: str) -> RunStatus:
         """The run's status; a pending reference reports ``queued`` until the run shows up."""
         if not ref.startswith(_PENDING):
             return self.client.get_run(self.repo, ref)
-        tip, since, request_id = _parse_pending(ref)
-        run = self._find(tip, since, request_id)
+        sha, since, request_id = _parse_pending(ref)
+        run = self._find(sha, since, request_id)
         if run is None:
-            return RunStatus(id="", status="queued", conclusion=None, html_url="", head_sha=tip)
+            return RunStatus(id="", status="queued", conclusion=None, html_url="", head_sha=sha)
         return self.client.get_run(self.repo, run.id)
 
 
-def _pending_ref(tip: str, since: datetime, request_id: str) -> str:
+def _pending_ref(sha: str, since: datetime, request_id: str) -> str:
     """``pending:<sha>:<epoch seconds>:<request_id>``: enough for ``status`` to keep looking for the run."""
-    return f"{_PENDING}{tip}:{int(since.timestamp())}:{request_id}"
+    return f"{_PENDING}{sha}:{int(since.timestamp())}:{request_id}"
 
 
 def _parse_pending(ref: str) -> tuple[str, datetime, str]:
-    """(tip sha, created_after, request_id) from a pending reference."""
-    tip, epoch, request_id = ref[len(_PENDING) :].split(":", 2)
-    return tip, datetime.fromtimestamp(int(epoch), UTC), request_id
+    """(sha, created_after, request_id) from a pending reference."""
+    sha, epoch, request_id = ref[len(_PENDING) :].split(":", 2)
+    return sha, datetime.fromtimestamp(int(epoch), UTC), request_id
 
 
 # ---- generic webhook ---------------------------------------------------------------------------------------
@@ -532,9 +630,18 @@ class WebhookExecutor:
         _raise_for_status(reply, what, self._clock())
         return reply.json()
 
+    def dispatch_ref(self, request: DeployTrigger) -> None:
+        """The receiver is sent the exact sha and no branch to resolve."""
+        return None
+
+    def release(self, request: DeployTrigger) -> bool:
+        """Nothing is created on our side of a webhook deploy."""
+        return False
+
     def trigger(self, request: DeployTrigger) -> str:
-        """POST the deploy request; returns the receiver's status URL as the reference."""
-        payload = {k: v for k, v in asdict(request).items() if k != "ref" or v}
+        """POST the deploy request (the exact ``sha``, no branch); returns the receiver's status URL."""
+        # The requester's branch name is left out on purpose: a receiver must deploy ``sha``, never a tip.
+        payload = {k: v for k, v in asdict(request).items() if k != "ref"}
         body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
         reply = self._signed("POST", self.url, body, f"webhook deploy {request.request_id}")
         if not isinstance(reply, dict) or not isinstance(reply.get("status_url"), str):

@@ -29,7 +29,11 @@ PLAN_GONE = (
     "That plan can't be requested any more (it failed, was cancelled or is unknown). "
     "Run `/deploy plan` again."
 )
-PLAN_NOT_YOURS = "Only the person who asked for this plan, or someone who may request deploys, can cancel it."
+PLAN_NOT_YOURS = "Only the person who asked for this plan can cancel it."
+PLAN_ALREADY_REQUESTED = (
+    "A deploy has already been requested from this plan, so it can't be cancelled any more. "
+    "Use `/deploy cancel <request id>` to cancel the request."
+)
 NO_DEPLOY_TOOL = "(The model only summarises; it cannot start, approve or schedule deploys.)"
 
 
@@ -74,7 +78,27 @@ def ci_unavailable(detail: str) -> str:
 
 def ci_refused(detail: str) -> str:
     """The CI rejected our credentials or the request."""
-    return f"the CI refused the request ({detail}); an admin should check the deploy token and workflow"
+    return (
+        f"the CI refused the request ({detail}); an admin should check the deploy workflow and the token "
+        "(it needs actions:write and contents:write on the repository)"
+    )
+
+
+def pinned_ref_conflict(detail: str) -> str:
+    """Our per-request ref exists at another commit: someone created it, so the deploy does not start."""
+    return (
+        f"the ref Clawback pins the approved commit to already exists at another commit ({detail}); "
+        "nothing was deployed. An admin should check who created it and delete it; then request the deploy again"
+    )
+
+
+def wrong_commit(request_id: str, ran: str, approved: str, url: str | None) -> str:
+    """The followed run reports a commit other than the approved one: recorded as failed."""
+    link = f" (<{url}|run>)" if url else ""
+    return (
+        f":x: Deploy `{request_id}` is recorded as *failed*: the run{link} was at `{ran[:12]}`, "
+        f"not the approved `{approved[:12]}`. Nothing was recorded as deployed."
+    )
 
 
 def not_pending(request_id: str, status: str) -> str:

@@ -94,6 +94,26 @@ def request_for_task(db: Database, task_id: str) -> DeployRequest | None:
         return s.execute(select(DeployRequest).where(DeployRequest.task_id == task_id)).scalar_one_or_none()
 
 
+def is_requested(db: Database, plan_task_id: str) -> bool:
+    """True once a deploy was requested from a plan: a request row, or a request task still in flight."""
+    with db.session() as s:
+        if s.execute(
+            select(DeployRequest.id).where(DeployRequest.plan_task_id == plan_task_id).limit(1)
+        ).first():
+            return True
+        return bool(
+            s.execute(
+                select(Task.id)
+                .where(
+                    Task.parent_id == plan_task_id,
+                    Task.intent == "deploy_request",
+                    Task.status.in_(("queued", "running", "done")),
+                )
+                .limit(1)
+            ).first()
+        )
+
+
 def create_request(
     db: Database,
     *,

@@ -2,8 +2,15 @@
 
 It serves, for seeded repositories, the endpoints the deploy executors call, with GitHub's paths and the
 JSON fields we read: commits (resolve a ref), compare, commit → pull requests, ``workflow_dispatch`` and
-workflow runs (list, get, cancel). Histories are linear per branch (each commit has one parent), which is all
-a deploy plan needs.
+workflow runs (list, get, cancel), and git refs (create, get, delete). Histories are linear per branch (each
+commit has one parent), which is all a deploy plan needs.
+
+``workflow_dispatch`` follows GitHub's protocol: with ``"return_run_details": true`` it answers 200 with
+``workflow_run_id``, ``run_url`` and ``html_url``; without it 204. ``dispatch_mode = "legacy"`` behaves like an
+older GitHub Enterprise Server that ignores the parameter (always 204), ``"strict-legacy"`` like one that rejects
+it (422). A run is created at the commit its ref points at *when dispatched*: pushing to the branch afterwards
+(``add_commits``) does not change it. ``add_foreign_run`` creates a run nobody here dispatched (another
+person's, with any title), and ``missing_permissions`` makes the token lack e.g. ``contents:write``.
 
 Runs are deterministic: nothing sleeps or ticks on its own. A run is ``queued`` until first fetched by id,
 then ``in_progress``, and ``completed`` on the ``steps``-th fetch (see :meth:`CIStandIn.script_runs`).
@@ -78,6 +85,7 @@ class _Run:
     display_title: str
     polls: int = 0
     cancelled: bool = False
+    event: str = "workflow_dispatch"
 
 
 @dataclass
@@ -124,6 +132,8 @@ class CIStandIn(StandInServer):
         self._steps = 2
         self._faults: list[_Fault] = []
         self._sha_counter = 0
+        self.dispatch_mode = "current"  # current | legacy (always 204) | strict-legacy (422 on the parameter)
+        self.missing_permissions: set[str] = set()  # e.g. {"contents:write"}: those calls answer 403
 
     # ---- seeding -------------------------------------------------------------------------------------------
 
@@ -167,6 +177,22 @@ class CIStandIn(StandInServer):
                 raise KeyError(ref)
             repo.tags[tag] = sha
         return sha
+
+    def add_foreign_run(
+        self,
+        full_name: str,
+        branch: str,
+        title: str,
+        workflow: str = "deploy.yml",
+        event: str = "workflow_dispatch",
+        outcome: str = "success",
+    ) -> int:
+        """A run someone else started on ``branch``'s tip (any title, e.g. one holding our request id)."""
+        with self.lock:
+            repo = self.repos[full_name]
+            run = self._new_run(repo, workflow, branch, repo.branches[branch], {}, outcome=outcome)
+            run.display_title, run.event = title, event
+        return run.id
 
     def _append(self, repo: _Repo, branch: str, spec: dict[str, Any]) -> str:
         """Add one commit on top of ``branch``."""
@@ -270,9 +296,18 @@ class CIStandIn(StandInServer):
             current = repo.commits[current].parent
         return chain
 
-    def _new_run(self, repo: _Repo, workflow: str, ref: str, sha: str, inputs: dict[str, Any]) -> _Run:
+    def _new_run(
+        self,
+        repo: _Repo,
+        workflow: str,
+        ref: str,
+        sha: str,
+        inputs: dict[str, Any],
+        outcome: str | None = None,
+    ) -> _Run:
         """Create a run for a dispatch, taking the next scripted outcome."""
-        outcome = self._outcomes.pop(0) if len(self._outcomes) > 1 else self._outcomes[0]
+        if outcome is None:
+            outcome = self._outcomes.pop(0) if len(self._outcomes) > 1 else self._outcomes[0]
         run_id = _RUN_ID_BASE + len(self.runs) + 1
         # Like a workflow whose run-name is "Deploy ${{ inputs.request_id }}", so runs can be told apart.
         title = f"Deploy {inputs['request_id']}" if inputs.get("request_id") else workflow.rsplit(".", 1)[0]
@@ -313,7 +348,7 @@ class CIStandIn(StandInServer):
             "display_title": run.display_title,
             "run_number": run.run_number,
             "run_attempt": 1,
-            "event": "workflow_dispatch",
+            "event": run.event,
             "status": status,
             "conclusion": conclusion,
             "workflow_id": run.workflow_id,
@@ -380,7 +415,17 @@ class _Handler(QuietHandler):
         ("GET", re.compile(r"^/repos/([^/]+/[^/]+)/actions/workflows/([^/]+)/runs$"), "list_runs"),
         ("GET", re.compile(r"^/repos/([^/]+/[^/]+)/actions/runs/(\d+)$"), "get_run"),
         ("POST", re.compile(r"^/repos/([^/]+/[^/]+)/actions/runs/(\d+)/cancel$"), "cancel_run"),
+        ("POST", re.compile(r"^/repos/([^/]+/[^/]+)/git/refs$"), "create_ref"),
+        ("GET", re.compile(r"^/repos/([^/]+/[^/]+)/git/ref/(.+)$"), "get_ref"),
+        ("DELETE", re.compile(r"^/repos/([^/]+/[^/]+)/git/refs/(.+)$"), "delete_ref"),
     ]
+    # The fine-grained permission each route needs (for ``missing_permissions``).
+    permissions: dict[str, str] = {
+        "create_ref": "contents:write",
+        "delete_ref": "contents:write",
+        "dispatch_workflow": "actions:write",
+        "cancel_run": "actions:write",
+    }
 
     @property
     def standin(self) -> CIStandIn:
@@ -391,6 +436,9 @@ class _Handler(QuietHandler):
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
         self._handle_quietly("POST")
+
+    def do_DELETE(self) -> None:  # noqa: N802 - stdlib name
+        self._handle_quietly("DELETE")
 
     def _handle_quietly(self, method: str) -> None:
         """Serve one request; a client that gave up (after ``delay_next``) is not worth a traceback."""
@@ -418,6 +466,9 @@ class _Handler(QuietHandler):
                 repo = self.standin.repos.get(unquote(match.group(1)))
                 if repo is None:
                     self.send_json(404, _NOT_FOUND)
+                    return
+                if self.permissions.get(name) in self.standin.missing_permissions:
+                    self.send_json(403, {"message": "Resource not accessible by personal access token"})
                     return
                 args = [unquote(g) for g in match.groups()[1:]]
                 with self.standin.lock:
@@ -510,6 +561,9 @@ class _Handler(QuietHandler):
             payload = json.loads(body or b"{}")
         except ValueError:
             return 400, {"message": "Problems parsing JSON"}
+        mode = self.standin.dispatch_mode
+        if mode == "strict-legacy" and "return_run_details" in payload:
+            return 422, {"message": "Invalid request.\n\n\"return_run_details\" is not a permitted key."}
         ref, inputs = payload.get("ref"), payload.get("inputs") or {}
         if not isinstance(ref, str) or not ref:
             return 422, {"message": 'Invalid request.\n\n"ref" wasn\'t supplied.'}
@@ -520,8 +574,22 @@ class _Handler(QuietHandler):
             return 422, {"message": "Invalid inputs"}
         run = self.standin._new_run(repo, name, ref, sha, inputs)
         self.standin.dispatches.append(
-            {"repo": repo.full_name, "workflow": name, "ref": ref, "inputs": dict(inputs), "run_id": run.id}
+            {
+                "repo": repo.full_name,
+                "workflow": name,
+                "ref": ref,
+                "sha": sha,
+                "inputs": dict(inputs),
+                "run_id": run.id,
+            }
         )
+        if mode == "current" and payload.get("return_run_details") is True:
+            run_json = self.standin.run_json(run)
+            return 200, {
+                "workflow_run_id": run.id,
+                "run_url": run_json["url"],
+                "html_url": run_json["html_url"],
+            }
         return 204, None
 
     def _list_runs(
@@ -532,8 +600,8 @@ class _Handler(QuietHandler):
             return 404, _NOT_FOUND
         runs = [r for r in self.standin.runs.values() if r.repo == repo.full_name and r.workflow == name]
         first = {k: v[0] for k, v in query.items() if v}
-        if "event" in first and first["event"] != "workflow_dispatch":
-            runs = []
+        if "event" in first:
+            runs = [r for r in runs if r.event == first["event"]]
         if "branch" in first:
             runs = [r for r in runs if r.head_branch == first["branch"]]
         if "head_sha" in first:
@@ -563,6 +631,62 @@ class _Handler(QuietHandler):
             return 409, {"message": "Cannot cancel a workflow run that is completed."}
         run.cancelled = True
         return 202, {}
+
+    def _ref_json(self, repo: _Repo, full_ref: str, sha: str) -> dict[str, Any]:
+        """A git reference in GitHub's shape."""
+        return {
+            "ref": full_ref,
+            "node_id": "REF_" + hashlib.sha1(full_ref.encode()).hexdigest()[:12],  # noqa: S324 - an id
+            "url": f"{self.standin.url}/repos/{repo.full_name}/git/{full_ref}",
+            "object": {
+                "type": "commit",
+                "sha": sha,
+                "url": f"{self.standin.url}/repos/{repo.full_name}/git/commits/{sha}",
+            },
+        }
+
+    @staticmethod
+    def _ref_table(repo: _Repo, ref: str) -> tuple[dict[str, str], str] | None:
+        """(branches or tags, name) for ``heads/<name>`` or ``tags/<name>`` (``refs/`` optional)."""
+        ref = ref.removeprefix("refs/")
+        for prefix, table in (("heads/", repo.branches), ("tags/", repo.tags)):
+            if ref.startswith(prefix) and len(ref) > len(prefix):
+                return table, ref[len(prefix) :]
+        return None
+
+    def _create_ref(self, repo: _Repo, *, body: bytes, **_: Any) -> tuple[int, Any]:
+        try:
+            payload = json.loads(body or b"{}")
+        except ValueError:
+            return 400, {"message": "Problems parsing JSON"}
+        ref, sha = payload.get("ref"), payload.get("sha")
+        if not isinstance(ref, str) or not ref.startswith("refs/") or ref.count("/") < 2:
+            return 422, {"message": f"{ref} is not a valid ref name."}
+        found = self._ref_table(repo, ref)
+        if found is None:
+            return 422, {"message": f"{ref} is not a valid ref name."}
+        table, name = found
+        if not isinstance(sha, str) or sha not in repo.commits:
+            return 422, {"message": "Object does not exist"}
+        if name in table:
+            return 422, {"message": "Reference already exists"}
+        table[name] = sha
+        return 201, self._ref_json(repo, ref, sha)
+
+    def _get_ref(self, repo: _Repo, ref: str, **_: Any) -> tuple[int, Any]:
+        found = self._ref_table(repo, ref)
+        if found is None or found[1] not in found[0]:
+            return 404, _NOT_FOUND
+        table, name = found
+        return 200, self._ref_json(repo, "refs/" + ref.removeprefix("refs/"), table[name])
+
+    def _delete_ref(self, repo: _Repo, ref: str, **_: Any) -> tuple[int, Any]:
+        found = self._ref_table(repo, ref)
+        if found is None or found[1] not in found[0]:
+            return 422, {"message": "Reference does not exist"}
+        table, name = found
+        del table[name]
+        return 204, None
 
     # ---- helpers -------------------------------------------------------------------------------------------
 

@@ -141,7 +141,7 @@ def test_rollback_targets_the_previous_good_sha_and_marks_the_deploy(slack, llm,
     assert rollback_task.result["sha"] == ci.shas["v1.0"]
     assert "Request rollback" in json.dumps(slack.calls("chat.postMessage")[-1]["blocks"])
     click(sender, deps, "U0ALICE", "deploy_request", rollback_task.id)
-    assert ci.dispatches[-1]["inputs"]["sha"] == ci.shas["v1.0"] and ci.dispatches[-1]["ref"] == "main"
+    assert ci.dispatches[-1]["inputs"]["sha"] == ci.shas["v1.0"] and ci.dispatches[-1]["sha"] == ci.shas["v1.0"]
     assert service.deployed(deps.db, "shop", "staging").sha == ci.shas["v1.0"]
     undone = [r for r in requests(deps) if r.plan_task_id == second_plan.id][0]
     rolled = {(o.task_id, o.kind) for o in outcomes(deps) if o.kind == "deploy_rolled_back"}

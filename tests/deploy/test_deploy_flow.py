@@ -70,7 +70,8 @@ def test_plan_request_four_eyes_dispatch_and_success(slack, llm, ci, sender, dep
     click(sender, deps, "U0BOB", "deploy_approve", request.id)
     click(sender, deps, "U0BOB", "deploy_approve", request.id)  # a double click changes nothing
     (dispatch,) = ci.dispatches
-    assert dispatch["ref"] == "main" and dispatch["inputs"]["sha"] == sha
+    # Dispatched on a ref pinned to the approved sha, not on main (changed for issue 11, item 2).
+    assert dispatch["ref"] == f"refs/heads/clawback/deploy-{request.id}" and dispatch["sha"] == sha
     assert dispatch["inputs"] == {"environment": "prod", "sha": sha, "request_id": request.id}
     request = requests(deps)[0]
     assert request.status == "succeeded" and request.run_url.endswith(str(dispatch["run_id"]))
@@ -103,7 +104,8 @@ def test_staging_without_approvals_deploys_on_the_request_click(slack, llm, ci, 
     click(sender, deps, "U0ALICE", "deploy_request", plan_task.id)
     click(sender, deps, "U0ALICE", "deploy_request", plan_task.id)
     (dispatch,) = ci.dispatches
-    assert dispatch["ref"] == "v1.1" and dispatch["inputs"]["environment"] == "staging"
+    assert dispatch["ref"].startswith("refs/heads/clawback/deploy-") and dispatch["sha"] == ci.shas["v1.1"]
+    assert dispatch["inputs"]["environment"] == "staging"
     assert [r.status for r in requests(deps)] == ["succeeded"]
 
 

@@ -51,6 +51,7 @@ def test_webhook_deploy_is_signed_approved_and_followed(slack, llm, ci, sender, 
     (post,) = receiver.requests
     assert post.json()["sha"] == ci.shas["v1.1"] and post.json()["request_id"] == request.id
     assert post.json()["params_hash"] == request.params_hash and receiver.rejected == 0
+    assert "ref" not in post.json()  # the exact sha, never a branch for the receiver to resolve
     assert service.get_request(deps.db, request.id).status == "succeeded"
     assert {o.kind for o in outcomes(deps)} == {"deploy_succeeded"}
     assert ci.dispatches == []

@@ -169,34 +169,62 @@ def test_compare_unknown_head_raises_ref_not_found(ci, client):
 
 
 def test_dispatch_records_one_dispatch_with_exact_sha(ci, client):
-    """trigger dispatches once on the branch with inputs {environment, sha, request_id}; returns run id."""
+    """trigger pins clawback/deploy-<id> at the sha and dispatches once on it with inputs {environment, sha,
+    request_id}, asking for the run's details; returns the run id GitHub answered."""
     request = _trigger(ci)
     run_ref = _executor(client).trigger(request)
     assert len(ci.dispatches) == 1
     dispatch = ci.dispatches[0]
-    assert dispatch["ref"] == "main" and dispatch["workflow"] == "deploy.yml"
+    assert dispatch["ref"] == "refs/heads/clawback/deploy-dep-1" and dispatch["workflow"] == "deploy.yml"
+    assert dispatch["sha"] == request.sha
     assert dispatch["inputs"] == {"environment": "staging", "sha": request.sha, "request_id": "dep-1"}
     assert run_ref == str(dispatch["run_id"])
-    post = next(r for r in ci.requests if r.method == "POST")
+    posts = [r for r in ci.requests if r.method == "POST"]
+    assert [p.path.rsplit("/", 1)[-1] for p in posts] == ["refs", "dispatches"]
+    assert posts[1].json()["return_run_details"] is True
+    post = posts[0]
     headers = {k.lower(): v for k, v in post.headers.items()}
     assert headers["accept"] == "application/vnd.github+json"
     assert headers["x-github-api-version"] == "2022-11-28"
     assert headers["authorization"] == f"Bearer {TOKEN}"
 
 
-def test_dispatch_of_older_sha_on_branch_passes_that_sha(ci, client):
-    """An older sha on the branch is dispatched on the branch with that exact sha as input."""
+def test_dispatch_of_older_sha_on_branch_runs_that_sha(ci, client):
+    """An older sha of the branch runs exactly (the pinned ref), not the branch tip; the ref is released."""
     older = ci.repos[REPO].commits[ci.repos[REPO].branches["main"]].parent
-    run_ref = _executor(client).trigger(_trigger(ci, sha=older))
+    executor = _executor(client)
+    request = _trigger(ci, sha=older)
+    run_ref = executor.trigger(request)
     assert ci.dispatches[0]["inputs"]["sha"] == older
-    assert client.get_run(REPO, run_ref).head_sha == ci.repos[REPO].branches["main"]  # runs at the tip
+    assert client.get_run(REPO, run_ref).head_sha == older  # (changed: it used to run the tip)
+    assert executor.release(request) is True
+    assert "clawback/deploy-dep-1" not in ci.repos[REPO].branches
+    assert executor.release(request) is False  # already gone: nothing to do
 
 
-def test_trigger_refuses_sha_not_on_ref(ci, client):
-    """A sha that is not on the named branch is refused before anything is dispatched."""
+def test_named_branch_is_not_consulted_at_execution(ci, client):
+    """Execution never resolves the requester's branch: the approved sha runs even if it left the branch."""
     [other] = ci.add_commits(REPO, "feature", [{"message": "wip"}])
-    with pytest.raises(RefNotFound, match="not on main"):
-        _executor(client).trigger(_trigger(ci, sha=other, ref="main"))
+    run_ref = _executor(client).trigger(_trigger(ci, sha=other, ref="main"))
+    assert client.get_run(REPO, run_ref).head_sha == other
+    assert not [r for r in ci.requests if "/commits/" in r.path]
+
+
+def test_release_leaves_a_ref_moved_to_another_commit(ci, client):
+    """release deletes the pinned ref only while it points at the approved sha."""
+    executor = _executor(client)
+    request = _trigger(ci)
+    executor.trigger(request)
+    ci.add_commits(REPO, "clawback/deploy-dep-1", [{"message": "moved"}])
+    assert executor.release(request) is False
+    assert "clawback/deploy-dep-1" in ci.repos[REPO].branches
+
+
+def test_token_without_contents_write_is_an_auth_error(ci, client):
+    """Creating the pinned ref needs contents:write: a 403 is CIAuthError and nothing is dispatched."""
+    ci.missing_permissions = {"contents:write"}
+    with pytest.raises(CIAuthError, match="not accessible"):
+        _executor(client).trigger(_trigger(ci))
     assert ci.dispatches == []
 
 
@@ -207,19 +235,20 @@ def test_trigger_refuses_unknown_sha(ci, client):
     assert ci.dispatches == []
 
 
-def test_without_run_names_the_run_is_found_by_tip(ci, client):
-    """With match_run_name=False the run is the oldest new run at the ref's tip."""
-    executor = _executor(client, match_run_name=False)
+@pytest.mark.parametrize("mode", ["legacy", "strict-legacy"])
+def test_without_run_details_the_run_is_found_on_the_pinned_ref(ci, client, mode):
+    """A server answering 204 (or rejecting return_run_details): the run on the pinned ref at the sha."""
+    ci.dispatch_mode = mode
+    executor = _executor(client)
     run_ref = executor.trigger(_trigger(ci))
-    assert run_ref == str(ci.dispatches[0]["run_id"])
+    assert len(ci.dispatches) == 1 and run_ref == str(ci.dispatches[0]["run_id"])
     assert executor.status(run_ref).head_sha == ci.repos[REPO].branches["main"]
 
 
-def test_trigger_without_ref_is_refused(ci, client):
-    """workflow_dispatch needs a branch or tag; an empty ref is a DeployError."""
-    with pytest.raises(DeployError):
-        _executor(client).trigger(_trigger(ci, ref=""))
-    assert ci.requests == []
+def test_trigger_needs_no_branch_name(ci, client):
+    """The requester's ref is information only: an empty one still deploys the exact sha."""
+    run_ref = _executor(client).trigger(_trigger(ci, ref=""))
+    assert run_ref == str(ci.dispatches[0]["run_id"])
 
 
 def test_retried_trigger_reuses_the_run(ci, client):
@@ -277,7 +306,8 @@ def test_cancel_run_completes_it_as_cancelled(ci, client):
 
 
 def test_run_not_yet_visible_gives_pending_ref(ci, client):
-    """If the run does not show up within find_attempts, trigger returns a pending ref that reports queued."""
+    """204 server: if the run does not show up within find_attempts, trigger returns a pending ref (queued)."""
+    ci.dispatch_mode = "legacy"
     sleeps: list[float] = []
     late_clock = lambda: datetime.now(UTC) + timedelta(hours=1)  # noqa: E731 - runs look older than dispatch
     executor = _executor(client, clock=late_clock, sleep=sleeps.append, find_attempts=3, poll_interval=1.5)
@@ -373,8 +403,8 @@ def test_forbidden_without_rate_limit_is_auth_error(ci, client):
 
 
 def test_ci_outage_during_trigger_dispatches_nothing(ci, client):
-    """If resolving the ref fails, trigger raises CIUnavailable and nothing is dispatched."""
-    ci.fail_next("/commits/main", 503)
+    """If creating the pinned ref fails, trigger raises CIUnavailable and nothing is dispatched."""
+    ci.fail_next("/git/refs", 503)
     with pytest.raises(CIUnavailable):
         _executor(client).trigger(_trigger(ci))
     assert ci.dispatches == []
