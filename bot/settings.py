@@ -77,7 +77,7 @@ class Settings(BaseSettings):
 
     # -- deploy settings (deploy-assist surface) --
     clawback_github_api_url: str = "https://api.github.com"  # GitHub Enterprise: https://HOST/api/v3
-    clawback_github_token: str | None = None  # needs contents:read, actions:write on the deploy repos
+    clawback_github_token: str | None = None  # needs contents:write (pinned deploy refs), actions:write on the deploy repos
     clawback_deploy_http_timeout: float = Field(default=10.0, gt=0)  # seconds per CI API request
     clawback_deploy_approval_ttl_minutes: float = Field(default=60.0, gt=0)  # requests and approvals expire
     clawback_deploy_poll_seconds: float = Field(default=15.0, ge=0)  # between run status polls
