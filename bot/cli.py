@@ -195,7 +195,11 @@ def report(
     ] = None,
     as_user: Annotated[
         str | None,
-        typer.Option("--as", help="Slack user id whose scopes decide the view (audit.read: per person)"),
+        typer.Option(
+            "--as",
+            help="Slack user id whose scopes decide the view (audit.read: per person). Typed, not verified: "
+            "the CLI is for operators who hold the database anyway; per-person reads audit the id and the OS user",
+        ),
     ] = None,
 ) -> None:
     """Outcomes per token: k-anonymous aggregates; per-person rows and flags need --as <audit.read holder>."""

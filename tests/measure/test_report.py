@@ -273,11 +273,12 @@ def teams(db):
 
 
 def test_team_view_suppresses_groups_under_k(teams):
-    """By team: team-a (6 people) is shown, team-b (3 people) is suppressed, totals stay."""
+    """By team: team-b (3 people) is suppressed; team-a (6 people) too, since totals − team-a would be team-b
+    (complementary suppression, issue 11 item 6: team-a used to be shown); the totals stay."""
     policy = _team_policy()
     doc = build_report(teams, by="team", viewer=viewer_for(policy, "U0LEAD"), policy=policy)
     rows = {r["team"]: r for r in doc["rows"]}
-    assert rows["team-a"]["suppressed"] is False and rows["team-a"]["tasks"] == 20
+    assert rows["team-a"]["suppressed"] is True and rows["team-a"]["tasks"] is None
     assert rows["team-b"]["suppressed"] is True and rows["team-b"]["tasks"] is None
     assert rows["team-b"]["people"] is None
     assert doc["totals"]["tasks"] == 29 and doc["privacy"]["k_anonymity"] == 5
