@@ -445,7 +445,7 @@ def protect(tables: dict[tuple[str, ...], tuple[dict[tuple, _Acc], Any]], k: int
     hidden: set[Cell] = {
         (dims, key) for dims, g in groups.items() for key, acc in g.items() if acc.npeople < k
     }
-    equations: list[tuple[Cell | None, list[Cell]]] = []
+    equations: list[tuple[Cell, list[Cell]]] = []
     for dims, g in groups.items():
         for sub in groups:
             if not set(sub) < set(dims):
@@ -455,22 +455,19 @@ def protect(tables: dict[tuple[str, ...], tuple[dict[tuple, _Acc], Any]], k: int
             for key in g:
                 under[tuple(key[i] for i in at)].append((dims, key))
             for mkey, cells in under.items():
-                margin = (sub, mkey) if mkey in groups[sub] else None
-                equations.append((margin, sorted(cells, key=lambda c: _key_sort(c[1]))))
+                if mkey in groups[sub]:  # a margin that is not published gives no equation
+                    equations.append(((sub, mkey), sorted(cells, key=lambda c: _key_sort(c[1]))))
     changed = True
     while changed:
         changed = False
         for margin, cells in equations:
-            members = cells if margin is None else [margin, *cells]
-            gone = [c for c in members if c in hidden]
+            gone = [c for c in (margin, *cells) if c in hidden]
             if not gone:
                 continue
-            if len(gone) >= 2 and (
-                margin is None or margin in hidden or len(set().union(*(people(c) for c in gone))) >= k
-            ):
+            if len(gone) >= 2 and (margin in hidden or len(set().union(*(people(c) for c in gone))) >= k):
                 continue
             shown = sorted((c for c in cells if c not in hidden), key=lambda c: (npeople(c), _key_sort(c[1])))
-            pick = shown[0] if shown else margin if margin is not None and margin not in hidden else None
+            pick = shown[0] if shown else margin if margin not in hidden else None
             if pick is not None:
                 hidden.add(pick)
                 changed = True
