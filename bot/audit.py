@@ -3,7 +3,9 @@
 Each entry's ``hash`` is SHA-256 over a canonical JSON encoding of the entry including ``prev_hash``.
 Appends lock the single ``audit_head`` row (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite transactions
 begin IMMEDIATE), so concurrent writers in many processes keep one linear chain. Checkpoints sign
-(seq, hash) with a key the workers do not hold, so truncating the newest entries is detected too.
+(seq, hash) with a key the workers do not hold, so truncating or rewriting entries a checkpoint vouches for is
+detected; ``verify`` refuses to say "intact" without a checkpoint it can check, and counts the newest entries
+that no checkpoint covers yet (the window a database writer still has).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -172,13 +174,19 @@ def _file_checkpoints(path: Path | None) -> list[AuditCheckpoint]:
 # -- verification ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class VerifyResult:
-    """Outcome of ``verify``: ok, or the first bad sequence number and why."""
+    """Outcome of ``verify``: ok, or why not (and the first bad sequence number when there is one).
+
+    ``uncovered`` counts the entries after the newest checkpoint: nothing vouches for them yet, so a database
+    writer could still truncate or rewrite them unnoticed until the auditor signs again.
+    """
 
     ok: bool
     entries: int
     checkpoints: int
     first_bad_seq: int | None = None
     reason: str | None = None
+    uncovered: int = 0
+    newest_checkpoint_at: str | None = None
 
 
 def _iter_entries(db: Database, batch: int = 5000) -> Iterator[AuditEntry]:
@@ -195,51 +203,108 @@ def _iter_entries(db: Database, batch: int = 5000) -> Iterator[AuditEntry]:
         last = chunk[-1].seq
 
 
-def verify(db: Database, key: str | None = None, *, checkpoints_file: Path | None = None) -> VerifyResult:
-    """Recompute the chain and check the checkpoints (database and file copy); names the first bad seq."""
+def _signed_at(cp: AuditCheckpoint) -> datetime | None:
+    try:
+        at = datetime.fromisoformat(cp.signed_at)
+    except ValueError:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def verify(
+    db: Database,
+    key: str | None = None,
+    *,
+    checkpoints_file: Path | None = None,
+    max_age: timedelta | None = None,
+    now: datetime | None = None,
+) -> VerifyResult:
+    """Recompute the chain and check the checkpoints (database and file copy); names the first bad seq.
+
+    Not ok (with the reason) when: the chain or the head is broken; no checkpoint vouches for the log; the
+    signatures cannot be checked (no ``key``) or one is bad; a checkpoint vouches for entries that are gone or
+    differ; the file copy (when configured) is missing or disagrees with the database; or the newest
+    checkpoint is older than ``max_age`` (the auditor's cadence allows; None or zero: not checked).
+    """
     expected_seq, prev, count = 1, GENESIS, 0
     hashes: dict[int, str] = {}
     with db.session() as s:
-        cps = list(s.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.seq)).scalars())
+        db_cps = list(s.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.seq)).scalars())
         head = s.get(AuditHead, 1)
-    seen = {(c.seq, c.hash, c.signature) for c in cps}
-    cps += [c for c in _file_checkpoints(checkpoints_file) if (c.seq, c.hash, c.signature) not in seen]
+    file_cps = _file_checkpoints(checkpoints_file)
+    seen = {(c.seq, c.hash, c.signature) for c in db_cps}
+    cps = db_cps + [c for c in file_cps if (c.seq, c.hash, c.signature) not in seen]
     cps.sort(key=lambda c: c.seq)
     wanted = {cp.seq for cp in cps}
+
+    def bad(seq: int | None, reason: str) -> VerifyResult:
+        return VerifyResult(False, count, len(cps), seq, reason)
+
     for e in _iter_entries(db):
         if e.seq != expected_seq:
-            return VerifyResult(False, count, len(cps), expected_seq, f"entry {expected_seq} is missing")
+            return bad(expected_seq, f"entry {expected_seq} is missing")
         fields = {k: getattr(e, k) for k in _FIELDS}
         if e.prev_hash != prev:
-            return VerifyResult(False, count, len(cps), e.seq, "prev_hash does not match the previous entry")
+            return bad(e.seq, "prev_hash does not match the previous entry")
         if entry_hash(fields, e.prev_hash) != e.hash:
-            return VerifyResult(False, count, len(cps), e.seq, "hash does not match the entry's content")
+            return bad(e.seq, "hash does not match the entry's content")
         if e.seq in wanted:
             hashes[e.seq] = e.hash
         prev, expected_seq, count = e.hash, expected_seq + 1, count + 1
     last_seq = expected_seq - 1
+    if head is not None and (head.seq != last_seq or (last_seq and head.hash != prev)):
+        return bad(min(head.seq, last_seq) + 1, "log tail does not match the head")
+    if checkpoints_file is not None and not Path(checkpoints_file).exists():
+        return bad(None, f"the checkpoint file {checkpoints_file} does not exist")
+    if not cps:
+        return bad(
+            None,
+            "no signed checkpoint vouches for the log (checkpoints deleted, or the auditor never ran "
+            "`clawback audit checkpoint`)",
+        )
+    if not key:
+        return bad(
+            None,
+            f"cannot check the signatures of {len(cps)} checkpoint(s): CLAWBACK_AUDIT_KEY is not set "
+            "(verify needs the auditor's key)",
+        )
     for cp in cps:
-        if key is not None and not hmac.compare_digest(
-            cp.signature, _sign(key, cp.seq, cp.hash, cp.signed_at)
-        ):
-            return VerifyResult(False, count, len(cps), cp.seq, f"checkpoint at {cp.seq} has a bad signature")
+        if not hmac.compare_digest(cp.signature, _sign(key, cp.seq, cp.hash, cp.signed_at)):
+            return bad(cp.seq, f"checkpoint at {cp.seq} has a bad signature")
         if cp.seq > last_seq:
+            return bad(last_seq + 1, f"log truncated: checkpoint vouches for {cp.seq} entries")
+        if hashes.get(cp.seq) != cp.hash:
+            return bad(cp.seq, f"entry {cp.seq} differs from its signed checkpoint")
+    if checkpoints_file is not None:
+        in_db = {(c.seq, c.hash, c.signature) for c in db_cps}
+        in_file = {(c.seq, c.hash, c.signature) for c in file_cps}
+        lost = sorted(c.seq for c in file_cps if (c.seq, c.hash, c.signature) not in in_db)
+        if lost:
+            return bad(lost[0], f"checkpoint at {lost[0]} is in the checkpoint file but not in the database")
+        newest_db = max(db_cps, key=lambda c: (c.seq, c.signed_at))
+        if (newest_db.seq, newest_db.hash, newest_db.signature) not in in_file:
+            return bad(
+                newest_db.seq,
+                f"the newest checkpoint (at {newest_db.seq}) is not in the checkpoint file {checkpoints_file}",
+            )
+    newest = max(cps, key=lambda c: c.signed_at)
+    uncovered = last_seq - max(c.seq for c in cps)
+    if max_age is not None and max_age.total_seconds() > 0:
+        at = _signed_at(newest)
+        now = now or utcnow()
+        if at is None or now - at > max_age:
             return VerifyResult(
                 False,
                 count,
                 len(cps),
-                last_seq + 1,
-                f"log truncated: checkpoint vouches for {cp.seq} entries",
+                None,
+                f"the newest checkpoint ({newest.signed_at}) is older than the allowed "
+                f"{max_age.total_seconds():g} s: the auditor is not signing, or newer checkpoints were "
+                f"deleted; {uncovered} entries are not covered by a checkpoint",
+                uncovered,
+                newest.signed_at,
             )
-        if hashes.get(cp.seq) != cp.hash:
-            return VerifyResult(
-                False, count, len(cps), cp.seq, f"entry {cp.seq} differs from its signed checkpoint"
-            )
-    if head is not None and (head.seq != last_seq or (last_seq and head.hash != prev)):
-        return VerifyResult(
-            False, count, len(cps), min(head.seq, last_seq) + 1, "log tail does not match the head"
-        )
-    return VerifyResult(True, count, len(cps))
+    return VerifyResult(True, count, len(cps), uncovered=uncovered, newest_checkpoint_at=newest.signed_at)
 
 
 def export(db: Database, since: datetime | None = None) -> Iterator[dict[str, Any]]:

@@ -14,11 +14,15 @@ model-call latency for ``prompt`` and ``model``).
 Privacy:
 
 - a person sees their own numbers (``usage.self``);
-- everything else is an aggregate over at least k people (``[privacy] k_anonymity``, default 5): smaller
-  groups are suppressed, and when the suppressed groups of a partition together cover fewer than k people the
-  next smallest groups are suppressed too, so no small group can be recovered by subtracting from the total;
+- everything else is an aggregate over at least k people (``[privacy] k_anonymity``, default 5), the totals
+  included: smaller groups are suppressed (primary suppression); then, across every table one report
+  publishes (totals, the ``by`` rows, by intent, by surface, the timeline), no margin may have exactly one
+  suppressed cell under it and the suppressed cells under a shown margin must cover at least k people, else
+  the next smallest cell is suppressed too, to a fixed point (complementary suppression, ``protect``). The
+  totals are the margin of every table; a table whose dimensions include another published table's has that
+  table as a margin too (by intent × day: by intent and the timeline). The outcome mix is hidden with the totals;
 - per-person rows (``by user``) and flags with evidence need ``audit.read`` (or ``admin``); reading them is
-  audited; per-person rows are sorted by user id;
+  audited with the reader id as given and the operating-system user; per-person rows are sorted by user id;
 - nothing sorts or ranks people (or any group) by tokens: rows are always sorted by their key.
 """
 
@@ -409,26 +413,65 @@ def _sql_dims(dims: Sequence[str]) -> list[str]:
     return [d for d in dims if d not in ("user", "team")]
 
 
-def _suppress(groups: dict[tuple, _Acc], k: int, partition: bool, sets: Any = None) -> set[tuple]:
-    """Keys to suppress: groups under k people, plus complementary ones for partitions (see module doc).
+Cell = tuple[tuple[str, ...], tuple]  # (the table's dimensions, the group's key); ((), ()) is the totals
 
-    ``sets()`` loads the people of every group when the rows did not carry them.
+
+def protect(tables: dict[tuple[str, ...], tuple[dict[tuple, _Acc], Any]], k: int) -> set[Cell]:
+    """Cells to suppress across every table published together in one report (see the module doc).
+
+    ``tables`` maps dimensions to (groups, loader of their people sets or None when the groups carry them);
+    ``()`` is the totals. Primary suppression: cells with fewer than k people. Complementary suppression, to a
+    fixed point: every published margin (the totals for every table, and each published table whose dimensions
+    are a subset of another's) equals the sum of the cells under it, so no such equation may hold exactly one
+    suppressed cell, and when the margin is shown the suppressed cells under it must together cover at least
+    k people; otherwise the smallest shown cell under it (by people, then key) is suppressed too, or the margin
+    itself when none is left.
     """
-    small = {key for key, acc in groups.items() if acc.npeople < k}
-    if not small or not partition:
-        return small
-    people = {key: acc.people for key, acc in groups.items()}
-    if any(acc.people_n is not None for acc in groups.values()) and sets is not None:
-        people = sets()
-    union = set().union(*(people.get(key, set()) for key in small))
-    rest = sorted(
-        (key for key in groups if key not in small), key=lambda key: (groups[key].npeople, _key_sort(key))
-    )
-    while len(union) < k and rest:
-        key = rest.pop(0)
-        small.add(key)
-        union |= people.get(key, set())
-    return small
+    groups = {dims: g for dims, (g, _sets) in tables.items()}
+    loaded: dict[tuple[str, ...], dict[tuple, set]] = {}
+
+    def people(cell: Cell) -> set:
+        dims, key = cell
+        g, sets = tables[dims]
+        if sets is None:
+            return g[key].people
+        if dims not in loaded:
+            loaded[dims] = sets()
+        return loaded[dims].get(key, set())
+
+    def npeople(cell: Cell) -> int:
+        return groups[cell[0]][cell[1]].npeople
+
+    hidden: set[Cell] = {
+        (dims, key) for dims, g in groups.items() for key, acc in g.items() if acc.npeople < k
+    }
+    equations: list[tuple[Cell, list[Cell]]] = []
+    for dims, g in groups.items():
+        for sub in groups:
+            if not set(sub) < set(dims):
+                continue
+            at = [dims.index(d) for d in sub]
+            under: dict[tuple, list[Cell]] = defaultdict(list)
+            for key in g:
+                under[tuple(key[i] for i in at)].append((dims, key))
+            for mkey, cells in under.items():
+                if mkey in groups[sub]:  # a margin that is not published gives no equation
+                    equations.append(((sub, mkey), sorted(cells, key=lambda c: _key_sort(c[1]))))
+    changed = True
+    while changed:
+        changed = False
+        for margin, cells in equations:
+            gone = [c for c in (margin, *cells) if c in hidden]
+            if not gone:
+                continue
+            if len(gone) >= 2 and (margin in hidden or len(set().union(*(people(c) for c in gone))) >= k):
+                continue
+            shown = sorted((c for c in cells if c not in hidden), key=lambda c: (npeople(c), _key_sort(c[1])))
+            pick = shown[0] if shown else margin if margin not in hidden else None
+            if pick is not None:
+                hidden.add(pick)
+                changed = True
+    return hidden
 
 
 def _key_sort(key: tuple) -> tuple:
@@ -436,15 +479,8 @@ def _key_sort(key: tuple) -> tuple:
 
 
 def _rows(
-    groups: dict[tuple, _Acc],
-    dims: Sequence[str],
-    config: OutcomeConfig,
-    viewer: Viewer,
-    k: int,
-    sets: Any = None,
-) -> tuple[list[dict[str, Any]], int]:
-    private = not viewer.per_person and not viewer.self_only
-    hidden = _suppress(groups, k, partition="team" not in dims, sets=sets) if private else set()
+    groups: dict[tuple, _Acc], dims: Sequence[str], config: OutcomeConfig, hidden: set[tuple]
+) -> list[dict[str, Any]]:
     out = []
     for key in sorted(groups, key=_key_sort):
         row: dict[str, Any] = dict(zip(dims, key, strict=True))
@@ -457,7 +493,7 @@ def _rows(
             row.update(metrics(groups[key], config))
             row["people"] = groups[key].npeople if groups[key].npeople >= 0 else None
         out.append(row)
-    return out, len(hidden)
+    return out
 
 
 # -- the report ----------------------------------------------------------------------------------------------
@@ -533,8 +569,21 @@ def build_report(
                 acc.people_n = -1  # not counted
         return groups, lambda: q.people_sets(sql)
 
-    everyone, _ = grouped([])
-    total = everyone.get((), _Acc())
+    # Every table this report publishes, computed once: suppression is decided across all of them together.
+    tables: dict[tuple[str, ...], tuple[dict[tuple, _Acc], Any]] = {}
+    for table_dims in ([], dims, ["intent"], ["surface"], ["day"]):
+        if tuple(table_dims) not in tables:
+            tables[tuple(table_dims)] = grouped(table_dims)
+    tables[()][0].setdefault((), _Acc())
+    hidden = protect(tables, k) if private else set()
+
+    def rows_of(table_dims: Sequence[str]) -> list[dict[str, Any]]:
+        groups = tables[tuple(table_dims)][0]
+        mine = {key for d, key in hidden if d == tuple(table_dims)}
+        return _rows(groups, table_dims, config, mine)
+
+    total = tables[()][0][()]
+    totals_hidden = ((), ()) in hidden
     doc: dict[str, Any] = {
         "schema": SCHEMA,
         "generated_at": utcnow().isoformat(),
@@ -545,23 +594,14 @@ def build_report(
         "privacy": {
             "k_anonymity": k,
             "per_person": viewer.per_person or viewer.self_only,
-            "suppressed_groups": 0,
+            "suppressed_groups": len(hidden),
         },
-        "totals": metrics(total, config),
+        "totals": rows_of([])[0],
     }
-    doc["totals"]["people"] = total.npeople
-    suppressed = 0
     if dims:
-        groups, sets = grouped(dims)
-        doc["rows"], n = _rows(groups, dims, config, viewer, k, sets)
-        suppressed += n
-    for name, dim in (("by_intent", "intent"), ("by_surface", "surface")):
-        groups, sets = grouped([dim])
-        doc[name], n = _rows(groups, [dim], config, viewer, k, sets)
-        suppressed += n
-    groups, sets = grouped(["day"])
-    timeline, n = _rows(groups, ["day"], config, viewer, k, sets)
-    suppressed += n
+        doc["rows"] = rows_of(dims)
+    doc["by_intent"] = rows_of(["intent"])
+    doc["by_surface"] = rows_of(["surface"])
     doc["timeline"] = [
         {
             key: r[key]
@@ -575,10 +615,10 @@ def build_report(
                 "rejected_outcomes",
             )
         }
-        for r in timeline
+        for r in rows_of(["day"])
     ]
-    doc["privacy"]["suppressed_groups"] = suppressed
-    doc["outcome_mix"] = _outcome_mix(total, config)
+    # The mix is the totals broken down by outcome: hidden with them.
+    doc["outcome_mix"] = None if totals_hidden else _outcome_mix(total, config)
     doc["definitions"] = {"outcome_kinds": config.as_dict(), "strengths": STRENGTHS}
     if include_flags and not viewer.self_only:
         from bot import signals
@@ -595,9 +635,25 @@ def build_report(
             action="report.per_person",
             decision="info",
             scope="audit.read",
-            details={"by": dims, "flags": len(doc.get("flags") or [])},
+            details={
+                "by": dims,
+                "flags": len(doc.get("flags") or []),
+                # The reader id is whatever was typed (the CLI is for operators who hold the database anyway);
+                # the operating-system account says who typed it.
+                "os_user": _os_user(),
+            },
         )
     return doc
+
+
+def _os_user() -> str | None:
+    """The operating-system account running this process, when it can be told."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
 
 
 def _outcome_mix(total: _Acc, config: OutcomeConfig) -> dict[str, int]:

@@ -107,8 +107,10 @@ def cost_per_intent_chart(rows: list[dict[str, Any]]) -> str:
     return _svg("chart-cost-per-intent", "Cost per accepted outcome by intent", "".join(parts), height)
 
 
-def outcome_mix_chart(mix: dict[str, int], kinds: dict[str, dict[str, Any]]) -> str:
-    """One stacked bar of tasks by outcome state, coloured by class, with a legend."""
+def outcome_mix_chart(mix: dict[str, int] | None, kinds: dict[str, dict[str, Any]]) -> str:
+    """One stacked bar of tasks by outcome state, coloured by class, with a legend (None: suppressed)."""
+    if mix is None:
+        return _svg("chart-outcome-mix", "Outcome mix", _empty("suppressed (fewer than k people)"), 120)
     total = sum(mix.values())
     if not total:
         return _svg("chart-outcome-mix", "Outcome mix", _empty("no tasks"), 120)
@@ -225,7 +227,7 @@ suppressed ({_fmt(privacy.get("suppressed_groups"))} here). Rows are sorted by n
 <h2>Cost per accepted outcome by intent</h2>
 {cost_per_intent_chart(doc.get("by_intent") or [])}
 <h2>Outcome mix</h2>
-{outcome_mix_chart(doc.get("outcome_mix") or {}, kinds)}
+{outcome_mix_chart(doc.get("outcome_mix"), kinds)}
 {rows_html}
 <h2>Flags</h2>
 <p class="note">Signals for a conversation, not verdicts.</p>

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     clawback_policy: Path | None = None
     clawback_audit_key: str | None = None  # checkpoint signing key; workers need not hold it
     clawback_audit_checkpoints: Path | None = None  # JSONL copy of signed checkpoints, kept apart from the DB
+    # `audit verify` fails when the newest checkpoint is older than this (seconds; 0 = not checked). The
+    # Procfile's auditor signs every 300 s, so 900 s tolerates two missed rounds.
+    clawback_audit_checkpoint_max_age: float = Field(default=900.0, ge=0)
     clawback_queue_prefix: str = "clawback"
     clawback_outcome_window_hours: float = Field(default=72.0, gt=0)
 

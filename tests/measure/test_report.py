@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from bot import facts
-from bot.audit import verify
+from bot.audit import checkpoint, verify
 from bot.db import AuditEntry, LLMCall, Outcome, Task
 from bot.errors import Denied
 from bot.facts import bucket_of, bucket_value
@@ -273,11 +273,12 @@ def teams(db):
 
 
 def test_team_view_suppresses_groups_under_k(teams):
-    """By team: team-a (6 people) is shown, team-b (3 people) is suppressed, totals stay."""
+    """By team: team-b (3 people) is suppressed; team-a (6 people) too, since totals − team-a would be team-b
+    (complementary suppression, issue 11 item 6: team-a used to be shown); the totals stay."""
     policy = _team_policy()
     doc = build_report(teams, by="team", viewer=viewer_for(policy, "U0LEAD"), policy=policy)
     rows = {r["team"]: r for r in doc["rows"]}
-    assert rows["team-a"]["suppressed"] is False and rows["team-a"]["tasks"] == 20
+    assert rows["team-a"]["suppressed"] is True and rows["team-a"]["tasks"] is None
     assert rows["team-b"]["suppressed"] is True and rows["team-b"]["tasks"] is None
     assert rows["team-b"]["people"] is None
     assert doc["totals"]["tasks"] == 29 and doc["privacy"]["k_anonymity"] == 5
@@ -306,7 +307,8 @@ def test_by_user_needs_audit_read_and_is_sorted_by_user_id(teams):
     with teams.session() as s:
         entry = s.execute(select(AuditEntry).where(AuditEntry.action == "report.per_person")).scalar_one()
     assert entry.actor == "U0AUDIT"
-    assert verify(teams).ok
+    checkpoint(teams, "k")
+    assert verify(teams, key="k").ok
 
 
 def test_self_viewer_sees_only_own_numbers(teams):

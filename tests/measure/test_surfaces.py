@@ -120,7 +120,11 @@ def test_cli_report_json_and_per_person_rules(slack, llm, sender, deps, settings
     out = runner.invoke(app, ["report", "--format", "json"], env=env)
     assert out.exit_code == 0, out.output
     doc = json.loads(out.stdout)
-    assert doc["totals"]["tasks"] == 1 and doc["flags"] is None and "flags_summary" in doc
+    # One person < k = 5: the totals are suppressed too (they used to show that person's numbers).
+    assert (
+        doc["totals"]["suppressed"] is True and doc["totals"]["tasks"] is None and doc["outcome_mix"] is None
+    )
+    assert doc["flags"] is None and "flags_summary" in doc
     assert doc["by_intent"][0]["suppressed"] is True  # one person < k = 5
     refused = runner.invoke(app, ["report", "--by", "user"], env=env)
     assert refused.exit_code == 2 and "audit.read" in refused.output

@@ -128,7 +128,8 @@ def test_concurrent_appends_from_several_processes_keep_one_chain(db):
     for p in procs:
         p.join(120)
         assert p.exitcode == 0
-    result = audit.verify(db)
+    audit.checkpoint(db, KEY)
+    result = audit.verify(db, key=KEY)
     assert result.ok and result.entries == 160
 
 
@@ -155,8 +156,10 @@ def _cli(args: list[str], db: Database, tmp_path) -> subprocess.CompletedProcess
 
 
 def test_cli_verify_exit_codes_and_export(db, tmp_path):
-    """`clawback audit verify` exits 0 on an intact log, 1 naming the first bad seq; export prints JSON lines."""
+    """`clawback audit verify` exits 0 on an intact, checkpointed log, 1 naming the first bad seq; export prints
+    JSON lines."""
     _fill(db, 5)
+    audit.checkpoint(db, KEY)
     ok = _cli(["audit", "verify"], db, tmp_path)
     assert ok.returncode == 0, ok.stderr
     out = _cli(["audit", "export", "--format", "jsonl"], db, tmp_path)
@@ -177,7 +180,8 @@ def test_checkpoint_copy_kept_apart_catches_truncation_with_checkpoints_deleted(
         conn.execute(text("DELETE FROM audit_checkpoints"))
         h = conn.execute(text("SELECT hash FROM audit_log WHERE seq = 5")).scalar_one()
         conn.execute(text("UPDATE audit_head SET seq = 5, hash = :h"), {"h": h})
-    assert audit.verify(db, key=KEY).ok  # the database alone cannot tell any more
+    alone = audit.verify(db, key=KEY)  # the database alone no longer has a checkpoint: it cannot vouch
+    assert not alone.ok and "no signed checkpoint" in alone.reason
     result = audit.verify(db, key=KEY, checkpoints_file=copy)
     assert not result.ok and result.first_bad_seq == 6
     copy.write_text(copy.read_text().replace('"seq":10', '"seq":99'))  # a forged copy fails its signature
