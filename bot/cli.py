@@ -80,7 +80,7 @@ def web(
 
     from bot.ingress import IngressDeps
     from bot.queue import TaskQueue, connect_redis
-    from bot.slack_app import build_web
+    from bot.slack_app import SERVER_LIMITS, build_web
     from handlers.context import HandlerContext
     from workers.runtime import policy_store
 
@@ -106,6 +106,7 @@ def web(
         ident="clawback",
         connection_limit=1000,
         channel_timeout=30,
+        **SERVER_LIMITS,
     )
 
 

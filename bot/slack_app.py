@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 512 * 1024  # Slack payloads are far smaller; anything bigger is refused before parsing
 
+# What every waitress server running Clawback is given. The body bound makes waitress answer 413 as soon as a
+# request announces (Content-Length) or streams (chunked) more than MAX_BODY, instead of spooling up to its
+# 1 GiB default to disk before the app can look at it (waitress refuses at >= its bound, hence the + 1).
+SERVER_LIMITS: dict[str, int] = {"max_request_body_size": MAX_BODY + 1}
+
 
 def make_slack_client(settings: Settings) -> WebClient:
     """A Web API client for ``SLACK_API_URL`` that honours Retry-After and retries connection errors."""
@@ -318,7 +323,7 @@ class BackgroundWeb:
         from waitress.server import create_server
 
         self.wsgi = wsgi
-        self.server = create_server(wsgi, host="127.0.0.1", port=0, threads=threads)
+        self.server = create_server(wsgi, host="127.0.0.1", port=0, threads=threads, **SERVER_LIMITS)
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
         self._closing = threading.Event()
         self.thread = threading.Thread(target=self._run, name="clawback-web", daemon=True)
