@@ -85,7 +85,10 @@ class SlackEventSender:
                     self._parsed.hostname, self._parsed.port, timeout=self.timeout
                 )
             try:
-                self._conn.request("POST", self._parsed.path or "/", body=body, headers=headers)
+                try:
+                    self._conn.request("POST", self._parsed.path or "/", body=body, headers=headers)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # a server may refuse (413) and hang up before the body is sent: read its answer
                 resp = self._conn.getresponse()
                 data = resp.read()
                 return Reply(resp.status, data, {k.lower(): v for k, v in resp.getheaders()})
