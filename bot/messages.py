@@ -14,6 +14,7 @@ EMPTY_QUESTION = (
 FEEDBACK_THANKS_RESOLVED = "Marked as resolved by <@{user}>. Thanks, that is what we measure."
 FEEDBACK_THANKS_NOT_HELPFUL = "Marked as not helpful by <@{user}>. Thanks, that is what we measure."
 FEEDBACK_NOT_YOURS = "Only the person who asked can rate this answer."
+FEEDBACK_ONLY_ANSWERS = "These buttons rate answers only, so nothing was recorded for this task."
 NO_BUDGET = (
     "You have no token budget in Clawback (none of your roles sets `daily_tokens`), so nothing was sent to the "
     "model. Ask an admin."

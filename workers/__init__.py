@@ -162,16 +162,17 @@ def apply_feedback(task_id: str, ref: str) -> str:
 
 
 def show_feedback(deps: runtime.WorkerDeps, task_id: str, ref: str) -> str:
-    """Update the answer message after a click; ``ref`` is an outcome id or ``deny:<user>``."""
+    """Update the answer message after a click; ``ref`` is an outcome id or ``deny:<user>[:<why>]``."""
     task = ledger.get_task(deps.db, task_id)
     if task is None:
         return "skipped"
     actuator = SlackActuator(deps.slack, deps.db, deps.policy)
     if ref.startswith("deny:"):
-        user = ref.removeprefix("deny:")
+        user, _, why = ref.removeprefix("deny:").partition(":")
+        text = messages.FEEDBACK_ONLY_ANSWERS if why == "not-an-answer" else messages.FEEDBACK_NOT_YOURS
         if task.channel_id:
             actuator.client.chat_postEphemeral(
-                channel=task.channel_id, user=user, text=messages.FEEDBACK_NOT_YOURS, thread_ts=task.thread_ts
+                channel=task.channel_id, user=user, text=text, thread_ts=task.thread_ts
             )
         return "told"
     with deps.db.session() as s:
