@@ -7,6 +7,10 @@ from datetime import datetime
 CHANNEL_NOT_ALLOWED = (
     "I'm not enabled for that in this channel. Ask an admin to allow it in the Clawback policy."
 )
+OTHER_TEAM = (
+    "Clawback works for members of this organisation only, and the Clawback policy does not enable your team, "
+    "so I did not do this. Nothing was changed."
+)
 PAUSED = "Clawback is paused by an administrator right now, so I did not act on this. Nothing was changed."
 EMPTY_QUESTION = (
     "Ask me something after the mention, e.g. `@Clawback what did we decide about the launch date?`"

@@ -66,8 +66,24 @@ def create_bolt_app(settings: Settings, ctx: HandlerContext, client: WebClient) 
         log.exception("listener failed", exc_info=error)
         return None
 
+    if not ctx.ingress.home_teams:
+        ctx.ingress.home_teams = learn_home_teams(client)
     register_handlers(app, ctx)
     return app
+
+
+def learn_home_teams(client: WebClient) -> tuple[str, ...]:
+    """The team the bot token belongs to (``auth.test``): its people are ours, everyone else is from outside.
+
+    When Slack cannot be reached at start-up, ingress falls back to the installation each signed payload
+    names (``authorizations``, ``team``), and says so in the log.
+    """
+    try:
+        team = client.auth_test().get("team_id")
+    except Exception as exc:  # start anyway: the payload fallback still refuses other teams in events
+        log.warning("auth.test failed (%s): the home team is taken from each request's installation", exc)
+        return ()
+    return (team,) if isinstance(team, str) and team else ()
 
 
 def is_valid_signature(

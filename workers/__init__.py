@@ -18,6 +18,7 @@ from bot import audit, controls, ledger, messages
 from bot.blocks import build_feedback_done_blocks
 from bot.db import Outcome, Task
 from bot.errors import BudgetExceeded, Denied, TransientError, UserFacingError
+from bot.policy import OTHER_TEAM_REASON
 from workers import runtime
 from workers.actuators import SlackActuator
 
@@ -55,6 +56,7 @@ def execute(deps: runtime.WorkerDeps, task_id: str, *, last_attempt: bool = True
         return "failed"
     scope, core = intents[task.intent]
     actuator = SlackActuator(deps.slack, deps.db, deps.policy)
+    _note_team(deps, task)
     try:
         deps.policy.current.require(
             task.requester, scope, channel=task.channel_id if task.surface not in ("dm", "email") else None
@@ -109,6 +111,13 @@ def execute(deps: runtime.WorkerDeps, task_id: str, *, last_attempt: bool = True
     return "done"
 
 
+def _note_team(deps: runtime.WorkerDeps, task: Task) -> None:
+    """Bind the requester's team as ingress stored it, so this re-check and every later one see it."""
+    stored = (task.payload or {}).get("home_teams")
+    homes = tuple(stored) if isinstance(stored, list) else ((task.team_id,) if task.team_id else ())
+    deps.policy.note_team(task.requester, task.team_id, homes)
+
+
 def _fail(
     deps: runtime.WorkerDeps, actuator: SlackActuator, task: Task, user_reason: str, reason: str
 ) -> None:
@@ -153,6 +162,8 @@ def _denial_text(task: Task) -> str:
         return messages.missing_scope(reason.removeprefix("missing scope "))
     if "not allowed in channel" in reason:
         return messages.CHANNEL_NOT_ALLOWED
+    if reason.startswith(OTHER_TEAM_REASON):
+        return messages.OTHER_TEAM
     return reason
 
 
