@@ -1,4 +1,5 @@
-"""The Bolt app factory and the WSGI application serving it (``POST /slack/events``, health, metrics)."""
+"""The Bolt app factory and the WSGI applications: the Slack-facing one (``POST /slack/events``, health) and
+the metrics one (``GET /metrics``), which runs on its own listener."""
 
 from __future__ import annotations
 
@@ -193,6 +194,25 @@ def _kind(body: bytes, content_type: str) -> str | None:
     return None
 
 
+class MetricsApp:
+    """WSGI app serving only ``GET /metrics``: run it on its own listener, never the one Slack posts to.
+
+    The series are by surface, intent, model and outcome (never by person), but a series of a rarely used
+    intent moves when one person acts, so reading them is an operator's privilege (see README, "Metrics").
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/metrics" and environ.get("REQUEST_METHOD", "GET") == "GET":
+            status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(self.registry)
+        else:
+            status, ctype, body = "404 Not Found", "text/plain", b"not found"
+        start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+        return [body]
+
+
 class WebApp:
     """WSGI entry: signature check and body validation first, then Bolt."""
 
@@ -212,6 +232,7 @@ class WebApp:
         self.redis = redis_conn
         self.registry = registry or CollectorRegistry()
         self.metrics = metrics
+        self.metrics_app = MetricsApp(self.registry)  # served apart: ``clawback web --metrics-port``
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")
@@ -219,13 +240,7 @@ class WebApp:
             status, headers, body = self._slack(environ)
         elif path == "/healthz" and method == "GET":
             status, headers, body = self._health()
-        elif path == "/metrics" and method == "GET":
-            status, headers, body = (
-                200,
-                [("Content-Type", CONTENT_TYPE_LATEST)],
-                generate_latest(self.registry),
-            )
-        else:
+        else:  # /metrics is not served here (the listener Slack posts to): see MetricsApp
             status, headers, body = 404, [("Content-Type", "text/plain")], b"not found"
         start_response(
             f"{status} {_REASONS.get(status, 'OK')}", [*headers, ("Content-Length", str(len(body)))]
@@ -331,16 +346,17 @@ def build_web(
 
 
 class BackgroundWeb:
-    """The WSGI app under waitress on a free loopback port, in a background thread (demo, tests, benchmarks)."""
+    """A WSGI app under waitress in a background thread: by default on a free loopback port (demo, tests,
+    benchmarks); ``clawback web`` runs its metrics listener this way."""
 
-    def __init__(self, wsgi: Callable, *, threads: int = 8) -> None:
+    def __init__(self, wsgi: Callable, *, threads: int = 8, host: str = "127.0.0.1", port: int = 0) -> None:
         import threading
 
         from waitress.server import create_server
 
         self.wsgi = wsgi
-        self.server = create_server(wsgi, host="127.0.0.1", port=0, threads=threads, **SERVER_LIMITS)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
+        self.server = create_server(wsgi, host=host, port=port, threads=threads, **SERVER_LIMITS)
+        self.url = f"http://{host}:{self.server.effective_port}"
         self._closing = threading.Event()
         self.thread = threading.Thread(target=self._run, name="clawback-web", daemon=True)
         self.thread.start()
