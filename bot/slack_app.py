@@ -330,7 +330,7 @@ def build_web(
     """Wire the whole web process: Bolt app, metrics registry (ingress + ledger), WSGI app."""
     registry = CollectorRegistry()
     metrics = IngressMetrics(registry)
-    registry.register(LedgerCollector(db))
+    registry.register(LedgerCollector(db, k=lambda: ctx.ingress.policy.current.k_anonymity))
     ctx.metrics = metrics
     ctx.settings = ctx.settings or settings
     bolt = create_bolt_app(settings, ctx, client or make_slack_client(settings))

@@ -278,12 +278,16 @@ def test_health_reports_redis_and_database(web):
 
 
 def test_metrics_expose_pipeline_totals_without_people(slack, llm, sender, deps, web):
-    """/metrics (on its own listener, not Slack's) has tokens by surface/intent/model and no user ids."""
+    """/metrics (on its own listener, not Slack's) has tokens by surface/intent/model and no user ids.
+
+    Five people ask: series cover at least k (5) people, smaller groups are pooled or withheld.
+    """
     import urllib.request
 
     from tests.conftest import WebServer
 
-    sender.mention("U0ALICE", "C0GENERAL", "metrics?")
+    for user in ("U0ALICE", "U0BOB", "U0CAROL", "U0DAVE", "U0EMMA"):
+        sender.mention(user, "C0GENERAL", "metrics?")
     drain(deps)
     with WebServer(web.wsgi.metrics_app) as metrics:
         with urllib.request.urlopen(metrics.url + "/metrics", timeout=5) as resp:  # noqa: S310 - loopback

@@ -92,3 +92,37 @@ def test_metrics_are_served_on_their_own_port_only(slack, llm, settings, deps, t
     assert metrics_sender.mention("U0ALICE", "C0GENERAL", "hi").status == 404
     metrics_sender.close()
     assert _get(f"http://127.0.0.1:{port}/metrics")[0] == 404
+
+
+def _task(deps, requester: str, surface: str, intent: str, n: int) -> None:
+    from bot.ledger import NewTask, create_task
+
+    create_task(
+        deps.db,
+        NewTask(
+            idempotency_key=f"{requester}:{intent}:{n}", requester=requester, surface=surface, intent=intent
+        ),
+        status="done",
+    )
+
+
+def test_series_of_fewer_than_k_people_are_pooled_or_withheld(deps):
+    """A (surface, intent) used by fewer than k people would single them out: it is pooled into intent
+    ``other`` of its surface; a pool still under k is withheld. Five answerers stay visible."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from bot.metrics import LedgerCollector
+
+    for i in range(5):
+        _task(deps, f"U0PERSON{i}", "mention", "answer", 0)
+    _task(deps, "U0ALICE", "command", "deploy_rollback", 0)  # one person: would expose Alice
+    _task(deps, "U0ALICE", "command", "deploy_rollback", 1)
+    for i in range(5):  # five people across two small intents of one surface: pooled as "other"
+        _task(deps, f"U0PERSON{i}", "deploy", "deploy_request" if i < 3 else "deploy_execute", 0)
+    registry = CollectorRegistry()
+    registry.register(LedgerCollector(deps.db, k=lambda: 5))
+    body = generate_latest(registry).decode()
+    assert 'clawback_tasks{intent="answer",status="done",surface="mention"} 5.0' in body
+    assert "deploy_rollback" not in body and 'surface="command"' not in body  # withheld: 1 person
+    assert "deploy_request" not in body and "deploy_execute" not in body
+    assert 'clawback_tasks{intent="other",status="done",surface="deploy"} 5.0' in body
