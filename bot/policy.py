@@ -134,7 +134,7 @@ class Policy:
         (``[teams.T…] roles``), none otherwise: defaults, user entries and groups are for our own people.
         """
         team = self.outside_users.get(user)
-        if team is not None:
+        if team is not None and team not in self.home_teams:
             return self.teams.get(team, ())
         roles = list(self.users.get(user, self.default_roles))
         for group_roles, members in self.groups.values():
@@ -180,7 +180,7 @@ class Policy:
         """Raise Denied unless the user holds ``scope`` and the channel allows it."""
         if not self.has_scope(user, scope):
             team = self.outside_users.get(user)
-            if team is not None and not self.teams.get(team):
+            if team is not None and team not in self.home_teams and not self.teams.get(team):
                 raise Denied(messages.OTHER_TEAM, reason=f"{OTHER_TEAM_REASON} {team}", scope=scope)
             raise Denied(messages.missing_scope(scope), reason=f"missing scope {scope}", scope=scope)
         if not self.channel_permits(channel, scope):

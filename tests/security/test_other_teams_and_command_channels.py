@@ -210,3 +210,42 @@ def test_policy_check_validates_teams():
         with pytest.raises(PolicyError, match=why) as exc:
             parse_policy(base + bad)
         assert exc.value.line is not None and exc.value.line >= 3
+
+
+def test_payload_team_extractors():
+    """Where Slack puts the requester's team and the installation, per payload kind (pure)."""
+    from handlers import payloads
+
+    shared_event = {
+        "team_id": "T0HOME",
+        "authorizations": [{"team_id": "T0HOME", "user_id": "U0BOT", "is_bot": True}],
+        "event": {"type": "app_mention", "user": "U0X", "team": "T0OTHER", "user_team": "T0OTHER"},
+    }
+    assert payloads.requester_id(shared_event) == "U0X"
+    assert payloads.requester_team(shared_event) == "T0OTHER"
+    assert payloads.installed_teams(shared_event) == ("T0HOME",)
+    plain_event = {"team_id": "T0HOME", "event": {"type": "app_mention", "user": "U0A"}}
+    assert payloads.requester_team(plain_event) == "T0HOME"
+    click = {"type": "block_actions", "user": {"id": "U0X", "team_id": "T0OTHER"}, "team": {"id": "T0HOME"}}
+    assert payloads.requester_team(click) == "T0OTHER" and payloads.installed_teams(click) == ("T0HOME",)
+    command = {"user_id": "U0A", "team_id": "T0HOME", "channel_id": "C0GENERAL", "command": "/usage"}
+    assert payloads.requester_id(command) == "U0A" and payloads.requester_team(command) == "T0HOME"
+    assert payloads.command_channel(command) == "C0GENERAL"
+    assert payloads.command_channel({**command, "channel_id": "D0ALICE"}) is None
+    assert payloads.requester_id({"type": "url_verification"}) is None
+
+
+def test_team_binding_survives_a_policy_reload(tmp_path):
+    """A user of another team stays bound after the policy file changes; ``home = true`` teams count as ours."""
+    from bot.policy import PolicyStore
+
+    path = tmp_path / "policy.toml"
+    path.write_text(POLICY)
+    store = PolicyStore(path)
+    assert not store.note_team("U0X", "T0OTHER", ("T0HOME",))
+    assert store.note_team("U0A", "T0HOME", ("T0HOME",))
+    assert store.current.scopes_for("U0X") == frozenset() and "usage.self" in store.current.scopes_for("U0A")
+    path.write_text(POLICY + "\n[teams.T0OTHER]\nhome = true\n")
+    store.reload()
+    assert "usage.self" in store.current.scopes_for("U0X")  # T0OTHER is now ours: defaults apply at once
+    assert store.note_team("U0X", "T0OTHER", ("T0HOME",))
