@@ -74,13 +74,20 @@ def web(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 3000,
     threads: Annotated[int, typer.Option(help="Request threads")] = 16,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve GET /metrics on this port, apart from Slack's listener (default: not served)"),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Interface of the metrics listener (keep it private: loopback or an internal one)")
+    ] = "127.0.0.1",
 ) -> None:
-    """Serve the Slack app over HTTP: POST /slack/events, GET /healthz, GET /metrics."""
+    """Serve the Slack app over HTTP (POST /slack/events, GET /healthz); GET /metrics on --metrics-port."""
     import waitress
 
     from bot.ingress import IngressDeps
     from bot.queue import TaskQueue, connect_redis
-    from bot.slack_app import build_web
+    from bot.slack_app import SERVER_LIMITS, BackgroundWeb, build_web
     from handlers.context import HandlerContext
     from workers.runtime import policy_store
 
@@ -98,6 +105,9 @@ def web(
     ctx = HandlerContext(IngressDeps(db=db, queue=queue, policy=policy_store(settings, db, conn)))
     wsgi = build_web(settings, db=db, queue_conn=conn, ctx=ctx)
     console.print(f"clawback web listening on http://{host}:{port}/slack/events")
+    if metrics_port is not None:
+        metrics = BackgroundWeb(wsgi.metrics_app, threads=2, host=metrics_host, port=metrics_port)
+        console.print(f"metrics on {metrics.url}/metrics")
     waitress.serve(
         wsgi,
         host=host,
@@ -106,6 +116,7 @@ def web(
         ident="clawback",
         connection_limit=1000,
         channel_timeout=30,
+        **SERVER_LIMITS,
     )
 
 

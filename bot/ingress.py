@@ -32,6 +32,7 @@ class IngressDeps:
     db: Database
     queue: TaskQueue
     policy: PolicyStore
+    home_teams: tuple[str, ...] = ()  # the team of the bot token (auth.test at start-up); see handlers.teams
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,12 @@ def submit(
 ) -> Submission:
     """Create the task for a request exactly once and enqueue it, or record and report a denial."""
     policy = deps.policy.current
+    origin = deps.policy.origin_of(new.requester) if new.surface != "email" else None
+    if origin is not None:
+        # The requester's own team, as the signed payload gave it, and the teams that were ours then: the
+        # worker's re-check decides with the same two (see workers.execute).
+        team, homes = origin
+        new = replace(new, team_id=team, payload={**(new.payload or {}), "home_teams": list(homes)})
     denied: Denied | None = None
     try:
         policy.require(new.requester, scope, channel=channel)

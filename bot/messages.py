@@ -7,6 +7,10 @@ from datetime import datetime
 CHANNEL_NOT_ALLOWED = (
     "I'm not enabled for that in this channel. Ask an admin to allow it in the Clawback policy."
 )
+OTHER_TEAM = (
+    "Clawback works for members of this organisation only, and the Clawback policy does not enable your team, "
+    "so I did not do this. Nothing was changed."
+)
 PAUSED = "Clawback is paused by an administrator right now, so I did not act on this. Nothing was changed."
 EMPTY_QUESTION = (
     "Ask me something after the mention, e.g. `@Clawback what did we decide about the launch date?`"
@@ -18,6 +22,7 @@ THREAD_NOT_READ_IN_CHANNEL = (
 FEEDBACK_THANKS_RESOLVED = "Marked as resolved by <@{user}>. Thanks, that is what we measure."
 FEEDBACK_THANKS_NOT_HELPFUL = "Marked as not helpful by <@{user}>. Thanks, that is what we measure."
 FEEDBACK_NOT_YOURS = "Only the person who asked can rate this answer."
+FEEDBACK_ONLY_ANSWERS = "These buttons rate answers only, so nothing was recorded for this task."
 NO_BUDGET = (
     "You have no token budget in Clawback (none of your roles sets `daily_tokens`), so nothing was sent to the "
     "model. Ask an admin."

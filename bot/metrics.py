@@ -1,4 +1,4 @@
-"""Prometheus metrics: by surface, intent, outcome and model — never by person.
+"""Prometheus metrics: by surface, intent, outcome and model — never by person, each series over >= k people.
 
 Process-local counters cover ingress (the web process). Pipeline-wide totals (tokens, cost, tasks,
 outcomes) come from the ledger at scrape time through ``LedgerCollector``, so they are right however
@@ -8,7 +8,7 @@ many worker machines there are.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -39,12 +39,51 @@ class IngressMetrics:
         )
 
 
-class LedgerCollector:
-    """Pipeline totals read from SQL at scrape time (cached for ``ttl`` seconds)."""
+OTHER = "other"
 
-    def __init__(self, db: Database, ttl: float = 15.0) -> None:
+
+def pool_small_groups(
+    people: dict[tuple[str, str], set[str]], k: int
+) -> dict[tuple[str, str], tuple[str, str]]:
+    """Map each (surface, intent) to the labels it is published under, so every label covers >= k people.
+
+    A group of fewer than ``k`` people goes into ``(surface, "other")``; a surface's pool still under ``k``
+    goes into ``("other", "other")``; if that is still under ``k`` its groups are withheld: they map to nothing
+    (absent from the result). Metrics publish no totals, so a withheld group cannot be recovered by subtraction.
+    """
+    labels: dict[tuple[str, str], tuple[str, str]] = {}
+    pooled: dict[str, set[str]] = {}
+    for (surface, intent), who in people.items():
+        if len(who) >= k:
+            labels[(surface, intent)] = (surface, intent)
+        else:
+            pooled.setdefault(surface, set()).update(who)
+    last: set[str] = set()
+    for (surface, intent), who in people.items():
+        if (surface, intent) in labels:
+            continue
+        if len(pooled[surface]) >= k:
+            labels[(surface, intent)] = (surface, OTHER)
+        else:
+            last.update(who)
+    if len(last) >= k:
+        for key in people:
+            if key not in labels:
+                labels[key] = (OTHER, OTHER)
+    return labels
+
+
+class LedgerCollector:
+    """Pipeline totals read from SQL at scrape time (cached for ``ttl`` seconds), k-anonymous per series.
+
+    ``k`` gives the policy's ``[privacy] k_anonymity`` at scrape time: every published (surface, intent)
+    series covers at least k people (see ``pool_small_groups``).
+    """
+
+    def __init__(self, db: Database, ttl: float = 15.0, *, k: Callable[[], int] = lambda: 5) -> None:
         self.db = db
         self.ttl = ttl
+        self.k = k
         self._cached: tuple[float, list] = (0.0, [])
 
     def collect(self) -> Iterator:
@@ -70,12 +109,26 @@ class LedgerCollector:
         )
         try:
             with self.db.session() as s:
+                people: dict[tuple[str, str], set[str]] = {}
+                for surface, intent, who in s.execute(
+                    select(Task.surface, Task.intent, Task.requester).distinct()
+                ):
+                    people.setdefault((surface, intent), set()).add(who)
+                label = pool_small_groups(people, self.k())
+                sums: dict[tuple, list[float]] = {}
+
+                def add(family: str, key: tuple[str, str], rest: tuple, *values: float) -> None:
+                    if key in label:  # withheld groups are not published at all
+                        acc = sums.setdefault((family, *label[key], *rest), [0.0] * len(values))
+                        for i, v in enumerate(values):
+                            acc[i] += v or 0
+
                 for surface, intent, status, n in s.execute(
                     select(Task.surface, Task.intent, Task.status, func.count()).group_by(
                         Task.surface, Task.intent, Task.status
                     )
                 ):
-                    tasks.add_metric([surface, intent, status], n)
+                    add("tasks", (surface, intent), (status,), n)
                 for surface, intent, model, p, c, usd in s.execute(
                     select(
                         Task.surface,
@@ -88,15 +141,22 @@ class LedgerCollector:
                     .join(Task, Task.id == LLMCall.task_id)
                     .group_by(Task.surface, Task.intent, LLMCall.model)
                 ):
-                    tokens.add_metric([surface, intent, model, "prompt"], p or 0)
-                    tokens.add_metric([surface, intent, model, "completion"], c or 0)
-                    cost.add_metric([surface, intent, model], usd or 0.0)
+                    add("llm", (surface, intent), (model,), p, c, usd)
                 for surface, intent, kind, n in s.execute(
                     select(Task.surface, Task.intent, Outcome.kind, func.count())
                     .join(Task, Task.id == Outcome.task_id)
                     .group_by(Task.surface, Task.intent, Outcome.kind)
                 ):
-                    outcomes.add_metric([surface, intent, kind], n)
+                    add("outcomes", (surface, intent), (kind,), n)
         except Exception:
             return []
+        for (family, surface, intent, extra), values in sums.items():
+            if family == "tasks":
+                tasks.add_metric([surface, intent, extra], values[0])
+            elif family == "llm":
+                tokens.add_metric([surface, intent, extra, "prompt"], values[0])
+                tokens.add_metric([surface, intent, extra, "completion"], values[1])
+                cost.add_metric([surface, intent, extra], values[2])
+            else:
+                outcomes.add_metric([surface, intent, extra], values[0])
         return [tasks, tokens, cost, outcomes]

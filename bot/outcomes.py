@@ -167,6 +167,49 @@ def config_from_settings(settings: Any | None) -> OutcomeConfig:
     return parse_kinds(getattr(settings, "clawback_outcome_kinds", None) if settings is not None else None)
 
 
+# -- outcomes recorded by a person's click -----------------------------------------------------------------
+
+# The tasks each click-recorded kind applies to. Anything else (deploy results, sent drafts, follow-ups) is
+# recorded by Clawback from what happened, never by a click.
+CLICK_KINDS: dict[str, frozenset[str]] = {
+    "resolved": frozenset({"answer"}),
+    "not_helpful": frozenset({"answer"}),
+    "label_kept": frozenset({"triage"}),
+    "label_corrected": frozenset({"triage"}),
+    "draft_discarded": frozenset({"triage"}),
+}
+NOT_REQUESTER = "not the requester"
+
+
+def click_refusal(task: Task, actor: str, kind: str) -> str | None:
+    """Why ``actor`` may not record ``kind`` on ``task`` by a click, or None when they may.
+
+    Only the task's requester rates it, and each kind applies only to its intents: "Resolved" and
+    "Not helpful" rate answers, the triage buttons rate triage. Every click-recorded outcome checks this.
+    """
+    if actor != task.requester:
+        return NOT_REQUESTER
+    intents = CLICK_KINDS.get(kind)
+    if intents is None:
+        return f"{kind} is not recorded by a click"
+    if task.intent not in intents:
+        what = "answers" if "answer" in intents else " and ".join(sorted(intents))
+        return f"{kind} applies to {what} only, not to {task.intent} tasks"
+    return None
+
+
+def record_click(
+    session: Any, task: Task, kind: str, actor: str, detail: dict[str, Any] | None = None
+) -> Outcome | None:
+    """Add an explicit outcome for a click in ``session`` if ``click_refusal`` allows it (else None)."""
+    if click_refusal(task, actor, kind) is not None:
+        return None
+    row = Outcome(task_id=task.id, kind=kind, source="explicit", actor=actor, detail=detail or {})
+    session.add(row)
+    session.flush()
+    return row
+
+
 # -- sweeps and weak signals -----------------------------------------------------------------------------
 
 

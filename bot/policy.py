@@ -38,6 +38,8 @@ SCOPES: dict[str, str] = {
     "admin": "pause/resume the agent, manage policy",
 }
 _ENV_SCOPE = re.compile(r"deploy\.approve\.[a-z0-9][a-z0-9_-]*")
+_TEAM_ID = re.compile(r"T[A-Z0-9]{2,}")
+OTHER_TEAM_REASON = "no roles for users of team"
 
 DEFAULT_POLICY = """
 [defaults]
@@ -108,6 +110,11 @@ class Policy:
     k_anonymity: int = 5
     usergroups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # Slack usergroup id -> roles
     usergroup_members: dict[str, frozenset[str]] = field(default_factory=dict)  # synced from Slack
+    teams: dict[str, tuple[str, ...]] = field(default_factory=dict)  # other organisations' team id -> roles
+    home_teams: frozenset[str] = frozenset()  # teams besides the bot token's own treated as ours
+    # User id -> their team, for users of other teams only: bound by the PolicyStore from verified payloads
+    # and task rows (a Slack user id belongs to one team), shared by every policy the store hands out.
+    outside_users: dict[str, str] = field(default_factory=dict, repr=False)
     _cache: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
 
     def with_usergroup_members(self, members: dict[str, frozenset[str]]) -> Policy:
@@ -115,8 +122,20 @@ class Policy:
         return replace(self, usergroup_members=dict(members), _cache={})
 
     # -- queries -------------------------------------------------------------------------------------
+    def is_home(self, team: str | None, home_teams: tuple[str, ...] | frozenset[str] = ()) -> bool:
+        """True if a user of ``team`` is one of ours: no team known (email, CLI), the bot token's team
+        (``home_teams``, as learned from Slack) or a team the policy marks ``home = true``."""
+        return team is None or team in home_teams or team in self.home_teams
+
     def roles_of(self, user: str) -> tuple[str, ...]:
-        """Roles of a Slack user id: listed users replace the defaults; groups add to them."""
+        """Roles of a Slack user id: listed users replace the defaults; groups add to them.
+
+        A user of another organisation (Slack Connect) holds exactly the roles the policy gives their team
+        (``[teams.T…] roles``), none otherwise: defaults, user entries and groups are for our own people.
+        """
+        team = self.outside_users.get(user)
+        if team is not None and team not in self.home_teams:
+            return self.teams.get(team, ())
         roles = list(self.users.get(user, self.default_roles))
         for group_roles, members in self.groups.values():
             if user in members:
@@ -167,6 +186,9 @@ class Policy:
     def require(self, user: str, scope: str, *, channel: str | None = None) -> None:
         """Raise Denied unless the user holds ``scope`` and the channel allows it."""
         if not self.has_scope(user, scope):
+            team = self.outside_users.get(user)
+            if team is not None and team not in self.home_teams and not self.teams.get(team):
+                raise Denied(messages.OTHER_TEAM, reason=f"{OTHER_TEAM_REASON} {team}", scope=scope)
             raise Denied(messages.missing_scope(scope), reason=f"missing scope {scope}", scope=scope)
         if not self.channel_permits(channel, scope):
             raise Denied(
@@ -201,6 +223,7 @@ _KNOWN_TOP = {
     "privacy",
     "mailboxes",
     "services",
+    "teams",
 }
 
 
@@ -303,6 +326,31 @@ def parse_policy(text: str, *, source: str = "policy") -> Policy:
             raise fail(f"usergroup {gid!r} must be a table", gid)
         usergroups[gid] = role_list(spec.get("roles", []), f"usergroup {gid}", gid)
 
+    teams: dict[str, tuple[str, ...]] = {}
+    home_teams: set[str] = set()
+    for tid, spec in raw.get("teams", {}).items():
+        if not _TEAM_ID.fullmatch(tid):
+            raise fail(f"teams: {tid!r} is not a Slack team id (T…)", f"teams.{tid}")
+        if not isinstance(spec, dict):
+            raise fail(f"team {tid!r} must be a table", f"teams.{tid}")
+        unknown_keys = set(spec) - {"roles", "home", "description"}
+        if unknown_keys:
+            key = sorted(unknown_keys)[0]
+            raise fail(f"team {tid!r}: unknown key {key!r} (known: roles, home)", f"teams.{tid}", key)
+        home = spec.get("home", False)
+        if not isinstance(home, bool):
+            raise fail(f"team {tid!r}: home must be true or false", f"teams.{tid}", "home")
+        if home and "roles" in spec:
+            raise fail(
+                f"team {tid!r}: a home team takes no roles (its people follow defaults, users and groups)",
+                f"teams.{tid}",
+                "roles",
+            )
+        if home:
+            home_teams.add(tid)
+        elif "roles" in spec:
+            teams[tid] = role_list(spec["roles"], f"team {tid}", f"teams.{tid}")
+
     channels: dict[str, ChannelRule] = {}
     for cid, spec in raw.get("channels", {}).items():
         if not isinstance(spec, dict):
@@ -344,7 +392,19 @@ def parse_policy(text: str, *, source: str = "policy") -> Policy:
 
     digest = hashlib.sha256(text.encode()).hexdigest()
     return Policy(
-        roles, default_roles, users, groups, channels, tuple(patterns), raw, digest, source, k, usergroups
+        roles,
+        default_roles,
+        users,
+        groups,
+        channels,
+        tuple(patterns),
+        raw,
+        digest,
+        source,
+        k,
+        usergroups,
+        teams=teams,
+        home_teams=frozenset(home_teams),
     )
 
 
@@ -375,8 +435,10 @@ class PolicyStore:
         self.on_change = on_change
         self.memberships = memberships  # Slack usergroup members, e.g. from the cache the workers keep
         self._members: dict[str, frozenset[str]] = {}
+        self._outside: dict[str, str] = {}  # user -> other organisation's team (see note_team)
+        self._origins: dict[str, tuple[str | None, tuple[str, ...]]] = {}  # user -> (team, home teams)
         self._lock = threading.Lock()
-        self._policy = load_policy(self.path)
+        self._policy = self._bind(load_policy(self.path))
         self._stamp = self._file_stamp()
         self._checked = time.monotonic()
         self._members_checked = float("-inf")
@@ -393,12 +455,41 @@ class PolicyStore:
     def reload(self) -> Policy:
         """Re-read the file now; a bad file keeps the old policy and raises PolicyError."""
         with self._lock:
-            new = load_policy(self.path).with_usergroup_members(self._members)
+            new = self._bind(load_policy(self.path).with_usergroup_members(self._members))
             old, self._policy = self._policy, new
             self._stamp = self._file_stamp()
         if self.on_change is not None and new.digest != old.digest:
             self.on_change(old, new)
         return new
+
+    def _bind(self, policy: Policy) -> Policy:
+        policy.outside_users = self._outside
+        return policy
+
+    def note_team(
+        self, user: str, team: str | None, home_teams: tuple[str, ...] | frozenset[str] = ()
+    ) -> bool:
+        """Record the verified team of ``user`` (from a signed payload or a task row); True if it is ours.
+
+        Every scope check of this process then sees it: a user of another organisation holds only what
+        ``[teams.T…]`` gives their team, wherever the check happens (ingress, worker, tools, actuators).
+        """
+        policy = self.current
+        self._origins[user] = (team, tuple(home_teams))
+        home = policy.is_home(team, home_teams)
+        if home:
+            changed = self._outside.pop(user, None) is not None
+        else:
+            assert team is not None
+            changed = self._outside.get(user) != team
+            self._outside[user] = team
+        if changed:
+            policy._cache.pop(user, None)
+        return home
+
+    def origin_of(self, user: str) -> tuple[str | None, tuple[str, ...]] | None:
+        """(team, home teams) last noted for ``user`` in this process, or None."""
+        return self._origins.get(user)
 
     @property
     def current(self) -> Policy:

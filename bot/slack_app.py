@@ -1,4 +1,5 @@
-"""The Bolt app factory and the WSGI application serving it (``POST /slack/events``, health, metrics)."""
+"""The Bolt app factory and the WSGI applications: the Slack-facing one (``POST /slack/events``, health) and
+the metrics one (``GET /metrics``), which runs on its own listener."""
 
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ from handlers.context import HandlerContext
 log = logging.getLogger(__name__)
 
 MAX_BODY = 512 * 1024  # Slack payloads are far smaller; anything bigger is refused before parsing
+
+# What every waitress server running Clawback is given. The body bound makes waitress answer 413 as soon as a
+# request announces (Content-Length) or streams (chunked) more than MAX_BODY, instead of spooling up to its
+# 1 GiB default to disk before the app can look at it (waitress refuses at >= its bound, hence the + 1).
+SERVER_LIMITS: dict[str, int] = {"max_request_body_size": MAX_BODY + 1}
 
 
 def make_slack_client(settings: Settings) -> WebClient:
@@ -61,8 +67,24 @@ def create_bolt_app(settings: Settings, ctx: HandlerContext, client: WebClient) 
         log.exception("listener failed", exc_info=error)
         return None
 
+    if not ctx.ingress.home_teams:
+        ctx.ingress.home_teams = learn_home_teams(client)
     register_handlers(app, ctx)
     return app
+
+
+def learn_home_teams(client: WebClient) -> tuple[str, ...]:
+    """The team the bot token belongs to (``auth.test``): its people are ours, everyone else is from outside.
+
+    When Slack cannot be reached at start-up, ingress falls back to the installation each signed payload
+    names (``authorizations``, ``team``), and says so in the log.
+    """
+    try:
+        team = client.auth_test().get("team_id")
+    except Exception as exc:  # start anyway: the payload fallback still refuses other teams in events
+        log.warning("auth.test failed (%s): the home team is taken from each request's installation", exc)
+        return ()
+    return (team,) if isinstance(team, str) and team else ()
 
 
 def is_valid_signature(
@@ -172,6 +194,25 @@ def _kind(body: bytes, content_type: str) -> str | None:
     return None
 
 
+class MetricsApp:
+    """WSGI app serving only ``GET /metrics``: run it on its own listener, never the one Slack posts to.
+
+    The series are by surface, intent, model and outcome (never by person), but a series of a rarely used
+    intent moves when one person acts, so reading them is an operator's privilege (see README, "Metrics").
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/metrics" and environ.get("REQUEST_METHOD", "GET") == "GET":
+            status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(self.registry)
+        else:
+            status, ctype, body = "404 Not Found", "text/plain", b"not found"
+        start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+        return [body]
+
+
 class WebApp:
     """WSGI entry: signature check and body validation first, then Bolt."""
 
@@ -191,6 +232,7 @@ class WebApp:
         self.redis = redis_conn
         self.registry = registry or CollectorRegistry()
         self.metrics = metrics
+        self.metrics_app = MetricsApp(self.registry)  # served apart: ``clawback web --metrics-port``
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")
@@ -198,13 +240,7 @@ class WebApp:
             status, headers, body = self._slack(environ)
         elif path == "/healthz" and method == "GET":
             status, headers, body = self._health()
-        elif path == "/metrics" and method == "GET":
-            status, headers, body = (
-                200,
-                [("Content-Type", CONTENT_TYPE_LATEST)],
-                generate_latest(self.registry),
-            )
-        else:
+        else:  # /metrics is not served here (the listener Slack posts to): see MetricsApp
             status, headers, body = 404, [("Content-Type", "text/plain")], b"not found"
         start_response(
             f"{status} {_REASONS.get(status, 'OK')}", [*headers, ("Content-Length", str(len(body)))]
@@ -294,7 +330,7 @@ def build_web(
     """Wire the whole web process: Bolt app, metrics registry (ingress + ledger), WSGI app."""
     registry = CollectorRegistry()
     metrics = IngressMetrics(registry)
-    registry.register(LedgerCollector(db))
+    registry.register(LedgerCollector(db, k=lambda: ctx.ingress.policy.current.k_anonymity))
     ctx.metrics = metrics
     ctx.settings = ctx.settings or settings
     bolt = create_bolt_app(settings, ctx, client or make_slack_client(settings))
@@ -310,16 +346,17 @@ def build_web(
 
 
 class BackgroundWeb:
-    """The WSGI app under waitress on a free loopback port, in a background thread (demo, tests, benchmarks)."""
+    """A WSGI app under waitress in a background thread: by default on a free loopback port (demo, tests,
+    benchmarks); ``clawback web`` runs its metrics listener this way."""
 
-    def __init__(self, wsgi: Callable, *, threads: int = 8) -> None:
+    def __init__(self, wsgi: Callable, *, threads: int = 8, host: str = "127.0.0.1", port: int = 0) -> None:
         import threading
 
         from waitress.server import create_server
 
         self.wsgi = wsgi
-        self.server = create_server(wsgi, host="127.0.0.1", port=0, threads=threads)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
+        self.server = create_server(wsgi, host=host, port=port, threads=threads, **SERVER_LIMITS)
+        self.url = f"http://{host}:{self.server.effective_port}"
         self._closing = threading.Event()
         self.thread = threading.Thread(target=self._run, name="clawback-web", daemon=True)
         self.thread.start()

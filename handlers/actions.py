@@ -7,9 +7,9 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot import audit
+from bot import audit, outcomes
 from bot.blocks import FEEDBACK_NOT_HELPFUL, FEEDBACK_RESOLVED
-from bot.db import Outcome, Task
+from bot.db import Task
 from bot.queue import INTERACTIVE
 from handlers.context import HandlerContext
 
@@ -20,7 +20,7 @@ _KINDS = {FEEDBACK_RESOLVED: "resolved", FEEDBACK_NOT_HELPFUL: "not_helpful"}
 
 
 def record_feedback(ctx: HandlerContext, action_id: str, task_id: Any, user: str) -> str:
-    """Record a click as an explicit outcome (requester only) and enqueue the message update."""
+    """Record a click as an explicit outcome (the requester's own answer only) and enqueue the message update."""
     kind = _KINDS[action_id]
     if not isinstance(task_id, str) or len(task_id) > 32:
         return "malformed"
@@ -29,30 +29,31 @@ def record_feedback(ctx: HandlerContext, action_id: str, task_id: Any, user: str
         task = s.get(Task, task_id)
         if task is None:
             return "unknown task"
-        allowed = user == task.requester
-        if allowed:
-            row = Outcome(
-                task_id=task_id, kind=kind, source="explicit", actor=user, detail={"action_id": action_id}
-            )
-            s.add(row)
-            s.flush()
-            outcome_id = row.id
+        refusal = outcomes.click_refusal(task, user, kind)
+        row = (
+            outcomes.record_click(s, task, kind, user, {"action_id": action_id}) if refusal is None else None
+        )
         audit.append(
             s,
             actor=user,
             action="outcome.feedback",
             task_id=task_id,
-            decision="allow" if allowed else "deny",
-            details={"kind": kind, "reason": None if allowed else "not the requester"},
+            decision="allow" if row is not None else "deny",
+            target=task.channel_id,
+            details={"kind": kind, "intent": task.intent, "reason": refusal},
         )
-    ref = f"{outcome_id}" if allowed else f"deny:{user}"
+    # The worker shows the result: the outcome in the message, or a private note saying why not.
+    why = "not-yours" if refusal == outcomes.NOT_REQUESTER else "not-an-answer"
+    ref = f"{row.id}" if row is not None else f"deny:{user}:{why}"
     try:
         ctx.ingress.queue.queues[INTERACTIVE].enqueue(
             APPLY_FEEDBACK, task_id, ref, job_timeout=60, result_ttl=60, failure_ttl=86400
         )
     except Exception:  # the outcome is recorded; the visible update is best effort
         log.warning("feedback for task %s recorded but the message update was not enqueued", task_id)
-    return kind if allowed else "not requester"
+    if row is not None:
+        return kind
+    return "not requester" if refusal == outcomes.NOT_REQUESTER else "not an answer"
 
 
 def register(app: App, ctx: HandlerContext) -> None:

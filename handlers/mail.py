@@ -14,7 +14,7 @@ from typing import Any
 from slack_bolt import Ack, App
 from sqlalchemy import select
 
-from bot import audit
+from bot import audit, outcomes
 from bot.db import Outcome, Task
 from bot.ingress import submit
 from bot.ledger import NewTask
@@ -27,6 +27,7 @@ from handlers.context import HandlerContext
 log = logging.getLogger(__name__)
 
 REFRESH = "workers.triage.refresh_mail_message"
+_OUTCOME_OF = {"right": "label_kept", "wrong": "label_corrected", "discard": "draft_discarded"}
 
 
 def _where(body: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -60,7 +61,7 @@ def record_mail_feedback(
         item = s.execute(select(MailItem).where(MailItem.task_id == task_id)).scalar_one_or_none()
         if task is None or item is None or task.intent != "triage":
             return "unknown task"
-        allowed = user == task.requester
+        allowed = outcomes.click_refusal(task, user, _OUTCOME_OF[kind]) is None
         outcome, detail = None, {}
         if allowed and kind == "right" and item.feedback is None:
             outcome, item.feedback = "label_kept", "right"

@@ -61,3 +61,59 @@ def is_well_formed_event(event: Any) -> bool:
         and isinstance(event.get("text", ""), str)
         and (isinstance(event.get("user"), str) or isinstance(event.get("bot_id"), str))
     )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def requester_id(body: dict[str, Any]) -> str | None:
+    """The verified Slack user id behind a request: event author, clicker or command user."""
+    event = body.get("event")
+    if isinstance(event, dict):
+        return _text(event.get("user"))
+    user = body.get("user")
+    if isinstance(user, dict):
+        return _text(user.get("id"))
+    return _text(body.get("user_id"))
+
+
+def requester_team(body: dict[str, Any]) -> str | None:
+    """The requester's own team as Slack delivers it, which in a Slack Connect channel is their organisation.
+
+    Events: the inner event's ``user_team`` (set in shared channels), else its ``team``, else the envelope's
+    ``team_id``. Interactivity: ``user.team_id``, else ``team.id``. Slash commands: ``team_id`` (the
+    workspace the person invoked it from).
+    """
+    event = body.get("event")
+    if isinstance(event, dict):
+        return _text(event.get("user_team")) or _text(event.get("team")) or _text(body.get("team_id"))
+    user = body.get("user")
+    if isinstance(user, dict):
+        team = body.get("team")
+        return _text(user.get("team_id")) or (_text(team.get("id")) if isinstance(team, dict) else None)
+    return _text(body.get("team_id"))
+
+
+def installed_teams(body: dict[str, Any]) -> tuple[str, ...]:
+    """The installation a request was delivered to, from the payload (used only when ``auth.test`` failed).
+
+    Events name it in ``authorizations`` (then the envelope's ``team_id``); interactivity in ``team.id``;
+    slash commands in ``team_id``.
+    """
+    auths = body.get("authorizations")
+    if isinstance(auths, list):
+        teams = tuple(t for a in auths if isinstance(a, dict) and (t := _text(a.get("team_id"))))
+        if teams:
+            return teams
+    team = body.get("team")
+    found = _text(team.get("id")) if isinstance(team, dict) else _text(body.get("team_id"))
+    return (found,) if found else ()
+
+
+def command_channel(body: dict[str, Any]) -> str | None:
+    """The channel a slash command was used in, for its channel rule; None in a DM (DMs have no rule)."""
+    channel = _text(body.get("channel_id"))
+    if channel is None or channel.startswith("D") or body.get("channel_name") == "directmessage":
+        return None
+    return channel

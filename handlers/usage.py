@@ -9,10 +9,10 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot import messages
 from bot.db import utcnow
-from bot.errors import ServiceUnavailable
+from bot.errors import Denied, ServiceUnavailable
 from bot.report import own_usage
+from handlers import payloads
 from handlers.context import HandlerContext
 from workers.measure import build_usage_text
 
@@ -35,10 +35,14 @@ def parse_days(text: str) -> int | None:
     return int(m.group(1))
 
 
-def handle_usage(ctx: HandlerContext, user: str, text: str, settings: Any | None = None) -> str:
-    """The ephemeral answer to ``/usage`` for the verified ``user``."""
-    if not ctx.ingress.policy.current.has_scope(user, "usage.self"):
-        return messages.missing_scope("usage.self")
+def handle_usage(
+    ctx: HandlerContext, user: str, text: str, settings: Any | None = None, *, channel: str | None = None
+) -> str:
+    """The ephemeral answer to ``/usage`` for the verified ``user`` (in ``channel``; None for a DM)."""
+    try:
+        ctx.ingress.policy.current.require(user, "usage.self", channel=channel)
+    except Denied as exc:
+        return exc.user_message
     days = parse_days(text)
     if days is None:
         return USAGE_HELP
@@ -57,5 +61,11 @@ def register(app: App, ctx: HandlerContext) -> None:
     def _usage(ack: Ack, command: dict[str, Any]) -> None:
         ack(
             response_type="ephemeral",
-            text=handle_usage(ctx, command["user_id"], command.get("text") or "", ctx.settings),
+            text=handle_usage(
+                ctx,
+                command["user_id"],
+                command.get("text") or "",
+                ctx.settings,
+                channel=payloads.command_channel(command),
+            ),
         )

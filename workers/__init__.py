@@ -18,6 +18,7 @@ from bot import audit, controls, ledger, messages
 from bot.blocks import build_feedback_done_blocks
 from bot.db import Outcome, Task
 from bot.errors import BudgetExceeded, Denied, RateLimited, TransientError, UserFacingError
+from bot.policy import OTHER_TEAM_REASON
 from workers import runtime
 from workers.actuators import SlackActuator
 
@@ -55,6 +56,7 @@ def execute(deps: runtime.WorkerDeps, task_id: str, *, last_attempt: bool = True
         return "failed"
     scope, core = intents[task.intent]
     actuator = SlackActuator(deps.slack, deps.db, deps.policy)
+    _note_team(deps, task)
     try:
         deps.policy.current.require(
             task.requester, scope, channel=task.channel_id if task.surface not in ("dm", "email") else None
@@ -110,6 +112,13 @@ def execute(deps: runtime.WorkerDeps, task_id: str, *, last_attempt: bool = True
     return "done"
 
 
+def _note_team(deps: runtime.WorkerDeps, task: Task) -> None:
+    """Bind the requester's team as ingress stored it, so this re-check and every later one see it."""
+    stored = (task.payload or {}).get("home_teams")
+    homes = tuple(stored) if isinstance(stored, list) else ((task.team_id,) if task.team_id else ())
+    deps.policy.note_team(task.requester, task.team_id, homes)
+
+
 def _fail(
     deps: runtime.WorkerDeps, actuator: SlackActuator, task: Task, user_reason: str, reason: str
 ) -> None:
@@ -154,6 +163,8 @@ def _denial_text(task: Task) -> str:
         return messages.missing_scope(reason.removeprefix("missing scope "))
     if "not allowed in channel" in reason:
         return messages.CHANNEL_NOT_ALLOWED
+    if reason.startswith(OTHER_TEAM_REASON):
+        return messages.OTHER_TEAM
     return reason
 
 
@@ -163,16 +174,17 @@ def apply_feedback(task_id: str, ref: str) -> str:
 
 
 def show_feedback(deps: runtime.WorkerDeps, task_id: str, ref: str) -> str:
-    """Update the answer message after a click; ``ref`` is an outcome id or ``deny:<user>``."""
+    """Update the answer message after a click; ``ref`` is an outcome id or ``deny:<user>[:<why>]``."""
     task = ledger.get_task(deps.db, task_id)
     if task is None:
         return "skipped"
     actuator = SlackActuator(deps.slack, deps.db, deps.policy)
     if ref.startswith("deny:"):
-        user = ref.removeprefix("deny:")
+        user, _, why = ref.removeprefix("deny:").partition(":")
+        text = messages.FEEDBACK_ONLY_ANSWERS if why == "not-an-answer" else messages.FEEDBACK_NOT_YOURS
         if task.channel_id:
             actuator.client.chat_postEphemeral(
-                channel=task.channel_id, user=user, text=messages.FEEDBACK_NOT_YOURS, thread_ts=task.thread_ts
+                channel=task.channel_id, user=user, text=text, thread_ts=task.thread_ts
             )
         return "told"
     with deps.db.session() as s:

@@ -85,7 +85,10 @@ class SlackEventSender:
                     self._parsed.hostname, self._parsed.port, timeout=self.timeout
                 )
             try:
-                self._conn.request("POST", self._parsed.path or "/", body=body, headers=headers)
+                try:
+                    self._conn.request("POST", self._parsed.path or "/", body=body, headers=headers)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # a server may refuse (413) and hang up before the body is sent: read its answer
                 resp = self._conn.getresponse()
                 data = resp.read()
                 return Reply(resp.status, data, {k.lower(): v for k, v in resp.getheaders()})
@@ -136,8 +139,14 @@ class SlackEventSender:
         event_id: str | None = None,
         retry_num: int | None = None,
         bot_id: str | None = None,
+        user_team: str | None = None,
     ) -> Reply:
-        """An ``app_mention`` event from ``user`` in ``channel``."""
+        """An ``app_mention`` event from ``user`` in ``channel``.
+
+        ``user_team`` makes the author a member of another organisation in a Slack Connect channel: Slack then
+        sets the event's ``user_team`` (and ``team``) to the author's own team, while the envelope's
+        ``team_id`` and ``authorizations`` still name the installation that receives the event.
+        """
         event: dict[str, Any] = {
             "type": "app_mention",
             "user": user,
@@ -145,7 +154,10 @@ class SlackEventSender:
             "ts": ts or f"{time.time():.6f}",
             "channel": channel,
             "event_ts": f"{time.time():.6f}",
+            "team": user_team or self.team_id,
         }
+        if user_team:
+            event["user_team"] = event["source_team"] = user_team
         if thread_ts:
             event["thread_ts"] = thread_ts
         if bot_id:
@@ -190,8 +202,12 @@ class SlackEventSender:
         thread_ts: str | None = None,
         trigger_id: str | None = None,
         selected_option: str | None = None,
+        user_team: str | None = None,
     ) -> Reply:
-        """A ``block_actions`` interactivity payload (a button click or a select)."""
+        """A ``block_actions`` interactivity payload (a button click or a select).
+
+        ``user_team``: the clicker's own team (``user.team_id``), for a member of another organisation.
+        """
         action: dict[str, Any] = {
             "action_id": action_id,
             "block_id": "b",
@@ -213,7 +229,7 @@ class SlackEventSender:
         payload = {
             "type": "block_actions",
             "team": {"id": self.team_id},
-            "user": {"id": user, "team_id": self.team_id},
+            "user": {"id": user, "team_id": user_team or self.team_id},
             "api_app_id": self.api_app_id,
             "token": "deprecated",
             "trigger_id": trigger_id or secrets.token_hex(8),
@@ -227,12 +243,19 @@ class SlackEventSender:
         return self.post(body, "application/x-www-form-urlencoded")
 
     def command(
-        self, user: str, command: str, text: str, *, channel: str = "C0GENERAL", trigger_id: str | None = None
+        self,
+        user: str,
+        command: str,
+        text: str,
+        *,
+        channel: str = "C0GENERAL",
+        trigger_id: str | None = None,
+        team_id: str | None = None,
     ) -> Reply:
-        """A slash command invocation."""
+        """A slash command invocation (``team_id``: the workspace the person invoked it from)."""
         form = {
             "token": "deprecated",
-            "team_id": self.team_id,
+            "team_id": team_id or self.team_id,
             "channel_id": channel,
             "channel_name": "general",
             "user_id": user,

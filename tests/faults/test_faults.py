@@ -278,13 +278,20 @@ def test_health_reports_redis_and_database(web):
 
 
 def test_metrics_expose_pipeline_totals_without_people(slack, llm, sender, deps, web):
-    """/metrics has tokens by surface/intent/model and no user ids."""
+    """/metrics (on its own listener, not Slack's) has tokens by surface/intent/model and no user ids.
+
+    Five people ask: series cover at least k (5) people, smaller groups are pooled or withheld.
+    """
     import urllib.request
 
-    sender.mention("U0ALICE", "C0GENERAL", "metrics?")
+    from tests.conftest import WebServer
+
+    for user in ("U0ALICE", "U0BOB", "U0CAROL", "U0DAVE", "U0EMMA"):
+        sender.mention(user, "C0GENERAL", "metrics?")
     drain(deps)
-    with urllib.request.urlopen(web.url + "/metrics", timeout=5) as resp:  # noqa: S310 - loopback
-        body = resp.read().decode()
+    with WebServer(web.wsgi.metrics_app) as metrics:
+        with urllib.request.urlopen(metrics.url + "/metrics", timeout=5) as resp:  # noqa: S310 - loopback
+            body = resp.read().decode()
     assert "clawback_llm_tokens_total" in body and 'surface="mention"' in body
     assert "clawback_ingress_ack_seconds" in body
     assert "U0ALICE" not in body
