@@ -1,8 +1,11 @@
 """Token estimates and context trimming (pure).
 
-The estimate is ceil(characters / 4) per text plus 4 tokens of framing per chat message: the usual
-rule of thumb for English with OpenAI tokenizers. It is used to budget context and reserve budget
-before a call; the ledger always records the usage the API reported, never this estimate.
+The estimate is ceil(UTF-8 bytes / 3) per text plus 4 tokens of framing per chat message. It is meant to
+err high: English runs about 4 characters (bytes) per token with OpenAI tokenizers, and Chinese, Japanese
+or Korean text about one token per character (3 bytes), where the old characters / 4 rule under-counted
+fourfold. It budgets context and reserves budget before a call; the ledger always records the usage the
+API reported, never this estimate. (A real tokenizer is not used: ``tiktoken`` downloads its encodings at
+run time, and one estimate everywhere keeps reservations predictable.)
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 MESSAGE_OVERHEAD = 4
+BYTES_PER_TOKEN = 3
 
 
 def estimate_tokens(text: str) -> int:
-    """Approximate token count of ``text``."""
-    return math.ceil(len(text) / 4) if text else 0
+    """Conservative token count of ``text``: ceil(UTF-8 bytes / 3)."""
+    return math.ceil(len(text.encode("utf-8", "surrogatepass")) / BYTES_PER_TOKEN) if text else 0
 
 
 def estimate_messages(messages: Sequence[dict[str, str]]) -> int:
@@ -51,6 +55,8 @@ def trim_context(lines: Sequence[ContextLine], budget_tokens: int) -> tuple[list
 
 
 def clip_to_tokens(text: str, budget_tokens: int, marker: str = " […]") -> str:
-    """Cut ``text`` to about ``budget_tokens`` tokens, marking the cut."""
-    limit = budget_tokens * 4
-    return text if len(text) <= limit else text[: max(0, limit - len(marker))] + marker
+    """Cut ``text`` to at most ``budget_tokens`` estimated tokens (whole characters), marking the cut."""
+    if estimate_tokens(text) <= budget_tokens:
+        return text
+    room = max(0, budget_tokens * BYTES_PER_TOKEN - len(marker.encode()))
+    return text.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore") + marker

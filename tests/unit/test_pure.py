@@ -30,16 +30,19 @@ def test_trim_context_empty_and_zero_budget():
 
 
 def test_estimates_are_deterministic():
-    """ceil(chars/4) per text plus framing per message."""
-    assert estimate_tokens("") == 0 and estimate_tokens("abcd") == 1 and estimate_tokens("abcde") == 2
-    assert estimate_messages([{"role": "user", "content": "abcd"}]) == 1 + 4 + 3
+    """ceil(UTF-8 bytes/3) per text plus framing per message: CJK text counts a token per character."""
+    assert estimate_tokens("") == 0 and estimate_tokens("abc") == 1 and estimate_tokens("abcd") == 2
+    assert estimate_tokens("预算" * 100) == 200  # 600 bytes; characters / 4 said 50
+    assert estimate_messages([{"role": "user", "content": "abc"}]) == 1 + 4 + 3
 
 
 def test_clip_to_tokens_marks_the_cut():
     """Long text is cut and marked; short text is untouched."""
     assert clip_to_tokens("short", 10) == "short"
     clipped = clip_to_tokens("y" * 1000, 10)
-    assert len(clipped) == 40 and clipped.endswith("[…]")
+    assert estimate_tokens(clipped) <= 10 and len(clipped) > 20 and clipped.endswith("[…]")
+    cjk = clip_to_tokens("预" * 1000, 10)  # cut on a character boundary, within the estimate
+    assert estimate_tokens(cjk) <= 10 and cjk.endswith("[…]") and cjk.startswith("预")
 
 
 def test_answer_blocks_have_footer_and_buttons():
