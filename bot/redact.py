@@ -120,10 +120,11 @@ DETECTORS: tuple[Detector, ...] = (
         r"(?i)\b(?:Bearer|Basic)\s+(?P<secret>(?!\[REDACTED)[A-Za-z0-9._~+/-]{16,}=*)",
         check=lambda value: not value.isalpha(),  # "Bearer authentication" is prose
     ),
-    Detector("password", r"(?i)\b(?:password|passwd|passphrase|pwd)" + _SEP + _VALUE),
+    Detector("password", r"(?i)(?:password|passwd|passphrase|pwd)" + _SEP + _VALUE),
     Detector(
         "secret_assignment",
-        r"(?i)\b[A-Za-z0-9_.-]*?(?:api[_-]?key|apikey|access[_-]?key|auth[_-]?token|access[_-]?token|"
+        # no leading \b: "db_token=" and "X-Api-Key:" count too (and a prefix scan would be quadratic)
+        r"(?i)(?:api[_-]?key|apikey|access[_-]?key|auth[_-]?token|access[_-]?token|"
         r"refresh[_-]?token|client[_-]?secret|token|secret)" + _SEP + _VALUE,
         check=_token_like,
     ),
