@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.mail.text import PreparedEmail, prepare
+from bot.standins.llm import count_prompt, count_tokens
 from bot.standins.triage_responder import triage_responder
-from bot.tokens import estimate_messages, estimate_tokens
 from workers.triage import (
     BatchLimits,
     EmailBlock,
@@ -181,8 +181,8 @@ def _call(blocks: list[EmailBlock]) -> tuple[list[tuple[int, int]], dict[str, di
     answer = parse_batch(content, keys)
     assert not answer.problems, answer.problems
     shares = split_usage(
-        estimate_messages(msgs),  # what the stand-in reports as prompt tokens
-        estimate_tokens(content),  # ... and as completion tokens
+        count_prompt(msgs),  # what the stand-in reports as prompt tokens
+        count_tokens(content),  # ... and as completion tokens
         prompt_weights(blocks, msgs),
         [float(answer.sizes.get(k, 0)) for k in keys],
     )

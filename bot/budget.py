@@ -1,9 +1,11 @@
 """Budgets: tokens per UTC day and requests per minute, per user, held in Redis.
 
-A job *reserves* its worst case (estimated prompt + max completion tokens) before the model call and
-*settles* the real usage after, in one atomic Lua step each. Concurrent jobs therefore cannot spend
-past the limit by more than one call's maximum. Reservations expire, so a killed worker does not leak
-budget. If Redis lost the day's counter, it is rebuilt from the ledger (SQL stays the truth).
+A job *reserves* its worst case (conservatively estimated prompt + max completion tokens) before the model
+call and *settles* the real usage after, in one atomic Lua step each. A reservation is refused when what
+was used, what others hold reserved and this call's worst case together exceed the limit, so concurrent
+jobs cannot spend past the limit as long as each call's real usage stays within its reservation.
+Reservations expire, so a killed worker does not leak budget. If Redis lost the day's counter, it is
+rebuilt from the ledger (SQL stays the truth).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ if rpm_limit > 0 then
 end
 local used = tonumber(redis.call('HGET', day, 'used') or '0')
 local reserved = tonumber(redis.call('HGET', day, 'reserved') or '0')
-if limit >= 0 and used + reserved >= limit then return {-1, used + reserved} end
+if limit >= 0 and used + reserved + amount > limit then return {-1, used + reserved} end
 if rpm_limit > 0 then
   redis.call('INCR', rpm)
   redis.call('EXPIRE', rpm, 120)
@@ -133,13 +135,19 @@ class Budget:
             ledger_used = self.ledger_tokens(user, now.replace(hour=0, minute=0, second=0, microsecond=0))
         rid = secrets.token_hex(6)
         limit = limits.daily_tokens  # > 0 here: no budget was refused above
-        status, _value = self._reserve(
+        status, value = self._reserve(
             keys=[day_key, resv_key, rpm_key],
             args=[limit, amount, rid, now.timestamp(), self.ttl, limits.requests_per_minute, ledger_used],
         )
         if status == -2:
             raise BudgetExceeded(messages.rate_limited(60 - int(now.timestamp()) % 60), reason="rate limited")
         if status == -1:
+            left = max(0, limit - int(value))
+            if left > 0 and amount > 0:  # some budget is left, but not this call's worst case
+                raise BudgetExceeded(
+                    messages.budget_too_small(amount, left, _next_midnight(now)),
+                    reason="daily token budget too small for this request",
+                )
             raise BudgetExceeded(
                 messages.over_budget(_next_midnight(now)), reason="daily token budget used up"
             )

@@ -42,6 +42,14 @@ def over_budget(resets_at: datetime) -> str:
     )
 
 
+def budget_too_small(needed: int, left: int, resets_at: datetime) -> str:
+    """Denial text when this request's worst case does not fit in what is left of the daily budget."""
+    return (
+        f"This request could use up to {needed:,} tokens, but only {left:,} of your daily Clawback token budget "
+        f"are left (it resets at {resets_at:%H:%M} UTC, {resets_at:%Y-%m-%d}). Nothing was sent to the model."
+    )
+
+
 def rate_limited(seconds: int) -> str:
     """Denial text for too many requests in a minute."""
     return f"You're sending requests faster than your limit allows. Try again in about {seconds} s."

@@ -514,7 +514,7 @@ def email_block(key: str, msg: MailMessage, prepared: mail_text.PreparedEmail, r
     recipients = len(msg.to) + len(msg.cc)
     block = EmailBlock(
         key=key,
-        sender=f"{msg.sender_name} <{msg.sender_email}>",
+        sender=f"{redactor.redact_text(msg.sender_name)} <{redactor.redact_text(msg.sender_email)}>",
         recipients=f"{recipients} recipient(s)" + (" including cc" if msg.cc else ""),
         subject=subject,
         received=msg.received_at.strftime("%Y-%m-%d %H:%M UTC"),

@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, or_, select, update
@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from bot import ledger
 from bot.db import Database, Task, utcnow
 from bot.errors import ConfigError
-from bot.ingress import IngressDeps, submit
+from bot.ingress import IngressDeps, redactor_for, submit
 from bot.ledger import NewTask
 from bot.mail.base import (
     MailAuthError,
@@ -126,11 +126,24 @@ class QueueStalled(MailError):
     """Tasks were committed but could not be enqueued: keep the sync state where it was."""
 
 
+def redacted_headers(ingress: IngressDeps, msg: MailMessage) -> tuple[MailMessage, int]:
+    """The message with its subject and sender redacted (what the ledger may store), and how many redactions."""
+    redactor = redactor_for(ingress.policy)
+    subject, c1 = redactor.redact(msg.subject or "")
+    sender, c2 = redactor.redact(msg.sender_email or "")
+    name, c3 = redactor.redact(msg.sender_name or "")
+    clean = replace(msg, subject=subject, sender_email=sender, sender_name=name)
+    return clean, sum(c1.values()) + sum(c2.values()) + sum(c3.values())
+
+
 def _submit_message(ingress: IngressDeps, cfg: MailboxConfig, change: SyncChange, report: PollReport) -> bool:
-    """Create and enqueue the triage task of one new message; False when it could not be enqueued."""
-    msg = change.message
-    assert msg is not None
-    key = idempotency_key(cfg.address, msg, change.item_id)
+    """Create and enqueue the triage task of one new message; False when it could not be enqueued.
+
+    Only redacted headers are stored: a subject "password: …" reaches neither the task nor the triage record.
+    """
+    assert change.message is not None
+    key = idempotency_key(cfg.address, change.message, change.item_id)
+    msg, redactions = redacted_headers(ingress, change.message)
     new = NewTask(
         idempotency_key=key,
         requester=cfg.owner,
@@ -145,6 +158,7 @@ def _submit_message(ingress: IngressDeps, cfg: MailboxConfig, change: SyncChange
             "sender": (msg.sender_email or "")[:200],
             "received_at": msg.received_at.isoformat(),
         },
+        redactions=redactions,
     )
     sub = submit(ingress, new, scope="mail.read", queue=BULK, notify_denial=False)
     if sub.created:

@@ -1,8 +1,11 @@
 """An OpenAI-compatible chat-completions stand-in with deterministic answers and honest usage.
 
-Usage is counted with the documented approximation in ``bot.tokens`` (ceil(chars/4) per message text
-plus 4 tokens of framing per message, plus 3): the same inputs always give the same counts, and the
-ledger records exactly what this server reports, as it would with a real endpoint.
+Usage is counted by this server's own tokenizer model (``count_tokens``), independent of the estimate
+Clawback reserves budget with: about 4 ASCII characters per token and one token per 3 UTF-8 bytes of
+anything else (a CJK character is one token, as with OpenAI's tokenizers for common characters), plus 4
+tokens of framing per message and 3 per request. Tool and response-format definitions are not counted.
+The same inputs always give the same counts, and the ledger records exactly what this server reports,
+as it would with a real endpoint.
 
 Tests script behaviour with ``script(...)``: each queued step is consumed by one request, e.g.
 ``{"status": 429, "retry_after": 1}``, ``{"status": 500}``, ``{"delay": 2.0}``, ``{"truncate": True}``,
@@ -24,9 +27,40 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.standins.base import QuietHandler, RecordedRequest, StandInServer
-from bot.tokens import estimate_messages, estimate_tokens
 
 Responder = Callable[[list[dict[str, Any]], dict[str, Any]], str]
+
+
+def count_tokens(text: str) -> int:
+    """Tokens of ``text`` as this endpoint bills them: ASCII at 4 characters a token, other text at 3 bytes."""
+    if not text:
+        return 0
+    ascii_chars = sum(1 for ch in text if ord(ch) < 128)
+    other_bytes = len(text.encode("utf-8", "surrogatepass")) - ascii_chars
+    return -(-(3 * ascii_chars + 4 * other_bytes) // 12)  # ceil(ascii/4 + other/3)
+
+
+def count_prompt(messages: list[dict[str, Any]]) -> int:
+    """Prompt tokens of chat messages: their text plus 4 tokens of framing each, plus 3."""
+    total = 3
+    for m in messages:
+        content = m.get("content") or ""
+        if isinstance(content, list):  # content parts
+            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+        total += count_tokens(str(content)) + 4
+    return total
+
+
+def _cut_to_tokens(text: str, max_tokens: int) -> str:
+    """The longest prefix of ``text`` within ``max_tokens`` (a completion stopped at the limit)."""
+    lo, hi = 0, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count_tokens(text[:mid]) <= max_tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo]
 
 
 def default_answer(messages: list[dict[str, Any]]) -> str:
@@ -125,11 +159,11 @@ class LLMStandIn(StandInServer):
             "content" not in step
             and content is not None
             and max_tokens
-            and estimate_tokens(content) > int(max_tokens)
+            and count_tokens(content) > int(max_tokens)
         ):
-            content, finish = content[: int(max_tokens) * 4], "length"
-        prompt_tokens = estimate_messages(messages)
-        completion_tokens = estimate_tokens(content or json.dumps(tool_calls or []))
+            content, finish = _cut_to_tokens(content, int(max_tokens)), "length"
+        prompt_tokens = count_prompt(messages)
+        completion_tokens = count_tokens(content or json.dumps(tool_calls or []))
         body: dict[str, Any] = {
             "id": "chatcmpl-" + secrets.token_hex(8),
             "object": "chat.completion",

@@ -12,7 +12,14 @@ from bot.llm import cost_of
 from bot.redact import Redactor
 from bot.safety import sanitize, split_text, urls_in
 from bot.settings import load_settings
-from bot.tokens import ContextLine, clip_to_tokens, estimate_messages, estimate_tokens, trim_context
+from bot.tokens import (
+    ContextLine,
+    clip_to_tokens,
+    estimate_messages,
+    estimate_tokens,
+    trim_context,
+    worst_case_tokens,
+)
 from handlers import payloads
 
 
@@ -30,16 +37,20 @@ def test_trim_context_empty_and_zero_budget():
 
 
 def test_estimates_are_deterministic():
-    """ceil(chars/4) per text plus framing per message."""
+    """Typical: ASCII/4 + other bytes/3; reservations: UTF-8 bytes/3 plus framing; CJK is a token a character."""
     assert estimate_tokens("") == 0 and estimate_tokens("abcd") == 1 and estimate_tokens("abcde") == 2
-    assert estimate_messages([{"role": "user", "content": "abcd"}]) == 1 + 4 + 3
+    assert estimate_tokens("预算" * 100) == worst_case_tokens("预算" * 100) == 200  # characters / 4 said 50
+    assert worst_case_tokens("abcd") == 2 and worst_case_tokens("x" * 300) == 100
+    assert estimate_messages([{"role": "user", "content": "abcd"}]) == 2 + 4 + 3
 
 
 def test_clip_to_tokens_marks_the_cut():
     """Long text is cut and marked; short text is untouched."""
     assert clip_to_tokens("short", 10) == "short"
     clipped = clip_to_tokens("y" * 1000, 10)
-    assert len(clipped) == 40 and clipped.endswith("[…]")
+    assert estimate_tokens(clipped) <= 10 and len(clipped) > 30 and clipped.endswith("[…]")
+    cjk = clip_to_tokens("预" * 1000, 10)  # cut on a character boundary, within the estimate
+    assert estimate_tokens(cjk) <= 10 and cjk.endswith("[…]") and cjk.startswith("预")
 
 
 def test_answer_blocks_have_footer_and_buttons():
