@@ -141,6 +141,7 @@ def _well_formed_interactive(payload: dict[str, Any]) -> bool:
         isinstance(user, dict)
         and isinstance(user.get("id"), str)
         and isinstance(actions, list)
+        and (bool(actions) or payload.get("type") != "block_actions")  # Bolt reads the first action
         and all(isinstance(a, dict) and isinstance(a.get("action_id"), str) for a in actions)
         and all(isinstance(payload.get(k, {}), dict) for k in ("team", "channel", "container", "message"))
     )

@@ -59,7 +59,7 @@ def is_well_formed_event(event: Any) -> bool:
         and isinstance(event.get("channel"), str)
         and isinstance(event.get("ts"), str)
         and isinstance(event.get("text", ""), str)
-        and (isinstance(event.get("user"), str) or isinstance(event.get("bot_id"), str))
+        and bool(_text(event.get("user")) or _text(event.get("bot_id")))  # an author: a person or a bot
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bot.standins.slack_events import sign
@@ -88,6 +88,8 @@ def _queued(deps) -> int:
     ),
     event_id=st.text(max_size=20) | json_values,
 )
+# Found by the fuzzer: a mention with an empty bot_id and no user reached the listener (KeyError, 500).
+@example(event={"type": "app_mention", "channel": "C0GENERAL", "ts": "1.0", "bot_id": ""}, event_id="Ev1")
 def test_fuzz_event_payloads(app, deps, event, event_id):
     """Arbitrary event callbacks: 200 (handled or ignored) or 400; never a 500; bad input queues nothing."""
     before = _queued(deps)
@@ -144,6 +146,8 @@ def test_fuzz_slash_commands(app, deps, command, text, user, channel, trigger):
     user=user_ids | json_values,
     extra=st.dictionaries(st.text(max_size=10), json_values, max_size=3),
 )
+# Found by the fuzzer: a click with no action raised IndexError inside Bolt (500).
+@example(action_id="feedback_resolved", value="x", user="U0ALICE", extra={"actions": []})
 def test_fuzz_block_actions(app, deps, action_id, value, user, extra):
     """Arbitrary button payloads never crash the app; unknown tasks record nothing."""
     payload = {
