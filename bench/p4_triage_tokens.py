@@ -326,6 +326,9 @@ def run(
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     _print(result)
+    if draft_scope:  # the same corpus for an owner without mail.draft: every short email may share a call
+        other = run(n=n, runs=1, limits=limits, draft_scope=False)
+        result["without_draft_scope"] = {k: other[k] for k in ("tokens_per_email", "ratio", "calls")}
     return result
 
 

@@ -77,8 +77,10 @@ def headline(name: str, r: dict) -> str:
             f"(bound {r['bound']}x)"
         )
     if name == "P4":
+        other = r.get("without_draft_scope") or {}
         return (
-            f"{r['tokens_per_email']} tokens/email vs naive {r['naive_tokens_per_email']} = {r['ratio']}, "
+            f"{r['tokens_per_email']} tokens/email vs naive {r['naive_tokens_per_email']} = {r['ratio']} "
+            f"(owner holds mail.draft; without it {other.get('ratio')}), "
             f"same decisions {r['same_decisions']}/{r['emails']}"
         )
     keys = [
