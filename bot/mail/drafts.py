@@ -98,13 +98,13 @@ def check_draft(draft: str, source: MailMessage) -> list[str]:
     return problems
 
 
-def fingerprint(body_text: str, recipients: Iterable[str]) -> str:
-    """A hash binding a send to the exact draft text and recipients its owner was shown."""
+def fingerprint(body_text: str, recipients: Iterable[str], subject: str = "") -> str:
+    """A hash binding a send to the exact draft text, recipients and subject its owner was shown."""
     core = normalize(body_text or "")
     people = ",".join(sorted({r.strip().lower() for r in recipients if r and r.strip()}))
-    return hashlib.sha256(f"{people}\n{core}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{people}\n{normalize(subject or '')}\n{core}".encode()).hexdigest()[:32]
 
 
 def draft_fingerprint(draft: MailMessage) -> str:
-    """The fingerprint of a draft as the mailbox holds it (its text, To and Cc)."""
-    return fingerprint(draft.body_text, [*draft.to, *draft.cc])
+    """The fingerprint of a draft as the mailbox holds it (its text, To, Cc and subject)."""
+    return fingerprint(draft.body_text, [*draft.to, *draft.cc], draft.subject)
