@@ -1103,6 +1103,41 @@ def preview_send(deps: WorkerDeps, task: Task) -> dict[str, Any]:
     return {"preview": ts, "channel": channel, "fingerprint": fp, "to": draft.to, "cc": draft.cc}
 
 
+def _close_preview(deps: WorkerDeps, parent_id: str, confirmed: str, draft: MailMessage, owner: str) -> None:
+    """Show the confirmed preview as sent, without its button (best effort: the mail is already sent)."""
+    with deps.db.session() as s:
+        previews = list(
+            s.execute(
+                select(Task).where(
+                    Task.intent == "mail_preview", Task.parent_id == parent_id, Task.status == "done"
+                )
+            ).scalars()
+        )
+    for preview in previews:
+        shown = preview.result or {}
+        if shown.get("fingerprint") != confirmed or not shown.get("channel") or not shown.get("preview"):
+            continue
+        blocks = build_send_preview_blocks(
+            parent_id, confirmed, to=draft.to, cc=draft.cc, subject=draft.subject, text=draft.body_text
+        )
+        blocks = [b for b in blocks if b["type"] not in ("actions", "context")]
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": mail_messages.DRAFT_SENT.format(user=owner)}],
+            }
+        )
+        try:
+            deps.slack.chat_update(
+                channel=shown["channel"],
+                ts=shown["preview"],
+                text=mail_messages.DRAFT_SENT.format(user=owner),
+                blocks=blocks,
+            )
+        except Exception as exc:  # noqa: BLE001 - cosmetic: the reply is sent and recorded
+            log.warning("draft of %s sent but its preview was not updated (%s)", parent_id, exc)
+
+
 def send_draft(deps: WorkerDeps, task: Task) -> dict[str, Any]:
     """Send the reply draft of a triaged email because its owner confirmed its exact text ("Confirm send").
 
@@ -1129,6 +1164,8 @@ def send_draft(deps: WorkerDeps, task: Task) -> dict[str, Any]:
     )
     if item.slack_channel and item.slack_ts:
         refresh_message(deps, item.slack_channel, item.slack_ts)
+    if draft is not None:
+        _close_preview(deps, parent_id, confirmed, draft, cfg.owner)
     to = ", ".join(draft.to) if draft is not None else item.sender or "the sender"
     # The subject and addresses come from mail: shown as text, never as links or mentions.
     SlackActuator(deps.slack, deps.db, deps.policy).notify(

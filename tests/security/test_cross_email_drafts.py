@@ -241,6 +241,9 @@ def test_send_draft_shows_the_exact_text_and_sends_only_on_confirm(ews, poller, 
     drain(mail_deps)
     assert len(ews.outbox) == 1 and ews.outbox[0].to == ["dave@example.com"]
     assert ("Lunch on Thursday?", "draft_sent_unchanged", "explicit") in _outcomes(mail_deps)
+    (closed,) = [u for u in slack.calls("chat.update") if "Draft sent by" in u["text"]]
+    assert "mail_confirm_send" not in json.dumps(closed["blocks"])  # the preview now shows it as sent
+    assert draft.body_text.strip() in _shown_text(closed)
 
 
 def test_a_confirmation_is_bound_to_the_text_it_showed(ews, poller, mail_deps, slack, sender):
