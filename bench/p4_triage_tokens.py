@@ -32,6 +32,7 @@ from workers.triage import (
     EmailBlock,
     batch_keys,
     email_cost,
+    may_draft_to,
     may_join,
     parse_batch,
     prompt_weights,
@@ -193,9 +194,20 @@ def _call(blocks: list[EmailBlock]) -> tuple[list[tuple[int, int]], dict[str, di
     return shares, decisions
 
 
-def plan_batches(prepared: list[PreparedEmail], limits: BatchLimits) -> list[list[int]]:
+OWNER_ADDRESS = "emma@example.com"
+
+
+def _address(sender: str) -> str:
+    return sender.rsplit("<", 1)[-1].rstrip(">").strip()
+
+
+def plan_batches(
+    prepared: list[PreparedEmail], limits: BatchLimits, alone: list[bool] | None = None
+) -> list[list[int]]:
     """Group a queue the way the worker does: the first queued email leads; if short, later short emails of
-    the queue join it (up to ``max_emails`` and ``batch_tokens``); the rest wait for their own turn."""
+    the queue join it (up to ``max_emails`` and ``batch_tokens``); the rest wait for their own turn. An email
+    that may get a reply draft (``alone``) neither leads a batch nor joins one."""
+    alone = alone or [False] * len(prepared)
     done = [False] * len(prepared)
     batches = []
     for i, p in enumerate(prepared):
@@ -203,14 +215,14 @@ def plan_batches(prepared: list[PreparedEmail], limits: BatchLimits) -> list[lis
             continue
         done[i] = True
         batch, used = [i], email_cost(p)
-        if limits.max_emails > 1 and may_join(limits, 0, p):
+        if limits.max_emails > 1 and may_join(limits, 0, p) and not alone[i]:
             window = [j for j in range(i + 1, len(prepared)) if not done[j]][
                 : min(limits.scan, limits.fetches)
             ]
             for j in window:
                 if len(batch) >= limits.max_emails:
                     break
-                if may_join(limits, used, prepared[j]):
+                if may_join(limits, used, prepared[j]) and not alone[j]:
                     batch.append(j)
                     used += email_cost(prepared[j])
                     done[j] = True
@@ -218,10 +230,16 @@ def plan_batches(prepared: list[PreparedEmail], limits: BatchLimits) -> list[lis
     return batches
 
 
-def run(n: int = 60, runs: int = 3, limits: BatchLimits | None = None) -> dict[str, Any]:
-    """Measure tokens per email (prompt + completion): batched prepared text vs naive raw, same decisions."""
+def run(
+    n: int = 60, runs: int = 3, limits: BatchLimits | None = None, draft_scope: bool = True
+) -> dict[str, Any]:
+    """Measure tokens per email (prompt + completion): batched prepared text vs naive raw, same decisions.
+
+    ``draft_scope``: the owner holds ``mail.draft``, so emails whose sender takes replies are triaged alone
+    (``workers.triage.may_get_draft``); without it every short email may share a call."""
     limits = limits or BatchLimits()
     emails = corpus(n)
+    alone = [draft_scope and may_draft_to(_address(e.sender), OWNER_ADDRESS) for e in emails]
     timings = []
     for _ in range(runs):
         started = time.perf_counter()
@@ -239,7 +257,7 @@ def run(n: int = 60, runs: int = 3, limits: BatchLimits | None = None) -> dict[s
                     "single_decision": single_dec["m0"],
                 }
             )
-        batches = plan_batches(prepared, limits)
+        batches = plan_batches(prepared, limits, alone)
         for batch in batches:
             keys = batch_keys(f"t{batch[0]}", [f"t{i}" for i in batch])
             blocks = [
@@ -278,6 +296,8 @@ def run(n: int = 60, runs: int = 3, limits: BatchLimits | None = None) -> dict[s
         "ratio": round(ours_mean / naive_mean, 3),
         "single_ratio": round(single_mean / naive_mean, 3),
         "target_ratio": 0.35,
+        "draft_scope": draft_scope,
+        "alone_for_drafts": sum(alone),
         "calls": len(batches),
         "naive_calls": len(rows),
         "batch_sizes": sorted(len(b) for b in batches),
@@ -306,6 +326,9 @@ def run(n: int = 60, runs: int = 3, limits: BatchLimits | None = None) -> dict[s
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     _print(result)
+    if draft_scope:  # the same corpus for an owner without mail.draft: every short email may share a call
+        other = run(n=n, runs=1, limits=limits, draft_scope=False)
+        result["without_draft_scope"] = {k: other[k] for k in ("tokens_per_email", "ratio", "calls")}
     return result
 
 
@@ -322,7 +345,10 @@ def _print(r: dict[str, Any]) -> None:
         f"{r['naive_tokens_per_email']:>9.1f}{r['ratio']:>8.3f}   (target ≤ {r['target_ratio']};"
         f" unbatched {r['single_ratio']:.3f})"
     )
-    print(f"model calls: {r['calls']} batched vs {r['naive_calls']} naive; batch sizes {r['batch_sizes']}")
+    print(
+        f"model calls: {r['calls']} batched vs {r['naive_calls']} naive; batch sizes {r['batch_sizes']};"
+        f" triaged alone because they may get a draft: {r['alone_for_drafts']}"
+    )
     print(
         f"same decisions as naive: {r['same_decisions']}/{r['emails']} ({r['agreement']:.0%});"
         f" as unbatched: {r['same_as_single']}/{r['emails']}; matches corpus label: {r['matches_corpus_label']:.0%}"

@@ -1,4 +1,4 @@
-"""``make bench``: run P1–P6, print one summary table, write ``bench/results.json``.
+"""``make bench``: run P1–P7, print one summary table, write ``bench/results.json``.
 
 Each benchmark reports its figure against a baseline measured in the same run on the same machine.
 """
@@ -38,6 +38,7 @@ BENCHES = [
     ("P4", "bench.p4_triage_tokens", {}),
     ("P5", "bench.p5_report", {"pg_url": local_postgres}),
     ("P6", "bench.p6_idle_poll", {}),
+    ("P7", "bench.p7_hostile_html", {}),
 ]
 
 
@@ -70,9 +71,16 @@ def headline(name: str, r: dict) -> str:
         return "; ".join(parts)
     if name == "P6":
         return f"{r['requests_per_idle_poll']} EWS request(s) per idle poll of {r['messages']:,} messages"
-    if name == "P4":
+    if name == "P7":
         return (
-            f"{r['tokens_per_email']} tokens/email vs naive {r['naive_tokens_per_email']} = {r['ratio']}, "
+            f"worst hostile HTML ({r['worst_shape']}) {r['ratio']}x a benign email of {r['size']:,} chars "
+            f"(bound {r['bound']}x)"
+        )
+    if name == "P4":
+        other = r.get("without_draft_scope") or {}
+        return (
+            f"{r['tokens_per_email']} tokens/email vs naive {r['naive_tokens_per_email']} = {r['ratio']} "
+            f"(owner holds mail.draft; without it {other.get('ratio')}), "
             f"same decisions {r['same_decisions']}/{r['emails']}"
         )
     keys = [

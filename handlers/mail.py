@@ -1,7 +1,9 @@
-"""Interactivity on triage messages: "Right", "Wrong category", "Send draft", "Discard draft".
+"""Interactivity on triage messages: "Right", "Wrong category", "Send draft", "Confirm send", "Discard draft".
 
 Only the mailbox owner's clicks count (the verified Slack user id, never text). Feedback is recorded as an
-explicit outcome here (one SQL transaction); sending is a task with the ``mail.send`` scope, and relabelling
+explicit outcome here (one SQL transaction). Sending takes two clicks, each a task with the ``mail.send``
+scope: "Send draft" shows the draft's exact text and recipients (``mail_preview``); only "Confirm send" under
+that preview sends, bound to the fingerprint of what was shown (``mail_send``). Relabelling
 the message in Exchange after "Wrong category" a task with the ``mail.categorize`` scope (only when the owner
 holds it), both run by a worker.
 """
@@ -9,6 +11,7 @@ holds it), both run by a worker.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from slack_bolt import Ack, App
@@ -18,7 +21,7 @@ from bot import audit, outcomes
 from bot.db import Outcome, Task
 from bot.ingress import submit
 from bot.ledger import NewTask
-from bot.mail.blocks import MAIL_DISCARD_DRAFT, MAIL_RIGHT, MAIL_SEND_DRAFT, MAIL_WRONG
+from bot.mail.blocks import MAIL_CONFIRM_SEND, MAIL_DISCARD_DRAFT, MAIL_RIGHT, MAIL_SEND_DRAFT, MAIL_WRONG
 from bot.mail.config import CATEGORIES, CATEGORY_LABELS
 from bot.mail.models import MailItem
 from bot.queue import INTERACTIVE
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 
 REFRESH = "workers.triage.refresh_mail_message"
 _OUTCOME_OF = {"right": "label_kept", "wrong": "label_corrected", "discard": "draft_discarded"}
+_FINGERPRINT = re.compile(r"[0-9a-f]{32}")
 
 
 def _where(body: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -89,9 +93,21 @@ def record_mail_feedback(
     return outcome or "already recorded"
 
 
-def request_send(ctx: HandlerContext, task_id: Any, user: str, channel: str | None) -> str:
-    """The owner clicked "Send draft": create the ``mail_send`` task (scope checked at ingress and worker)."""
+def request_send(
+    ctx: HandlerContext,
+    task_id: Any,
+    user: str,
+    channel: str | None,
+    *,
+    confirm: str | None = None,
+    click: str = "",
+) -> str:
+    """ "Send draft" (no ``confirm``): create the ``mail_preview`` task that shows the exact draft; "Confirm
+    send" (``confirm`` is the fingerprint shown): create the ``mail_send`` task. Scopes are checked at ingress
+    and in the worker; a click is handled once (Slack's retries of it carry the same trigger id)."""
     if not isinstance(task_id, str) or len(task_id) > 32:
+        return "malformed"
+    if confirm is not None and not _FINGERPRINT.fullmatch(confirm):
         return "malformed"
     with ctx.ingress.db.session() as s:
         task = s.get(Task, task_id)
@@ -110,17 +126,26 @@ def request_send(ctx: HandlerContext, task_id: Any, user: str, channel: str | No
         return "unknown task"
     if user != owner:
         return "not owner"
+    if confirm is None:
+        key, intent, payload = (
+            f"mail-preview:{task_id}:{click[:64]}",
+            "mail_preview",
+            {"triage_task": task_id},
+        )
+    else:
+        key, intent = f"mail-send:{task_id}:{confirm}", "mail_send"
+        payload = {"triage_task": task_id, "confirm": confirm}
     sub = submit(
         ctx.ingress,
         NewTask(
-            idempotency_key=f"mail-send:{task_id}",
+            idempotency_key=key,
             requester=user,
             surface="dm",
-            intent="mail_send",
+            intent=intent,
             trigger="human",
             channel_id=channel,
             parent_id=task_id,
-            payload={"triage_task": task_id},
+            payload=payload,
         ),
         scope="mail.send",
         queue=INTERACTIVE,
@@ -185,10 +210,17 @@ def register(app: App, ctx: HandlerContext) -> None:
         ack()
 
     def on_send(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
-        request_send(ctx, action.get("value"), body["user"]["id"], _where(body)[0])
+        click = str(body.get("trigger_id") or action.get("action_ts") or "")
+        request_send(ctx, action.get("value"), body["user"]["id"], _where(body)[0], click=click)
+        ack()
+
+    def on_confirm(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
+        task_id, _, fingerprint = str(action.get("value") or "").partition(":")
+        request_send(ctx, task_id, body["user"]["id"], _where(body)[0], confirm=fingerprint)
         ack()
 
     app.action(MAIL_RIGHT)(on_right)
     app.action(MAIL_WRONG)(on_wrong)
     app.action(MAIL_DISCARD_DRAFT)(on_discard)
     app.action(MAIL_SEND_DRAFT)(on_send)
+    app.action(MAIL_CONFIRM_SEND)(on_confirm)

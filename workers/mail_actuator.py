@@ -23,11 +23,13 @@ from bot.mail.base import (
     MailAuthError,
     Mailbox,
     MailError,
+    MailMessage,
     MailNotFound,
     MailThrottled,
     MailUnavailable,
 )
 from bot.mail.config import MailboxConfig
+from bot.mail.drafts import check_draft
 from bot.mail.text import same_reply
 from bot.policy import PolicyStore
 from workers.actuators import _classify
@@ -143,11 +145,36 @@ class MailboxActuator:
         return new_id
 
     def draft_reply(
-        self, task: Task, item_id: str, body: str, *, internet_message_id: str | None = None
+        self,
+        task: Task,
+        item_id: str,
+        body: str,
+        *,
+        source: MailMessage,
+        internet_message_id: str | None = None,
     ) -> str:
-        """Save a reply draft to the original sender only (mail.draft); returns the draft id."""
+        """Save a reply draft to the original sender only (mail.draft); returns the draft id.
+
+        The draft may carry no address, link or 4+ digit number that ``source`` (the email it answers)
+        lacks, whichever backend saves it: an offending draft is refused (audited) and never saved.
+        """
         key = f"{task.id}:mail.draft"
         detail = {"item_id": item_id, "chars": len(body)}
+        problems = check_draft(body, source)
+        if problems:
+            reason = mail_messages.DRAFT_REFUSED.format(reasons="; ".join(problems))
+            audit.record(
+                self.db,
+                actor="clawback",
+                on_behalf_of=task.requester,
+                action="mail.draft",
+                decision="deny",
+                task_id=task.id,
+                target=self.cfg.address,
+                scope="mail.draft",
+                details={**detail, "reason": reason},
+            )
+            raise Denied(reason, reason=f"draft refused: {'; '.join(problems)}")
         action, created = self._begin(task, "mail.draft", key, detail)
         if not created and action.status == "done":
             return str((action.result or {}).get("draft_id"))

@@ -1,10 +1,11 @@
 """Email triage: classify one email (structured output), act within the owner's scopes, tell the owner.
 
-Intents: ``triage`` (one email, created by the poller; short emails of one mailbox share a model call),
-``mail_digest`` (the owner's digest DM, created by the poller after a poll), ``mail_send`` (the owner clicked
-"Send draft") and ``mail_relabel`` (the owner picked the right category after "Wrong category"). The email
-is untrusted data: it decides nothing about which actions run, who a draft goes to, or which links it may
-carry; code does.
+Intents: ``triage`` (one email, created by the poller; short emails of one mailbox share a model call unless
+they may get a reply draft), ``mail_digest`` (the owner's digest DM, created by the poller after a poll),
+``mail_preview`` (the owner clicked "Send draft": show the exact draft), ``mail_send`` (the owner clicked
+"Confirm send" under it) and ``mail_relabel`` (the owner picked the right category after "Wrong
+category"). The email is untrusted data: it decides nothing about which actions run, who a draft goes to, or
+which links, addresses or numbers it may carry; code does.
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ from bot.mail.blocks import (
     ItemView,
     build_digest_pages,
     build_item_blocks,
+    build_send_preview_blocks,
+    escape,
     overflow_text,
 )
 from bot.mail.config import CATEGORIES, CATEGORY_LABELS, LABEL_CATEGORIES, MailboxConfig, mailbox_config
 from bot.mail.config import mailbox_factory as default_mailbox_factory
+from bot.mail.drafts import check_draft, draft_fingerprint
 from bot.mail.models import MailItem
-from bot.safety import urls_in
 from bot.tokens import estimate_messages, estimate_tokens
 from workers import runtime
 from workers.actuators import SlackActuator, _classify
@@ -293,23 +296,6 @@ def block_tokens(block: EmailBlock) -> int:
     )
 
 
-def clean_draft(body: str, allowed_urls: set[str]) -> tuple[str, int]:
-    """A draft without links that the original email did not contain; returns (text, links removed)."""
-    removed = 0
-
-    def sub(m: re.Match[str]) -> str:
-        nonlocal removed
-        url = m.group(0).rstrip(".,;:!?")
-        if url in allowed_urls:
-            return m.group(0)
-        removed += 1
-        return "[link removed]" + m.group(0)[len(url) :]
-
-    body = re.sub(r"(?i)\b(?:https?://|www\.)[^\s<>\"')\]]+", sub, body)
-    body, n = re.subn(r"(?i)\bmailto:\S+", "[link removed]", body)
-    return body[:4000], removed + n
-
-
 def may_draft_to(sender: str, owner_address: str) -> bool:
     """A reply draft makes sense only for a real external sender (not ourselves, not a no-reply robot)."""
     local = sender.split("@")[0]
@@ -319,6 +305,12 @@ def may_draft_to(sender: str, owner_address: str) -> bool:
         and sender.lower() != owner_address.lower()
         and not _NO_REPLY.search(local)
     )
+
+
+def may_get_draft(policy: Any, owner: str, address: str, msg: MailMessage) -> bool:
+    """Whether triage may save a reply draft for ``msg``: its owner holds ``mail.draft`` and the sender takes
+    replies. Such an email is triaged in a call of its own: no other email's content can reach its draft."""
+    return policy.has_scope(owner, "mail.draft") and may_draft_to(msg.sender_email, address)
 
 
 # -- shared helpers ----------------------------------------------------------------------------------------
@@ -387,6 +379,7 @@ def view_of(item: MailItem, owner: str) -> ItemView:
         feedback=item.feedback,
         prompt_tokens=item.prompt_tokens,
         completion_tokens=item.completion_tokens,
+        draft_note=(item.reason or "") if item.draft_status == "refused" else "",
     )
 
 
@@ -714,7 +707,11 @@ def _gather(
                     _cas(deps, rid, own, "pending")
             break
         entry = Entry(task_id, record_id, msg, _prepare(deps, msg), adopted) if msg is not None else None
-        if entry is None or not may_join(limits, used, entry.prepared):
+        if (
+            entry is None
+            or not may_join(limits, used, entry.prepared)
+            or may_get_draft(deps.policy.current, task.requester, cfg.address, entry.msg)
+        ):
             if adopted:
                 _cas(deps, record_id, own, "pending")  # its own job triages (or skips) it
             continue
@@ -809,7 +806,8 @@ def triage(deps: WorkerDeps, task: Task) -> dict[str, Any]:
             reason = "attachments only, no subject or text" if msg.has_attachments else "empty message"
             return _skip(deps, task, reason, **lead.sizes)
         entries = [lead]
-        if limits.max_emails > 1 and may_join(limits, 0, prepared):
+        alone = may_get_draft(deps.policy.current, task.requester, address, msg)
+        if limits.max_emails > 1 and may_join(limits, 0, prepared) and not alone:
             entries += _gather(deps, task, cfg, mailbox, lead, limits)
         verdicts = decide_batch(deps, task, entries, f"<@{cfg.owner}>")
         _store(deps, task, entries, verdicts)
@@ -863,7 +861,7 @@ def conclude(
         **sizes,
         **tokens,
     )
-    done, skipped = act(deps, task, cfg, mailbox, msg, decision)
+    done, skipped = act(deps, task, cfg, mailbox, msg, decision, batch_size=record["size"])
     save_item(deps, task.id, status="triaged")
     result: dict[str, Any] = {
         "category": decision.category,
@@ -883,9 +881,19 @@ def conclude(
 
 
 def act(
-    deps: WorkerDeps, task: Task, cfg: MailboxConfig, mailbox: Mailbox, msg: MailMessage, decision: Decision
+    deps: WorkerDeps,
+    task: Task,
+    cfg: MailboxConfig,
+    mailbox: Mailbox,
+    msg: MailMessage,
+    decision: Decision,
+    *,
+    batch_size: int = 1,
 ) -> tuple[list[str], dict[str, str]]:
-    """Label, draft and move, each only with its scope; returns (done, skipped with reasons)."""
+    """Label, draft and move, each only with its scope; returns (done, skipped with reasons).
+
+    A draft is saved only when it came from a call that saw this email alone (``batch_size`` 1) and holds no
+    address, link or long number the email lacks (``bot.mail.drafts``); otherwise the item says why."""
     actuator = MailboxActuator(mailbox, cfg, deps.db, deps.policy)
     done: list[str] = []
     skipped: dict[str, str] = {}
@@ -902,15 +910,29 @@ def act(
     if wants_draft and not may_draft_to(msg.sender_email, cfg.address):
         skipped["mail.draft"] = "sender does not take replies"
     elif wants_draft and _allowed(deps, task, "mail.draft", cfg.address):
-        source_urls = urls_in(msg.body_text or "", msg.body_html or "")
-        body, removed = clean_draft(decision.reply_draft or "", source_urls)
-        draft_id = actuator.draft_reply(
-            task, msg.item_id, body, internet_message_id=msg.internet_message_id or None
-        )
-        save_item(deps, task.id, draft_id=draft_id, draft_text=body, draft_status="open")
-        done.append("mail.draft")
-        if removed:
-            skipped["links"] = f"{removed} link(s) not in the original removed from the draft"
+        body = (decision.reply_draft or "")[:4000]
+        problems = ([mail_messages.DRAFT_BATCHED] if batch_size > 1 else []) + check_draft(body, msg)
+        if problems:
+            reason = mail_messages.DRAFT_REFUSED.format(reasons="; ".join(problems))
+            audit.record(
+                deps.db,
+                actor="clawback",
+                on_behalf_of=task.requester,
+                action="mail.draft",
+                decision="deny",
+                task_id=task.id,
+                target=cfg.address,
+                scope="mail.draft",
+                details={"reason": reason, "effect": "no draft saved", "batch_size": batch_size},
+            )
+            save_item(deps, task.id, draft_status="refused", reason=reason)
+            skipped["mail.draft"] = reason
+        else:
+            draft_id = actuator.draft_reply(
+                task, msg.item_id, body, source=msg, internet_message_id=msg.internet_message_id or None
+            )
+            save_item(deps, task.id, draft_id=draft_id, draft_text=body, draft_status="open")
+            done.append("mail.draft")
     elif wants_draft:
         skipped["mail.draft"] = "missing scope"
     folder = cfg.folder_for(decision.category)
@@ -1047,8 +1069,8 @@ def refresh_mail_message(channel: str, ts: str) -> str:
 # -- send a draft (owner's click) --------------------------------------------------------------------------
 
 
-def send_draft(deps: WorkerDeps, task: Task) -> dict[str, Any]:
-    """Send the reply draft of a triaged email because its owner clicked "Send draft"."""
+def _open_draft(deps: WorkerDeps, task: Task) -> tuple[MailItem, MailboxConfig, Mailbox, MailMessage | None]:
+    """The triage record, mailbox and draft a send or its preview is about (owner and draft state checked)."""
     parent_id = task.payload["triage_task"]
     item = _load_item(deps, parent_id)
     if item is None or not item.draft_id:
@@ -1063,6 +1085,71 @@ def send_draft(deps: WorkerDeps, task: Task) -> dict[str, Any]:
         draft = mailbox.get_draft(item.draft_id)
     if draft is None and item.draft_status == "open":
         raise UserFacingError(mail_messages.DRAFT_GONE, reason="draft not in Drafts")
+    return item, cfg, mailbox, draft
+
+
+def preview_send(deps: WorkerDeps, task: Task) -> dict[str, Any]:
+    """The owner clicked "Send draft": show the draft's exact text and recipients as the mailbox holds them,
+    with a "Confirm send" button bound to their fingerprint. Nothing is sent here."""
+    item, cfg, _mailbox, draft = _open_draft(deps, task)
+    if draft is None:  # "sending": a send is under way
+        raise UserFacingError(mail_messages.DRAFT_NOT_OPEN, reason="draft is being sent")
+    fp = draft_fingerprint(draft)
+    blocks = build_send_preview_blocks(
+        item.task_id, fp, to=draft.to, cc=draft.cc, subject=draft.subject, text=draft.body_text
+    )
+    text = mail_messages.SEND_PREVIEW_TEXT.format(to=escape(", ".join(draft.to), cfg.owner))
+    channel, ts = post_owner_dm(deps.slack, deps.db, task, key="mail.preview", text=text, blocks=blocks)
+    return {"preview": ts, "channel": channel, "fingerprint": fp, "to": draft.to, "cc": draft.cc}
+
+
+def _close_preview(deps: WorkerDeps, parent_id: str, confirmed: str, draft: MailMessage, owner: str) -> None:
+    """Show the confirmed preview as sent, without its button (best effort: the mail is already sent)."""
+    with deps.db.session() as s:
+        previews = list(
+            s.execute(
+                select(Task).where(
+                    Task.intent == "mail_preview", Task.parent_id == parent_id, Task.status == "done"
+                )
+            ).scalars()
+        )
+    for preview in previews:
+        shown = preview.result or {}
+        if shown.get("fingerprint") != confirmed or not shown.get("channel") or not shown.get("preview"):
+            continue
+        blocks = build_send_preview_blocks(
+            parent_id, confirmed, to=draft.to, cc=draft.cc, subject=draft.subject, text=draft.body_text
+        )
+        blocks = [b for b in blocks if b["type"] not in ("actions", "context")]
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": mail_messages.DRAFT_SENT.format(user=owner)}],
+            }
+        )
+        try:
+            deps.slack.chat_update(
+                channel=shown["channel"],
+                ts=shown["preview"],
+                text=mail_messages.DRAFT_SENT.format(user=owner),
+                blocks=blocks,
+            )
+        except Exception as exc:  # noqa: BLE001 - cosmetic: the reply is sent and recorded
+            log.warning("draft of %s sent but its preview was not updated (%s)", parent_id, exc)
+
+
+def send_draft(deps: WorkerDeps, task: Task) -> dict[str, Any]:
+    """Send the reply draft of a triaged email because its owner confirmed its exact text ("Confirm send").
+
+    The send is bound to the fingerprint of the text and recipients the owner was shown: a draft that
+    changed since is not sent, and the owner is told why."""
+    confirmed = task.payload.get("confirm")
+    if not isinstance(confirmed, str) or not confirmed:
+        raise UserFacingError(mail_messages.DRAFT_UNCONFIRMED, reason="send without a confirmed preview")
+    item, cfg, mailbox, draft = _open_draft(deps, task)
+    parent_id = item.task_id
+    if draft is not None and draft_fingerprint(draft) != confirmed:
+        raise UserFacingError(mail_messages.DRAFT_CHANGED, reason="draft differs from the confirmed preview")
     edited = draft is not None and not mail_text.same_reply(draft.body_text, item.draft_text)
     save_item(deps, parent_id, draft_status="sending")
     MailboxActuator(mailbox, cfg, deps.db, deps.policy).send_draft(task, item.draft_id)
@@ -1077,9 +1164,15 @@ def send_draft(deps: WorkerDeps, task: Task) -> dict[str, Any]:
     )
     if item.slack_channel and item.slack_ts:
         refresh_message(deps, item.slack_channel, item.slack_ts)
+    if draft is not None:
+        _close_preview(deps, parent_id, confirmed, draft, cfg.owner)
     to = ", ".join(draft.to) if draft is not None else item.sender or "the sender"
+    # The subject and addresses come from mail: shown as text, never as links or mentions.
     SlackActuator(deps.slack, deps.db, deps.policy).notify(
-        task, mail_messages.SENT_CONFIRMATION.format(to=to, subject=item.subject or "")
+        task,
+        mail_messages.SENT_CONFIRMATION.format(
+            to=escape(to, cfg.owner), subject=escape(item.subject or "", cfg.owner)
+        ),
     )
     return {"sent": item.draft_id, "edited": edited}
 
@@ -1111,6 +1204,7 @@ def relabel(deps: WorkerDeps, task: Task) -> dict[str, Any]:
 INTENTS = {
     "triage": ("mail.read", triage),
     "mail_digest": ("mail.read", digest),
+    "mail_preview": ("mail.send", preview_send),
     "mail_send": ("mail.send", send_draft),
     "mail_relabel": ("mail.categorize", relabel),
 }

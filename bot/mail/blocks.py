@@ -14,6 +14,9 @@ MAIL_RIGHT = "mail_right"
 MAIL_WRONG = "mail_wrong"
 MAIL_SEND_DRAFT = "mail_send_draft"
 MAIL_DISCARD_DRAFT = "mail_discard_draft"
+MAIL_CONFIRM_SEND = "mail_confirm_send"
+PREVIEW_MAX_CHARS = 12_000  # a longer draft is not offered for sending from Slack
+_PREVIEW_CHUNK = 2_900  # under Slack's 3,000 characters per section text
 MAX_BLOCKS = 50
 PER_ITEM = 3
 _PRIORITY = {1: ":red_circle: P1", 2: ":large_orange_circle: P2", 3: ":white_circle: P3"}
@@ -35,6 +38,7 @@ class ItemView:
     feedback: str | None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    draft_note: str = ""  # why no draft was saved, when one was refused
 
 
 def escape(text: str, owner: str) -> str:
@@ -73,6 +77,8 @@ def build_item_blocks(item: ItemView) -> list[dict[str, Any]]:
         notes.insert(0, messages.DRAFT_DISCARDED.format(user=item.owner))
     elif item.draft_status == "used":
         notes.insert(0, messages.DRAFT_USED)
+    elif item.draft_status == "refused" and item.draft_note:
+        notes.insert(0, escape(item.draft_note, item.owner)[:400])
     blocks.append(_context(" · ".join(notes)))
     elements: list[dict[str, Any]] = []
     if item.feedback is None and item.status == "triaged":
@@ -135,3 +141,38 @@ def build_digest_pages(
     if overflow:
         pages[-1].append(_context(overflow))
     return pages
+
+
+def build_send_preview_blocks(
+    task_id: str, fingerprint: str, *, to: list[str], cc: list[str], subject: str, text: str
+) -> list[dict[str, Any]]:
+    """The exact reply and recipients, shown before anything is sent, with a "Confirm send" button bound to
+    their fingerprint. Everything from the mail is plain text: nothing in it is rendered as markup."""
+
+    def plain(value: str) -> dict[str, Any]:
+        return {"type": "section", "text": {"type": "plain_text", "text": value or " ", "emoji": False}}
+
+    people = ", ".join(to) + (f" (cc {', '.join(cc)})" if cc else "")
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": messages.SEND_PREVIEW_HEADER}},
+        plain(f"To: {people}"[:_PREVIEW_CHUNK]),
+        plain(f"Subject: {subject}"[:_PREVIEW_CHUNK]),
+    ]
+    body = (text or "").strip()
+    if len(body) > PREVIEW_MAX_CHARS:
+        blocks.append(_context(messages.SEND_PREVIEW_TOO_LONG.format(chars=len(body))))
+        return blocks
+    blocks.append({"type": "divider"})
+    blocks.extend(plain(body[i : i + _PREVIEW_CHUNK]) for i in range(0, max(len(body), 1), _PREVIEW_CHUNK))
+    blocks.append({"type": "divider"})
+    blocks.append(_context(messages.SEND_PREVIEW_NOTE))
+    blocks.append(
+        {
+            "type": "actions",
+            "block_id": f"mail-send:{task_id}",
+            "elements": [
+                _button(MAIL_CONFIRM_SEND, messages.CONFIRM_SEND, f"{task_id}:{fingerprint}", style="primary")
+            ],
+        }
+    )
+    return blocks

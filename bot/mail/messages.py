@@ -18,3 +18,23 @@ SENT_CONFIRMATION = "Sent your reply to {to} (“{subject}”)."
 MAILBOX_GONE = "this mailbox is no longer configured for triage"
 MAILBOX_AUTH = "the mail server rejected Clawback's credentials for {mailbox}"
 RELABEL_UNKNOWN = "that email or category is not known any more, so its label was left as it was"
+DRAFT_REFUSED = "No reply draft was saved: it held {reasons}."
+DRAFT_BATCHED = "text written by a model call that also read other emails"
+SEND_PREVIEW_HEADER = "Send this reply?"
+SEND_PREVIEW_TEXT = "Send this reply to {to}? Nothing is sent until you click “Confirm send”."
+SEND_PREVIEW_NOTE = (
+    "This is the exact text and the recipients that will be sent. "
+    "Edited it in Outlook? Click “Send draft” again."
+)
+SEND_PREVIEW_TOO_LONG = (
+    "This draft is {chars:,} characters long, too long to show here in full, so it can only be sent from "
+    "Outlook."
+)
+CONFIRM_SEND = "Confirm send"
+DRAFT_CHANGED = (
+    "the draft is not what you confirmed any more (its text or recipients changed), so nothing was sent; "
+    "click “Send draft” again to see it as it is now"
+)
+DRAFT_UNCONFIRMED = (
+    "a draft is sent only after you have seen and confirmed its text; click “Send draft” to see it"
+)

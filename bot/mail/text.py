@@ -12,7 +12,6 @@ import email.policy
 import re
 from dataclasses import dataclass, field
 from html import unescape
-from html.parser import HTMLParser
 from urllib.parse import urlparse
 
 from bot.tokens import clip_to_tokens, estimate_tokens
@@ -32,29 +31,34 @@ _HIDDEN = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\
 _ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
 
 
-class _TextExtractor(HTMLParser):
-    """Collects visible text; drops scripts, styles, hidden elements and quoted replies."""
+class _TextExtractor:
+    """Collects visible text; drops scripts, styles, hidden elements and quoted replies.
+
+    Every step is O(1) amortised: an end tag with no open element of its name is dropped without looking at
+    the stack (a per-name count of open elements says so), and one that closes pops what it scans.
+    """
 
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         self.skip_depth = 0  # inside an element whose content is dropped
         self.stack: list[tuple[str, bool]] = []  # (tag, opened a skip)
+        self.open: dict[str, int] = {}  # tag -> how many of the stack's entries have that name
         self.quoted = False  # everything after a reply marker is quoted history
         self.href: str | None = None
         self.link_text: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
-        if _QUOTE_IDS.search(a.get("id", "") + " " + a.get("class", "")):
+        if _QUOTE_IDS.search(a.get("id", "")[:200] + " " + a.get("class", "")[:200]):
             self.quoted = True
         if tag in _VOID:
             if tag in ("br", "hr"):
                 self.parts.append("\n")
             return
-        skip = tag in _SKIP or tag == "blockquote" or bool(_HIDDEN.search(a.get("style", "")))
+        skip = tag in _SKIP or tag == "blockquote" or bool(_HIDDEN.search(a.get("style", "")[:2000]))
         skip = skip or "hidden" in a
         self.stack.append((tag, skip))
+        self.open[tag] = self.open.get(tag, 0) + 1
         if skip:
             self.skip_depth += 1
         if tag in _BLOCK:
@@ -65,14 +69,16 @@ class _TextExtractor(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag in _VOID:
             return
-        # Close up to the matching open tag (tolerates unclosed tags in sloppy HTML).
-        for i in range(len(self.stack) - 1, -1, -1):
-            if self.stack[i][0] == tag:
-                for _t, skip in self.stack[i:]:
-                    if skip:
-                        self.skip_depth -= 1
-                del self.stack[i:]
-                break
+        # Close up to the matching open tag (tolerates unclosed tags in sloppy HTML); every entry looked at
+        # is popped, so the work is paid for by the start tags that pushed it.
+        if self.open.get(tag):
+            while True:
+                name, skip = self.stack.pop()
+                self.open[name] -= 1
+                if skip:
+                    self.skip_depth -= 1
+                if name == tag:
+                    break
         if tag == "a" and self.href is not None:
             self._close_link()
         if tag in _BLOCK:
@@ -97,15 +103,95 @@ class _TextExtractor(HTMLParser):
         return "".join(self.parts)
 
 
+_RAW_TEXT = ("script", "style")  # their content is text up to the matching end tag, never markup
+_TAG_NAME = re.compile(r"(/?)([A-Za-z][^\t\n\f\r />]*)")
+_ATTR = re.compile(
+    r"""([^\t\n\f\r />=][^\t\n\f\r />=]*)(?:[\t\n\f\r ]*=[\t\n\f\r ]*("[^"]*"|'[^']*'|[^\t\n\f\r >]*))?"""
+)
+MAX_TAG_CHARS = 4_000  # attributes past this many characters of one tag are ignored
+
+
+def tokenize(html: str, sink: _TextExtractor) -> int:
+    """Feed ``html``'s start tags, end tags and text to ``sink`` in one pass; returns the characters scanned.
+
+    Linear by construction: every search starts where the previous one ended, or reuses its answer, so no
+    character is scanned more than a fixed number of times whatever the input (unclosed ``<``, ``</``,
+    ``<!``, comments and quotes included). A tag ends at its first ``>``.
+    """
+    n = len(html)
+    lower: str | None = None
+    scanned = 0
+    pos = 0
+    next_gt = -1  # the first ">" at or after the current "<" (valid while it is >= that "<")
+    while pos < n:
+        lt = html.find("<", pos)
+        scanned += (lt if lt >= 0 else n) - pos
+        if lt < 0:
+            sink.handle_data(unescape(html[pos:]))
+            break
+        if lt > pos:
+            sink.handle_data(unescape(html[pos:lt]))
+        if html.startswith("<!--", lt):
+            end = html.find("-->", lt + 4)
+            scanned += (end if end >= 0 else n) - lt
+            if end < 0:
+                break  # an unterminated comment hides the rest, as browsers do
+            pos = end + 3
+            continue
+        if next_gt < lt:
+            next_gt = html.find(">", lt + 1)
+            scanned += (next_gt if next_gt >= 0 else n) - lt
+            if next_gt < 0:
+                next_gt = n  # no ">" anywhere after: no more tags
+        if next_gt >= n:
+            sink.handle_data(unescape(html[lt:]))
+            break
+        gt = next_gt
+        head = html[lt + 1 : min(gt, lt + 1 + MAX_TAG_CHARS)]
+        scanned += len(head)
+        m = _TAG_NAME.match(head)
+        if m is None:
+            if head[:1] in ("!", "?", "/"):
+                pos = gt + 1  # a declaration, processing instruction or bogus comment: dropped
+            else:
+                sink.handle_data("<")  # a lone "<" is text
+                pos = lt + 1
+            continue
+        pos = gt + 1
+        tag = m.group(2).lower()
+        if m.group(1):
+            sink.handle_endtag(tag)
+            continue
+        attrs: list[tuple[str, str | None]] = []
+        for am in _ATTR.finditer(head, m.end()):
+            value = am.group(2)
+            if value is not None:
+                if value[:1] in ("'", '"'):
+                    value = value[1:-1]
+                value = unescape(value)
+            attrs.append((am.group(1).lower(), value))
+        sink.handle_starttag(tag, attrs)
+        if tag in _RAW_TEXT:
+            if lower is None:
+                lower = html.lower()
+            end = lower.find("</" + tag, pos)
+            scanned += (end if end >= 0 else n) - pos
+            if end < 0:
+                break  # an unclosed script or style swallows the rest
+            pos = end  # its end tag comes next; the content is never shown
+    return scanned
+
+
+def extract(html: str) -> tuple[str, int]:
+    """The visible text of an HTML body and the characters the tokenizer scanned (the measure of its work)."""
+    parser = _TextExtractor()
+    scanned = tokenize(html[:MAX_HTML_CHARS], parser)
+    return normalize(parser.text()), scanned
+
+
 def html_to_text(html: str) -> str:
     """Visible text of an HTML body (quoted replies, hidden elements, scripts and styles dropped)."""
-    parser = _TextExtractor()
-    try:
-        parser.feed(html[:MAX_HTML_CHARS])
-        parser.close()
-    except Exception:  # HTMLParser is lenient, but never let a body crash triage
-        return normalize(re.sub(r"<[^>]*>", " ", unescape(html[:MAX_HTML_CHARS])))
-    return normalize(parser.text())
+    return extract(html)[0]
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,3 +119,28 @@ def poller(mail_deps, ingress, sleeps: Sleeps) -> MailPoller:
 def pytest_configure(config: pytest.Config) -> None:
     """Register the ``scopes`` marker."""
     config.addinivalue_line("markers", "scopes(*names): the mailbox owner's mail scopes in the test policy")
+
+
+def send_draft_confirmed(sender, slack, deps, task_id: str, message_ts: str, user: str = OWNER) -> dict:
+    """Click "Send draft", let the worker show the exact draft, then click its "Confirm send"; returns the
+    preview message the owner confirmed."""
+    from tests.conftest import drain
+
+    sender.block_action(user, "mail_send_draft", task_id, channel="D0EMMA", message_ts=message_ts)
+    drain(deps)
+    previews = [
+        c
+        for c in slack.calls("chat.postMessage")
+        if f'"{task_id}:' in json.dumps(c.get("blocks") or [])
+        and "mail_confirm_send" in json.dumps(c["blocks"])
+    ]
+    assert previews, "no preview with a Confirm send button"
+    button = next(
+        e
+        for b in previews[-1]["blocks"]
+        for e in b.get("elements", [])
+        if e.get("action_id") == "mail_confirm_send"
+    )
+    sender.block_action(user, "mail_confirm_send", button["value"], channel="D0EMMA", message_ts=message_ts)
+    drain(deps)
+    return previews[-1]

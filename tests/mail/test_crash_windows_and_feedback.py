@@ -10,7 +10,7 @@ from sqlalchemy import select
 from bot.db import Action, AuditEntry
 from bot.outcomes import DEFAULT_KINDS
 from tests.conftest import drain
-from tests.mail.conftest import OWNER
+from tests.mail.conftest import OWNER, send_draft_confirmed
 from tests.mail.test_triage_actions import _action_mail, _digest_ts, _reply_mail
 from tests.mail.test_triage_flow import _audit, _items, _outcomes, _tasks
 
@@ -131,6 +131,7 @@ def test_a_different_draft_to_the_same_message_is_not_taken_for_ours(ews, poller
         task,
         item.current_item_id,
         "Something else entirely",
+        source=mail_deps.extras["mailboxes"](OWNER_ADDRESS).get_message(item.current_item_id),
         internet_message_id="<LunchonThursday?@example.com>",
     )
     assert new_id != own_draft and len(ews.drafts()) == 3
@@ -147,8 +148,7 @@ def test_send_draft_click_records_unchanged_or_edited(ews, poller, mail_deps, sl
     coffee = items["Coffee on Friday?"]
     ews.edit(coffee.draft_id, "Friday works, 10am at the usual place.")
     for item in items.values():
-        sender.block_action(OWNER, "mail_send_draft", item.task_id, channel="D0EMMA", message_ts=ts)
-    drain(mail_deps)
+        send_draft_confirmed(sender, slack, mail_deps, item.task_id, ts)
     assert _outcomes(mail_deps) == [
         ("Coffee on Friday?", "draft_sent_edited", "explicit"),
         ("Lunch on Thursday?", "draft_sent_unchanged", "explicit"),
@@ -174,7 +174,7 @@ def test_every_mail_outcome_kind_is_one_the_measurement_knows(ews, poller, mail_
     sender.block_action(
         OWNER, "mail_wrong", "", channel="D0EMMA", message_ts=ts, selected_option=f"{budget.task_id}:fyi"
     )
-    sender.block_action(OWNER, "mail_send_draft", lunch.task_id, channel="D0EMMA", message_ts=ts)
+    send_draft_confirmed(sender, slack, mail_deps, lunch.task_id, ts)
     sender.block_action(OWNER, "mail_discard_draft", coffee.task_id, channel="D0EMMA", message_ts=ts)
     drain(mail_deps)
     ews.set_categories(coffee.current_item_id, ["Newsletter"])  # an implicit correction

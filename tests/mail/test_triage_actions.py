@@ -12,7 +12,7 @@ from bot.errors import Denied
 from bot.mail.models import MailItem
 from bot.standins.triage_responder import emails_of
 from tests.conftest import drain
-from tests.mail.conftest import OWNER
+from tests.mail.conftest import OWNER, send_draft_confirmed
 from tests.mail.test_triage_flow import _audit, _items, _outcomes, _tasks
 
 
@@ -90,7 +90,7 @@ def test_actuator_refuses_without_scope_and_audits_before_acting(ews, mail_deps)
     for call in (
         lambda: act.categorize(task, item_id, ["X"]),
         lambda: act.move(task, item_id, "Action"),
-        lambda: act.draft_reply(task, item_id, "hi"),
+        lambda: act.draft_reply(task, item_id, "hi", source=mb.get_message(item_id)),
         lambda: act.send_draft(task, "d"),
     ):
         with pytest.raises(Denied):
@@ -123,7 +123,9 @@ def test_injection_email_sends_nothing(ews, poller, mail_deps, slack):
 
 
 def test_compromised_model_cannot_widen_recipients_or_add_links(ews, poller, mail_deps, llm):
-    """Even if the model obeys the email, the draft goes only to the sender, without new links, unsent."""
+    """Even if the model obeys the email, no draft goes to anyone but the sender, and one with an address or
+    link the email lacks is not saved at all (before issue 11 such links were cut out and the rest saved);
+    more in tests/security/test_cross_email_drafts.py."""
     ews.add_message(
         subject="Quick question",
         sender="carol@example.com",
@@ -145,13 +147,24 @@ def test_compromised_model_cannot_widen_recipients_or_add_links(ews, poller, mai
     )
     poller.run_once()
     drain(mail_deps)
+    assert ews.drafts() == [] and ews.outbox == []
+    (task,) = _tasks(mail_deps, "triage")
+    refused = task.result["skipped_actions"]["mail.draft"]
+    assert "email address(es)" in refused and "link(s) or domain(s)" in refused
+    # without them (the original's link may stay) the draft is saved, to the sender only
+    ews.add_message(
+        subject="Another question",
+        sender="carol@example.com",
+        to=["emma@example.com", "team@example.com"],
+        cc=["boss@example.com"],
+        body_text="Could you reply-all? Also see https://docs.example/plan",
+    )
+    evil["reply_draft"] = "Sure! See https://docs.example/plan"
+    poller.run_once()
+    drain(mail_deps)
     (draft,) = ews.drafts()
     assert draft.to == ["carol@example.com"] and draft.cc == []
-    assert "https://evil.example" not in draft.body_text and "[link removed]" in draft.body_text
-    assert "https://docs.example/plan" in draft.body_text  # links from the original may stay
-    assert ews.outbox == []
-    (task,) = _tasks(mail_deps, "triage")
-    assert "link(s) not in the original removed" in task.result["skipped_actions"]["links"]
+    assert "https://docs.example/plan" in draft.body_text and ews.outbox == []
 
 
 def test_invalid_output_is_repaired_once(ews, poller, mail_deps, llm):
@@ -215,17 +228,15 @@ def test_right_and_wrong_buttons_record_explicit_outcomes(ews, poller, mail_deps
 
 
 def test_send_draft_button_sends_only_with_mail_send(ews, poller, mail_deps, slack, sender):
-    """The owner's "Send draft" sends the saved reply to the sender and records draft_sent_unchanged."""
+    """The owner's "Send draft" then "Confirm send" sends the saved reply to the sender and records
+    draft_sent_unchanged (the first click alone sends nothing: tests/security/test_cross_email_drafts.py)."""
     _reply_mail(ews)
     poller.run_once()
     drain(mail_deps)
     ts = _digest_ts(slack)
     lunch = _items(mail_deps)["Lunch on Thursday?"]
-    sender.block_action(OWNER, "mail_send_draft", lunch.task_id, channel="D0EMMA", message_ts=ts)
-    sender.block_action(
-        OWNER, "mail_send_draft", lunch.task_id, channel="D0EMMA", message_ts=ts
-    )  # double click
-    drain(mail_deps)
+    send_draft_confirmed(sender, slack, mail_deps, lunch.task_id, ts)
+    send_draft_confirmed(sender, slack, mail_deps, lunch.task_id, ts)  # clicked again: refused, sent once
     assert len(ews.outbox) == 1 and ews.outbox[0].to == ["dave@example.com"]
     assert ews.drafts() == []
     assert ("Lunch on Thursday?", "draft_sent_unchanged", "explicit") in _outcomes(mail_deps)
@@ -238,7 +249,8 @@ def test_send_draft_button_sends_only_with_mail_send(ews, poller, mail_deps, sla
 
 @pytest.mark.scopes("mail.read", "mail.categorize", "mail.draft")
 def test_send_draft_without_mail_send_is_denied(ews, poller, mail_deps, slack, sender):
-    """Without mail.send the click is refused at ingress, the owner is told why, and nothing is sent."""
+    """Without mail.send the click is refused at ingress (no preview either), the owner is told why, and
+    nothing is sent."""
     _reply_mail(ews)
     poller.run_once()
     drain(mail_deps)
@@ -248,7 +260,7 @@ def test_send_draft_without_mail_send_is_denied(ews, poller, mail_deps, slack, s
     )
     drain(mail_deps)
     assert ews.outbox == [] and len(ews.drafts()) == 1
-    (send_task,) = _tasks(mail_deps, "mail_send")
+    (send_task,) = _tasks(mail_deps, "mail_preview")
     assert send_task.status == "denied" and send_task.status_reason == "missing scope mail.send"
     assert any("`mail.send`" in c["text"] for c in slack.calls("chat.postMessage"))
 

@@ -22,6 +22,10 @@ from tests.mail.test_triage_flow import _tasks
 from workers import execute
 from workers.triage import BatchLimits, batch_keys
 
+# Batching is for emails that cannot get a reply draft: here the owner does not hold mail.draft (with it, an
+# email from a sender who takes replies is triaged alone: test_emails_that_may_get_a_draft_are_triaged_alone).
+pytestmark = pytest.mark.scopes("mail.read", "mail.categorize", "mail.move")
+
 SHORT = [
     ("Please approve the Q3 budget", "carol@example.com", "Please approve the Q3 budget by Friday."),
     ("Lunch on Thursday?", "dave@example.com", "Are you free for lunch on Thursday?"),
@@ -362,10 +366,32 @@ def test_standin_responder_answers_each_email_of_a_batch_by_id():
 
 
 def test_p4_bench_meets_its_target_with_the_same_decisions():
-    """The P4 benchmark: batched prepared text ≤ 35% of the naive tokens per email, decisions unchanged."""
+    """The P4 benchmark: without mail.draft, batched prepared text ≤ 35% of the naive tokens per email; with
+    it (emails that may get a draft triaged alone) still below unbatched; decisions unchanged either way."""
     from bench.p4_triage_tokens import run
 
-    result = run(n=30, runs=1)
+    result = run(n=30, runs=1, draft_scope=False)
     assert result["ratio"] <= result["target_ratio"] < result["single_ratio"]
     assert result["same_decisions"] == result["emails"] == result["same_as_single"]
     assert result["calls"] < result["naive_calls"]
+    drafting = run(n=30, runs=1, draft_scope=True)
+    assert result["ratio"] < drafting["ratio"] <= drafting["single_ratio"]
+    assert drafting["same_decisions"] == drafting["emails"] and drafting["alone_for_drafts"] > 0
+
+
+@pytest.mark.scopes("mail.read", "mail.categorize", "mail.move", "mail.draft")
+def test_emails_that_may_get_a_draft_are_triaged_alone(ews, poller, mail_deps, llm):
+    """With mail.draft, every email whose sender takes replies gets a call of its own (no other email can
+    reach its draft); emails from robots, which never get drafts, still share calls."""
+    robots = [
+        ("Build #43 failed", "noreply@ci.example", "Build #43 failed on main. Automated message."),
+        ("Weekly digest", "notifications@news.example", "Your weekly digest. Manage preferences."),
+    ]
+    _seed(ews, SHORT + robots, long=False)
+    poller.run_once()
+    drain(mail_deps)
+    requests = _requests(llm)
+    assert sorted(len(r) for r in requests) == [1, 1, 1, 1, 3]
+    (shared,) = [r for r in requests if len(r) > 1]
+    assert sorted(shared) == sorted(["Build #42 failed", "Build #43 failed", "Weekly digest"])
+    assert all(t.status == "done" for t in _tasks(mail_deps, "triage"))
