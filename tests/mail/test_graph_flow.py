@@ -370,3 +370,43 @@ def test_switching_from_ews_keeps_history(graph, poller, mail_deps, ingress):
     assert "deltatoken" in state.sync_state
     with mail_deps.db.session() as s:
         assert s.execute(select(MailItem)).scalars().all()  # the new mail has triage records
+
+
+def test_implicit_outcomes_through_delta(graph, poller, mail_deps):
+    """The owner in Outlook: moves mail back out of Action, relabels, sends one draft unchanged and one edited,
+    discards one: each is recorded once, from the delta of the watched folders."""
+    budget = graph.add_message(
+        subject="Please approve the budget",
+        sender="carol@example.com",
+        body_text="Please approve the budget by Friday.",
+        internet_message_id="<budget@example.com>",
+    )
+    for subject, who in (("Lunch", "dave"), ("Coffee", "erin"), ("Dinner", "fred")):
+        graph.add_message(
+            subject=f"{subject} on Thursday?",
+            sender=f"{who}@example.com",
+            body_text=f"Are you free for {subject.lower()} on Thursday?",
+            internet_message_id=f"<{subject}@example.com>",
+        )
+    assert poller.run_once() == 0
+    drain(mail_deps)
+    assert poller.run_once() == 0  # the watched folders' delta state exists from here on
+    items = _items(mail_deps)
+    graph.move_message(budget, "inbox")  # "not an action"
+    graph.set_categories(items["Lunch on Thursday?"].current_item_id, ["FYI"])
+    drafts = {d.to[0]: d for d in graph.messages_in("drafts")}
+    graph.send_from_outlook(drafts["erin@example.com"].immutable_id)
+    graph.send_from_outlook(
+        drafts["fred@example.com"].immutable_id, body_text="Thursday works, see you at 7."
+    )
+    graph.discard(drafts["carol@example.com"].immutable_id)
+    assert poller.run_once() == 0
+    assert _outcomes(mail_deps) == [
+        ("Coffee on Thursday?", "draft_sent_unchanged", "implicit"),
+        ("Dinner on Thursday?", "draft_sent_edited", "implicit"),
+        ("Lunch on Thursday?", "label_corrected", "implicit"),
+        ("Please approve the budget", "draft_discarded", "implicit"),
+        ("Please approve the budget", "label_corrected", "implicit"),
+    ]
+    assert poller.run_once() == 0 and len(_outcomes(mail_deps)) == 5  # recorded once
+    assert not any(r.method == "DELETE" for r in graph.requests)
