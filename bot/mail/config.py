@@ -352,6 +352,7 @@ def connect(
     *,
     timeout: float = 30.0,
     reserved: frozenset[str] = frozenset(),
+    first_sync_days: int | None = None,
 ):  # noqa: ANN201
     """An ``EwsMailbox`` for ``cfg``; ``secret(name)`` reads a named secret (``Settings.env_secret``).
 
@@ -363,7 +364,8 @@ def connect(
                 f"mailbox {cfg.address}: {name} is one of Clawback's own settings, not a mail secret"
             )
     if cfg.backend == "graph":
-        return connect_graph(cfg, secret, timeout=timeout)
+        days = cfg.first_sync_days if cfg.first_sync_days is not None else first_sync_days
+        return connect_graph(cfg, secret, timeout=timeout, first_sync_days=days)
 
     from bot.mail.ews import EwsMailbox
 
@@ -394,7 +396,13 @@ def connect(
     )
 
 
-def connect_graph(cfg: MailboxConfig, secret: Callable[[str], str | None], *, timeout: float = 30.0):  # noqa: ANN201
+def connect_graph(  # noqa: ANN201
+    cfg: MailboxConfig,
+    secret: Callable[[str], str | None],
+    *,
+    timeout: float = 30.0,
+    first_sync_days: int | None = None,
+):
     """A ``GraphMailbox`` for ``cfg``: the client secret, or the certificate (PEM with key) and its thumbprint.
 
     TLS trust follows the standard variables (REQUESTS_CA_BUNDLE for msal, SSL_CERT_FILE for httpx).
@@ -436,6 +444,7 @@ def connect_graph(cfg: MailboxConfig, secret: Callable[[str], str | None], *, ti
         login_url=cfg.login_url,
         graph_url=cfg.graph_url,
         timeout=timeout,
+        first_sync_days=first_sync_days,
     )
 
 
@@ -454,6 +463,7 @@ def mailbox_factory(settings: Any, policy: Any) -> Callable[[str], Any]:
                 settings.env_secret,
                 timeout=settings.clawback_mail_timeout,
                 reserved=frozenset(name.upper() for name in type(settings).model_fields),
+                first_sync_days=settings.clawback_mail_first_sync_days,
             )
         return cache[key]
 

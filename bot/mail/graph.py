@@ -110,6 +110,7 @@ class GraphMailbox:
         max_retries: int = 3,
         max_retry_wait: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
+        first_sync_days: int | None = None,
     ) -> None:
         if not (client_secret or client_certificate):
             raise ValueError("Graph needs a client secret or a client certificate")
@@ -122,6 +123,8 @@ class GraphMailbox:
         graph = urlsplit(self.graph_url)
         self.scope = f"{graph.scheme}://{graph.netloc}/.default"
         self.max_retries = max_retries
+        # The Inbox's first delta asks only for mail this recent: older mail is never read (nor triaged).
+        self.first_sync_days = first_sync_days
         self.max_retry_wait = max_retry_wait
         self.sleep = sleep
         self._ca_bundle = ca_bundle
@@ -474,6 +477,9 @@ class GraphMailbox:
         if state is None:
             url = f"{self._user}/mailFolders/{quote(self._folder_ref(folder))}/messages/delta"
             params: dict[str, str] | None = {"$select": DELTA_SELECT}
+            if folder.lower() == "inbox" and self.first_sync_days is not None:
+                cutoff = started - timedelta(days=self.first_sync_days)
+                params["$filter"] = f"receivedDateTime ge {cutoff.strftime('%Y-%m-%dT%H:%M:%SZ')}"
             state = {"initial": True, "since": None, "round": started.isoformat()}
         else:
             url, params = state["link"], None

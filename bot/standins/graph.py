@@ -338,6 +338,7 @@ class GraphStandIn(StandInServer):
         received: dt.datetime | None = None,
         internet_message_id: str | None = None,
         reply_to: list[str] | None = None,
+        in_reply_to: str | None = None,
         folder: str = "inbox",
         categories: list[str] | None = None,
     ) -> str:
@@ -360,6 +361,7 @@ class GraphStandIn(StandInServer):
                 received=received or dt.datetime.now(UTC),
                 internet_message_id=internet_message_id or f"<{uuid.uuid4().hex}@example.com>",
                 reply_to=list(reply_to or []),
+                in_reply_to=in_reply_to,
                 conversation_id=f"AAQk{uuid.uuid4().hex[:20]}",
                 categories=list(categories or []),
             )
@@ -868,13 +870,13 @@ class Routes:
 
     # -- delta ---------------------------------------------------------------------------------------------
 
-    def _token(self, folder_id: str, since: int, after: int, high: int) -> str:
-        raw = json.dumps([self.sd.epoch, self.box.upn, folder_id, since, after, high]).encode()
+    def _token(self, folder_id: str, since: int, after: int, high: int, cutoff: str | None) -> str:
+        raw = json.dumps([self.sd.epoch, self.box.upn, folder_id, since, after, high, cutoff]).encode()
         return _b64url(raw)
 
-    def _untoken(self, token: str, folder_id: str) -> tuple[int, int, int]:
+    def _untoken(self, token: str, folder_id: str) -> tuple[int, int, int, str | None]:
         try:
-            epoch, upn, fid, since, after, high = json.loads(
+            epoch, upn, fid, since, after, high, cutoff = json.loads(
                 base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
             )
         except (ValueError, TypeError) as e:
@@ -885,7 +887,7 @@ class Routes:
             )
         if upn != self.box.upn or fid != folder_id:
             raise GraphError(400, "BadRequest", "The delta token belongs to another folder.")
-        return since, after, high
+        return since, after, high, cutoff
 
     def delta(self, folder_ref: str, query: dict[str, str]) -> dict[str, Any]:
         folder = self.folder(folder_ref)
@@ -895,14 +897,24 @@ class Routes:
         )
         select = {s for s in query.get("$select", "").split(",") if s} or None
         if "$deltatoken" in query:
-            since, _, _ = self._untoken(query["$deltatoken"], fid)
+            since, _, _, cutoff = self._untoken(query["$deltatoken"], fid)
             after, high = since, next(self.sd._seq)
         elif "$skiptoken" in query:
-            since, after, high = self._untoken(query["$skiptoken"], fid)
+            since, after, high, cutoff = self._untoken(query["$skiptoken"], fid)
         else:
             since, after, high = 0, 0, next(self.sd._seq)
+            # the one filter messages delta supports; it stays with the delta link, as in Graph
+            m = re.fullmatch(r"receivedDateTime (?:ge|gt) (\S+)", query.get("$filter", ""))
+            if query.get("$filter") and not m:
+                raise GraphError(400, "BadRequest", "Delta supports only a receivedDateTime ge/gt filter.")
+            cutoff = m.group(1) if m else None
+        floor = dt.datetime.fromisoformat(cutoff.replace("Z", "+00:00")) if cutoff else None
         changed = sorted(
-            (m for m in self.box.messages.values() if m.folder_id == fid and after < m.seq <= high),
+            (
+                m
+                for m in self.box.messages.values()
+                if m.folder_id == fid and after < m.seq <= high and (floor is None or m.received >= floor)
+            ),
             key=lambda m: m.seq,
         )
         removed = (
@@ -931,9 +943,9 @@ class Routes:
             "value": [e[1] for e in page],
         }
         if more:
-            out["@odata.nextLink"] = f"{base}?$skiptoken={self._token(fid, since, page[-1][0], high)}"
+            out["@odata.nextLink"] = f"{base}?$skiptoken={self._token(fid, since, page[-1][0], high, cutoff)}"
         else:
-            out["@odata.deltaLink"] = f"{base}?$deltatoken={self._token(fid, high, high, high)}"
+            out["@odata.deltaLink"] = f"{base}?$deltatoken={self._token(fid, high, high, high, cutoff)}"
         return out
 
     # -- other reads ---------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy import select
@@ -105,7 +106,14 @@ def test_mail_poll_once_and_worker_burst_triage_a_graph_mailbox(graph, mail_deps
     ids = _seed(graph)
     assert mail_poller.main(mail_deps.settings, once=True) == 0
     triage = _tasks(mail_deps, "triage")
-    assert len(triage) == 3  # the 30-day-old message is outside the first-sync window
+    assert len(triage) == 3  # the 30-day-old message is outside the first-sync window...
+    first = graph.graph_requests("/mailFolders/inbox/messages/delta")[0]
+    assert parse_qs(urlsplit(first.path).query)["$filter"][0].startswith(
+        "receivedDateTime ge "
+    )  # ...not read
+    assert graph.message(ids["old"]).immutable_id not in json.dumps(
+        [r.json() for r in graph.graph_requests("$batch")]
+    )
     assert {t.idempotency_key for t in triage} >= {
         f"mail:{GRAPH_ADDRESS}:<budget@example.com>",
         f"mail:{GRAPH_ADDRESS}:<lunch@example.com>",

@@ -251,3 +251,22 @@ def test_missing_items_and_folders(graph, graph_mailbox):
         mb.create_reply_draft("AAkALgnope", "hi")
     with pytest.raises(MailNotFound):
         mb.sync_folder("No such folder", None)
+
+
+def test_first_inbox_sync_reads_only_the_first_sync_window(graph, graph_mailbox):
+    """With first_sync_days, the Inbox's first delta filters on receivedDateTime: older mail is never read,
+    and the filter stays with the delta link (later rounds report only newer mail and changes to it)."""
+    for n in range(30):
+        graph.add_message(subject=f"old {n}", body_text="x", received=NOW - timedelta(days=30, minutes=n))
+    recent = graph.add_message(subject="recent", body_text="y", received=NOW - timedelta(days=1))
+    mb = graph_mailbox(first_sync_days=7)
+    changes, state = _sync_all(mb)
+    assert [(c.kind, c.item_id) for c in changes] == [("create", recent)]
+    (delta,) = graph.graph_requests("/messages/delta")
+    assert parse_qs(urlsplit(delta.path).query)["$filter"][0].startswith("receivedDateTime ge ")
+    assert graph.graph_requests("/$batch") == []  # one message: one GET, no batch
+    new = graph.add_message(subject="new", body_text="z")
+    changes, _ = _sync_all(mb, state=state)
+    assert {c.item_id for c in changes} == {new}
+    drafts, _ = _sync_all(mb, "drafts")  # only the Inbox is filtered
+    assert "$filter" not in graph.graph_requests("/mailFolders/drafts/messages/delta")[0].path
