@@ -1,9 +1,11 @@
 """P6g: Microsoft Graph first sync and idle poll, next to EWS measured in the same run.
 
 For 1,000 and 10,000 messages it seeds the Graph stand-in (HTTPS, real msal and httpx) and the EWS stand-in
-(real exchangelib) with the same mail older than the first-sync window, lets the real poller (SQLite, an
-embedded Redis) establish the inbox state, and counts requests and seconds; then it counts the requests of
-idle polls. Graph's figures count Graph requests (delta pages, ``$batch``) and token requests apart.
+(real exchangelib) with the same mail older than the first-sync window, and measures, with requests and
+seconds: a full sync of the inbox through the ``Mailbox`` (every message read, 512 per page: what a sync-state
+reset of a mailbox without a window costs), the real poller's first sync (SQLite, an embedded Redis; only the
+first-sync window is triaged) and idle polls. Graph's figures count Graph requests (delta pages, ``$batch``) and
+token requests apart.
 ``python -m bench.p6g_graph_poll``.
 """
 
@@ -90,36 +92,54 @@ def _measure(backend: str, n: int, idle_polls: int, home: Path) -> dict[str, Any
         ingress = IngressDeps(db=db, queue=queue, policy=policy_store(settings, db))
         clients: dict[str, Any] = {}
 
+        def make(address: str, days: int | None) -> Any:
+            return (
+                GraphMailbox(
+                    address,
+                    tenant_id="contoso.onmicrosoft.com",
+                    client_id=server.app.client_id,
+                    client_secret=SECRET,
+                    login_url=server.login_url,
+                    graph_url=server.graph_url,
+                    ca_bundle=str(server.ca_path),
+                    first_sync_days=days,
+                )
+                if backend == "graph"
+                else EwsMailbox(address, server.ews_url, username=address, password=PASSWORD)
+            )
+
         def get(address: str) -> Any:
             if address not in clients:
-                clients[address] = (
-                    GraphMailbox(
-                        address,
-                        tenant_id="contoso.onmicrosoft.com",
-                        client_id=server.app.client_id,
-                        client_secret=SECRET,
-                        login_url=server.login_url,
-                        graph_url=server.graph_url,
-                        ca_bundle=str(server.ca_path),
-                    )
-                    if backend == "graph"
-                    else EwsMailbox(address, server.ews_url, username=address, password=PASSWORD)
-                )
+                clients[address] = make(address, settings.clawback_mail_first_sync_days)
             return clients[address]
 
         def count() -> int:
             return len(server.graph_requests()) if backend == "graph" else len(server.requests)
 
+        full = make(ADDRESS, None)
+        t0, state, pages, messages = time.perf_counter(), None, 0, 0
+        while True:
+            result = full.sync_folder("inbox", state, max_changes=512)
+            state, pages, messages = result.sync_state, pages + 1, messages + len(result.changes)
+            if not result.more_available:
+                break
+        full_sync = {
+            "full_sync_requests": count(),
+            "full_sync_seconds": round(time.perf_counter() - t0, 2),
+            "full_sync_messages": messages,
+        }
+        full.close()
+        base = count()
+        tokens_before = server.tokens_issued if backend == "graph" else 0
         poller = MailPoller(settings, db, ingress, get)
         t0 = time.perf_counter()
         assert poller.run_once() == 0
         first_s = time.perf_counter() - t0
-        first = count()
+        first = count() - base
         first_detail = (
             {
-                "token_requests": server.tokens_issued,
-                "batch_requests": len(server.graph_requests("/$batch")),
-                "delta_requests": len(server.graph_requests("/messages/delta")),
+                "full_sync_batch_requests": len(server.graph_requests("/$batch")),
+                "first_sync_token_requests": server.tokens_issued - tokens_before,
             }
             if backend == "graph"
             else {}
@@ -137,6 +157,7 @@ def _measure(backend: str, n: int, idle_polls: int, home: Path) -> dict[str, Any
             "idle_poll_requests": statistics.median(r[0] for r in idle),
             "idle_poll_ms_median": round(statistics.median(r[1] for r in idle) * 1000, 1),
         }
+        out.update(full_sync)
         out.update(first_detail)
         for c in clients.values():
             c.close()
@@ -158,22 +179,22 @@ def run(sizes: tuple[int, ...] = SIZES, idle_polls: int = 5) -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - best-effort cleanup
             pass
     by = {(r["backend"], r["messages"]): r for r in rows}
-    ratios = {
-        str(n): {
-            "requests": round(
-                by["graph", n]["first_sync_requests"] / max(by["ews", n]["first_sync_requests"], 1), 2
-            ),
-            "seconds": round(
-                by["graph", n]["first_sync_seconds"] / max(by["ews", n]["first_sync_seconds"], 0.01), 2
-            ),
-        }
-        for n in sizes
-    }
+
+    def ratio(key: str, n: int) -> float:
+        return round(by["graph", n][key] / max(by["ews", n][key], 0.01), 2)
+
     result = {
         "id": "P6g",
-        "what": "Graph vs EWS: first sync and idle poll (requests, seconds), same run, same mail",
+        "what": "Graph vs EWS: full inbox sync, poller first sync and idle poll (requests, seconds), same run",
         "rows": rows,
-        "graph_vs_ews_first_sync": ratios,
+        "graph_vs_ews": {
+            str(n): {
+                "full_sync_requests": ratio("full_sync_requests", n),
+                "full_sync_seconds": ratio("full_sync_seconds", n),
+                "first_sync_seconds": ratio("first_sync_seconds", n),
+            }
+            for n in sizes
+        },
         "idle_poll_requests": {f"{r['backend']}-{r['messages']}": r["idle_poll_requests"] for r in rows},
         "target": "idle poll = 1 request per watched folder",
         "machine": f"{platform.machine()} {platform.python_implementation()} {platform.python_version()}",
@@ -186,19 +207,17 @@ def run(sizes: tuple[int, ...] = SIZES, idle_polls: int = 5) -> dict[str, Any]:
 def _print(r: dict[str, Any]) -> None:
     print(f"P6g Graph vs EWS ({r['machine']})")
     for row in r["rows"]:
-        extra = (
-            f" ({row['delta_requests']} delta, {row['batch_requests']} $batch, {row['token_requests']} token)"
-            if row["backend"] == "graph"
-            else ""
-        )
+        batches = f" ({row['full_sync_batch_requests']} $batch)" if row["backend"] == "graph" else ""
         print(
-            f"  {row['backend']:5} {row['messages']:>6,} msgs: first sync {row['first_sync_requests']:>5} requests"
-            f"{extra} in {row['first_sync_seconds']} s; idle poll {row['idle_poll_requests']} request(s), "
+            f"  {row['backend']:5} {row['messages']:>6,} msgs: full sync {row['full_sync_requests']:>5} requests"
+            f"{batches} in {row['full_sync_seconds']} s; poller first sync {row['first_sync_requests']} requests"
+            f" in {row['first_sync_seconds']} s; idle poll {row['idle_poll_requests']} request(s), "
             f"{row['idle_poll_ms_median']} ms"
         )
-    for n, ratio in r["graph_vs_ews_first_sync"].items():
+    for n, x in r["graph_vs_ews"].items():
         print(
-            f"  first sync of {int(n):,}: Graph/EWS requests {ratio['requests']}x, seconds {ratio['seconds']}x"
+            f"  {int(n):,} messages, Graph/EWS: full sync requests {x['full_sync_requests']}x, seconds "
+            f"{x['full_sync_seconds']}x; poller first sync seconds {x['first_sync_seconds']}x"
         )
 
 

@@ -73,8 +73,8 @@ def headline(name: str, r: dict) -> str:
         return f"{r['requests_per_idle_poll']} EWS request(s) per idle poll of {r['messages']:,} messages"
     if name == "P6g":
         return "; ".join(
-            f"{x['backend']} {x['messages']:,}: first sync {x['first_sync_requests']} req {x['first_sync_seconds']} s,"
-            f" idle {x['idle_poll_requests']} req"
+            f"{x['backend']} {x['messages']:,}: full sync {x['full_sync_requests']} req {x['full_sync_seconds']} s,"
+            f" first sync {x['first_sync_requests']} req, idle {x['idle_poll_requests']} req"
             for x in r["rows"]
         )
     if name == "P4":
