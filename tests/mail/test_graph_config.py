@@ -15,6 +15,8 @@ from bot.mail.graph import GraphMailbox
 from bot.policy import parse_policy
 from bot.standins.graph import make_client_certificate
 
+pytestmark = pytest.mark.nopg  # no database behaviour
+
 GOOD = """
 [roles.mailowner]
 scopes = ["mail.read"]

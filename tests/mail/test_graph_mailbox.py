@@ -19,6 +19,8 @@ from bot.mail.base import (
 from bot.standins.graph import make_client_certificate
 from tests.mail.conftest import GRAPH_ADDRESS, GRAPH_OTHER, GRAPH_TENANT
 
+pytestmark = pytest.mark.nopg  # no database behaviour
+
 NOW = datetime.now(UTC)
 
 
