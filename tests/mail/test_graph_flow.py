@@ -23,6 +23,7 @@ from tests.mail.conftest import (
     ALL_MAIL_SCOPES,
     GRAPH_ADDRESS,
     GRAPH_OTHER,
+    GRAPH_SECRET,
     GRAPH_SECRET_ENV,
     GRAPH_TENANT,
     OWNER,
@@ -418,3 +419,27 @@ def test_implicit_outcomes_through_delta(graph, poller, mail_deps):
     ]
     assert poller.run_once() == 0 and len(_outcomes(mail_deps)) == 5  # recorded once
     assert not any(r.method == "DELETE" for r in graph.requests)
+
+
+def test_wrong_secret_is_reported_for_the_mailbox_with_the_aadsts_code(
+    graph, poller, mail_deps, monkeypatch, caplog
+):
+    """A wrong client secret: the poll fails for that mailbox with the AADSTS code, backs off, creates nothing;
+    with the secret fixed (a new poller process), the mail is triaged."""
+    _seed(graph)
+    monkeypatch.setenv(GRAPH_SECRET_ENV, "not-the-secret")
+    (report,) = poller.poll_all(once=True)
+    assert not report.ok and report.back_off
+    assert "credentials rejected" in report.error and "AADSTS7000215" in report.error
+    assert GRAPH_ADDRESS in report.error and "not-the-secret" not in report.error
+    assert "not-the-secret" not in caplog.text
+    assert _tasks(mail_deps, "triage") == []
+    monkeypatch.setenv(GRAPH_SECRET_ENV, GRAPH_SECRET)
+    fresh = MailPoller(
+        mail_deps.settings,
+        mail_deps.db,
+        poller.ingress,
+        mailbox_factory(mail_deps.settings, poller.ingress.policy),
+        sleep=lambda _s: None,
+    )
+    assert fresh.run_once() == 0 and len(_tasks(mail_deps, "triage")) == 3
