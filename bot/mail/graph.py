@@ -127,7 +127,6 @@ class GraphMailbox:
         self.first_sync_days = first_sync_days
         self.max_retry_wait = max_retry_wait
         self.sleep = sleep
-        self._ca_bundle = ca_bundle
         self._timeout = timeout
         self._cache = msal.TokenCache()
         self._app: msal.ConfidentialClientApplication | None = None
@@ -147,7 +146,6 @@ class GraphMailbox:
         self._user = f"{self.graph_url}/users/{quote(address)}"
         self._folder_ids: dict[str, str] = {}  # logical name (lower-case) -> folder id
         self._folder_names: dict[str, str] = {}  # folder id -> logical name
-        self.requests_sent = 0  # Graph requests (not token requests), for the bench
 
     def close(self) -> None:
         """Close the HTTP clients."""
@@ -221,14 +219,17 @@ class GraphMailbox:
         headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """One Graph call with auth, retries and error mapping; returns the JSON body (``{}`` when empty)."""
-        url = url if url.startswith("https://") or url.startswith("http://") else f"{self.graph_url}{url}"
+        if "://" not in url:
+            url = f"{self.graph_url}{url}"
+        elif not url.startswith(f"{self.graph_url}/"):
+            # nextLink/deltaLink come from the server: never send our token to another host.
+            raise MailUnavailable(f"mailbox {self.address}: Graph handed out a link outside {self.graph_url}")
         reauthenticated = False
         attempt = 0
         while True:
             token = self._token()
             try:
                 with self._slots:
-                    self.requests_sent += 1
                     resp = self._http.request(
                         method, url, params=params, json=body, headers=self._headers(token, headers)
                     )

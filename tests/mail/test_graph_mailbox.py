@@ -15,6 +15,7 @@ from bot.mail.base import (
     MailNotFound,
     MailSyncStateInvalid,
     MailThrottled,
+    MailUnavailable,
 )
 from bot.standins.graph import make_client_certificate
 from tests.mail.conftest import GRAPH_ADDRESS, GRAPH_OTHER, GRAPH_TENANT
@@ -272,3 +273,14 @@ def test_first_inbox_sync_reads_only_the_first_sync_window(graph, graph_mailbox)
     assert {c.item_id for c in changes} == {new}
     drafts, _ = _sync_all(mb, "drafts")  # only the Inbox is filtered
     assert "$filter" not in graph.graph_requests("/mailFolders/drafts/messages/delta")[0].path
+
+
+def test_a_link_to_another_host_never_gets_the_token(graph, graph_mailbox):
+    """A sync state whose link points outside graph_url is refused before any request carries the token."""
+    mb = graph_mailbox()
+    _, state = _sync_all(mb)
+    forged = state.replace(graph.graph_url, "https://attacker.example/v1.0")
+    before = len(graph.requests)
+    with pytest.raises(MailUnavailable, match="outside"):
+        mb.sync_folder("inbox", forged)
+    assert len(graph.requests) == before
