@@ -38,6 +38,7 @@ BENCHES = [
     ("P4", "bench.p4_triage_tokens", {}),
     ("P5", "bench.p5_report", {"pg_url": local_postgres}),
     ("P6", "bench.p6_idle_poll", {}),
+    ("P6g", "bench.p6g_graph_poll", {}),
     ("P7", "bench.p7_hostile_html", {}),
 ]
 
@@ -71,6 +72,12 @@ def headline(name: str, r: dict) -> str:
         return "; ".join(parts)
     if name == "P6":
         return f"{r['requests_per_idle_poll']} EWS request(s) per idle poll of {r['messages']:,} messages"
+    if name == "P6g":
+        return "; ".join(
+            f"{x['backend']} {x['messages']:,}: full sync {x['full_sync_requests']} req {x['full_sync_seconds']} s,"
+            f" first sync {x['first_sync_requests']} req, idle {x['idle_poll_requests']} req"
+            for x in r["rows"]
+        )
     if name == "P7":
         return (
             f"worst hostile HTML ({r['worst_shape']}) {r['ratio']}x a benign email of {r['size']:,} chars "

@@ -119,6 +119,7 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
     from bot.standins import deploy_responder
     from bot.standins.ci import CIStandIn
     from bot.standins.ews import EwsStandIn
+    from bot.standins.graph import GraphStandIn
     from bot.standins.triage_responder import triage_responder
     from bot.worker import run_worker
     from handlers.context import HandlerContext
@@ -128,6 +129,11 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
     home = Path(tempfile.mkdtemp(prefix="clawback-demo-"))
     slack, llm = SlackStandIn(token=BOT_TOKEN), LLMStandIn()
     ews = EwsStandIn(address=mail_demo.DEMO_ADDRESS, password=mail_demo.DEMO_PASSWORD)
+    graph = GraphStandIn(
+        tenant_id=mail_demo.DEMO_GRAPH_TENANT,
+        client_secret=mail_demo.DEMO_GRAPH_SECRET,
+        mailboxes=(mail_demo.DEMO_GRAPH_ADDRESS,),
+    )
     ci = CIStandIn()
     web = None
     try:
@@ -138,11 +144,12 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
             redis_url = embedded_redis.ensure(home / "redis")
             slack.seed_demo()
             slack.add_user("U0FRANK", "frank")
-            for server in (slack, llm, ews, ci):
+            for server in (slack, llm, ews, graph, ci):
                 server.start()
             llm.register_responder("triage", triage_responder)
             deploy_responder.register(llm)
             mail_demo.seed_demo(ews)
+            mail_demo.seed_demo(graph)
             deploy_demo.seed_demo(ci)
             policy = (
                 DEMO_POLICY
@@ -152,6 +159,7 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
                 .replace('roles = ["approver"]', 'roles = ["member", "approver"]')
                 .replace('roles = ["approver", "deployer"]', 'roles = ["member", "approver", "deployer"]')
                 + mail_demo.demo_policy_section(ews.ews_url)
+                + mail_demo.demo_graph_policy_section(graph)
             )
             (home / "policy.toml").write_text(policy)
             settings = Settings(
@@ -176,7 +184,7 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
             db = Database(settings.database_url)
             ensure_schema(db)
             deps = build_deps(settings, db=db)
-            deps.extras["mailboxes"] = mail_demo.demo_mailbox_factory(ews)
+            deps.extras["mailboxes"] = mail_demo.demo_mailbox_factory(ews, graph)
             deps.extras["deploy_clients"] = build_clients(settings)
             ctx = HandlerContext(
                 IngressDeps(db=db, queue=deps.queue, policy=policy_store(settings, db, deps.redis))
@@ -201,8 +209,8 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
             _show_slack(console, slack)
             _show_llm(console, llm)
 
-            bar.update(t, description="polling Emma's mailbox (EWS stand-in) and triaging…")
-            mail = _mail_section(settings, db, ctx, deps, ews, run_worker)
+            bar.update(t, description="polling Emma's mailboxes (EWS and Graph stand-ins) and triaging…")
+            mail = _mail_section(settings, db, ctx, deps, ews, graph, run_worker)
             bar.update(t, description="/deploy plan → request → approve → run…")
             deploy = _deploy_section(sender, deps, slack, ci, run_worker)
             sender.close()
@@ -222,7 +230,7 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
     finally:
         if web is not None:
             web.close()
-        for server in (slack, llm, ews, ci):
+        for server in (slack, llm, ews, graph, ci):
             server.stop()
         embedded_redis.stop(home / "redis")
         if keep:
@@ -232,7 +240,7 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
 
 
 def _mail_section(
-    settings: Settings, db: Database, ctx: Any, deps: Any, ews: Any, run_worker: Callable
+    settings: Settings, db: Database, ctx: Any, deps: Any, ews: Any, graph: Any, run_worker: Callable
 ) -> Table:
     """Poll once, triage, and show what happened to each message (categories, folders, drafts, sends)."""
     from bot.mail.poller import MailPoller
@@ -242,22 +250,28 @@ def _mail_section(
     run_worker(deps, burst=True, fork=False, max_wait=60)
     poller.run_once()  # a second poll: nothing new, no new task
     run_worker(deps, burst=True, fork=False, max_wait=60)
-    table = Table(title="3. Email triage of a mailbox (EWS stand-in); the agent never sends mail")
-    for col in ("folder", "subject", "from", "categories"):
+    table = Table(
+        title="3. Email triage of two mailboxes: Exchange on premises (EWS stand-in) and Exchange Online "
+        "(Microsoft Graph stand-in); the agent never sends mail"
+    )
+    for col in ("mailbox", "folder", "subject", "from", "categories"):
         table.add_column(col, overflow="fold")
-    for folder in ("inbox", "Action", "Newsletters", "Suspicious", "drafts"):
-        try:
-            items = ews.messages(folder)
-        except KeyError:
-            continue
-        for item in items:
-            table.add_row(
-                folder,
-                getattr(item, "subject", ""),
-                getattr(item, "sender_email", "") or "",
-                ", ".join(getattr(item, "categories", []) or []),
-            )
-    table.caption = f"messages sent: {len(ews.outbox)} · triage tasks: {_count(db, 'triage')}"
+    for label, listing in (("EWS", ews.messages), ("Graph", graph.messages_in)):
+        for folder in ("inbox", "Action", "Newsletters", "Suspicious", "drafts"):
+            try:
+                items = listing(folder)
+            except KeyError:
+                continue
+            for item in items:
+                table.add_row(
+                    label,
+                    folder,
+                    getattr(item, "subject", ""),
+                    getattr(item, "sender_email", "") or "",
+                    ", ".join(getattr(item, "categories", []) or []),
+                )
+    sent = len(ews.outbox) + len(graph.sent())
+    table.caption = f"messages sent: {sent} · triage tasks: {_count(db, 'triage')}"
     return table
 
 

@@ -1,8 +1,9 @@
-"""A small, realistic mailbox for ``clawback demo`` (and the benchmarks), seeded into the EWS stand-in.
+"""A small, realistic mailbox for ``clawback demo`` (and the benchmarks), seeded into the EWS stand-in (and the
+same mail into the Graph stand-in, for the Exchange Online mailbox).
 
-The demo wires it like the tests do: a policy section naming the mailbox (``demo_policy_section``), the
-deterministic triage responder on the LLM stand-in, and
-``deps.extras["mailboxes"] = demo_mailbox_factory(ews)``.
+The demo wires it like the tests do: a policy section naming the mailbox (``demo_policy_section``,
+``demo_graph_policy_section``), the deterministic triage responder on the LLM stand-in, and
+``deps.extras["mailboxes"] = demo_mailbox_factory(ews, graph)``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ DEMO_OWNER = "U0EMMA"
 DEMO_ADDRESS = "emma@example.com"
 DEMO_PASSWORD = "demo-ews-password"
 DEMO_PASSWORD_ENV = "CLAWBACK_DEMO_EWS_PASSWORD"
+DEMO_GRAPH_ADDRESS = "emma@contoso.com"
+DEMO_GRAPH_TENANT = "contoso.onmicrosoft.com"
+DEMO_GRAPH_SECRET = "demo-graph-secret"
+DEMO_GRAPH_SECRET_ENV = "CLAWBACK_DEMO_GRAPH_SECRET"
 DEMO_SCOPES = ("mail.read", "mail.categorize", "mail.move", "mail.draft", "mail.send")
 
 NEWSLETTER_HTML = """<html><head><style>body{font-family:Arial} .btn{color:#fff}</style></head>
@@ -118,17 +123,44 @@ def demo_policy_section(ews_url: str, *, owner: str = DEMO_OWNER, address: str =
     )
 
 
-def demo_mailbox_factory(ews_standin: Any, password: str = DEMO_PASSWORD) -> Callable[[str], Any]:
-    """An ``address -> EwsMailbox`` factory over the stand-in, for ``deps.extras["mailboxes"]``."""
+def demo_graph_policy_section(graph_standin: Any, *, owner: str = DEMO_OWNER) -> str:
+    """The ``[mailboxes]`` TOML for the demo's Exchange Online mailbox on the Graph stand-in."""
+    return (
+        f'\n[mailboxes."{DEMO_GRAPH_ADDRESS}"]\nowner = "{owner}"\nbackend = "graph"\n'
+        f'tenant_id = "{DEMO_GRAPH_TENANT}"\nclient_id = "{graph_standin.app.client_id}"\n'
+        f'client_secret_env = "{DEMO_GRAPH_SECRET_ENV}"\nlogin_url = "{graph_standin.login_url}"\n'
+        f'graph_url = "{graph_standin.graph_url}"\n'
+        'folders = { action = "Action", newsletter = "Newsletters", phishing = "Suspicious" }\n'
+    )
+
+
+def demo_mailbox_factory(
+    ews_standin: Any, graph_standin: Any = None, password: str = DEMO_PASSWORD
+) -> Callable[[str], Any]:
+    """An ``address -> Mailbox`` factory over the stand-ins (EwsMailbox, or GraphMailbox trusting the Graph
+    stand-in's CA), for ``deps.extras["mailboxes"]``."""
     from bot.mail.ews import EwsMailbox
+    from bot.mail.graph import GraphMailbox
 
     made: dict[str, Any] = {}
 
     def get(address: str) -> Any:
         if address not in made:
-            made[address] = EwsMailbox(
-                address, ews_standin.ews_url, username=address, password=password, timeout=10
-            )
+            if graph_standin is not None and address.lower() == DEMO_GRAPH_ADDRESS:
+                made[address] = GraphMailbox(
+                    address,
+                    tenant_id=DEMO_GRAPH_TENANT,
+                    client_id=graph_standin.app.client_id,
+                    client_secret=DEMO_GRAPH_SECRET,
+                    login_url=graph_standin.login_url,
+                    graph_url=graph_standin.graph_url,
+                    ca_bundle=str(graph_standin.ca_path),
+                    timeout=10,
+                )
+            else:
+                made[address] = EwsMailbox(
+                    address, ews_standin.ews_url, username=address, password=password, timeout=10
+                )
         return made[address]
 
     return get
