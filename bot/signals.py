@@ -13,11 +13,13 @@ The signals and their default thresholds (override any with ``CLAWBACK_SIGNAL_TH
     (10,000) tokens and at most ``automation_max_outcome_share`` (5%) of them got an outcome.
 ``near_duplicate_prompts``
     The same person sending near-copies of one request. Texts (``tasks.payload["text"]``, already redacted)
-    of ≥ ``dup_min_chars`` (24) characters are compared as sets of words: two are near-duplicates when
-    their Jaccard resemblance (shared words / all words) is ≥ ``dup_min_similarity`` (0.7) **and** they
-    carry exactly the same numbers and ids (any word with a digit: ``123``, ``4821``, ``v2``). Adding "pls"
-    or "thanks" to a 14-word request or changing its word order keeps it at 0.85–1.0; "summarise PR 123"
-    and "summarise PR 124" are different requests however alike their words. Flagged when one request has
+    of ≥ ``dup_min_chars`` (24) characters are compared as sets of words, leaving out filler (``FILLER``:
+    articles, pronouns, "pls", "thanks", "asap", ...): two are near-duplicates when their Jaccard
+    resemblance (shared words / all words) is ≥ ``dup_min_similarity`` (0.8) **and** they carry exactly the
+    same numbers and ids (any word with a digit: ``123``, ``4821``, ``v2``). Adding "pls" or "thanks" to a
+    request or changing its word order keeps it at 1.0, one changed word in ten at 0.82; "summarise PR 123"
+    and "summarise PR 124" are different requests however alike their words, and "status of the payments
+    deploy" and "status of the search deploy" share too few meaningful words (0.5). Flagged when one request has
     ≥ ``dup_min_cluster`` − 1 (7) near-copies within ``dup_window_hours`` (24 h); the evidence gives the
     lowest resemblance in the cluster.
 ``burst``
@@ -98,7 +100,7 @@ class Thresholds:
     automation_min_tokens: int = 10_000
     automation_max_outcome_share: float = 0.05
     dup_min_chars: int = 24
-    dup_min_similarity: float = 0.7
+    dup_min_similarity: float = 0.8
     dup_min_cluster: int = 8
     dup_window_hours: float = 24.0
     burst_min_tasks: int = 12
@@ -207,14 +209,29 @@ SUMMARY_WORDS = re.compile(
 )
 
 
+# Words that carry no request of their own: articles, pronouns, politeness, urgency. Adding or dropping them
+# (or "pls" for "please") rewords a request without changing it.
+FILLER = frozenset(
+    """a an the and or but of to in on at for from with by about as into is are was were be been am do does
+    did can could would will should shall may might must have has had i me my we us our you your it its this
+    that these those there here what which who whom whose when where why how please pls plz kindly thanks
+    thank thx ty asap again now today just also too very really quickly quick urgent urgently once more ok
+    okay hi hey hello so then all any some""".split()
+)
+
+
 def word_set(text: str) -> tuple[frozenset[str], frozenset[str]]:
-    """(all words, the words that carry a digit: numbers and ids), lower-cased."""
+    """(the words that carry meaning, the words that carry a digit: numbers and ids), lower-cased.
+
+    Filler words (``FILLER``) are left out; a text of filler only keeps all its words.
+    """
     words = frozenset(_WORD.findall(text.lower()))
-    return words, frozenset(w for w in words if any(c.isdigit() for c in w))
+    meaning = words - FILLER or words
+    return meaning, frozenset(w for w in words if any(c.isdigit() for c in w))
 
 
 def resemblance(a: str, b: str) -> float:
-    """Jaccard resemblance of two texts' word sets (1.0 = same words, in any order)."""
+    """Jaccard resemblance of two texts' meaningful word sets (1.0 = same words, in any order)."""
     wa, _ = word_set(a)
     wb, _ = word_set(b)
     return len(wa & wb) / len(wa | wb) if wa or wb else 1.0
