@@ -46,10 +46,12 @@ The signals and their default thresholds (override any with ``CLAWBACK_SIGNAL_TH
     Tasks started by other tasks (``parent_id``) without a human in between, ≥ ``chain_min_depth`` (3)
     deep.
 ``machine_cadence``
-    Human-triggered requests arriving like clockwork. With ≥ ``cadence_min_tasks`` (30) requests, the
-    robust coefficient of variation of the gaps between them (1.4826 × median absolute deviation / median)
-    is ≤ ``cadence_max_cv`` (0.15). People are bursty (values near or above 1); overnight pauses do not hide
-    a script that runs only in office hours, because the median-based measure ignores them.
+    Human-triggered requests arriving like clockwork. In some run of ``cadence_min_tasks`` (30) requests in
+    a row, the robust coefficient of variation of the gaps between them (1.4826 × median absolute
+    deviation / median) is ≤ ``cadence_max_cv`` (0.15); runs are measured one after another, so a script
+    running on a few days among a person's ordinary work is found. People are bursty (values near or above
+    1); overnight pauses do not hide a script that runs only in office hours, because the median-based
+    measure ignores them.
 ``spend_no_outcome``
     A person's week (7 days, ending ``CLAWBACK_OUTCOME_WINDOW_HOURS`` ago so outcomes had time to arrive)
     with ≥ ``week_min_tokens`` (50,000) tokens over ≥ ``week_min_tasks`` (20) human-triggered tasks and not
@@ -220,12 +222,21 @@ FILLER = frozenset(
 )
 
 
+_SPELLING = re.compile(r"is(e|ed|es|ing|ation)$")
+
+
+def _normal(word: str) -> str:
+    """One spelling per word: British -ise as -ize, a plural s dropped ("summarises" -> "summarize")."""
+    word = _SPELLING.sub(r"iz\1", word)
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
 def word_set(text: str) -> tuple[frozenset[str], frozenset[str]]:
     """(the words that carry meaning, the words that carry a digit: numbers and ids), lower-cased.
 
     Filler words (``FILLER``) are left out; a text of filler only keeps all its words.
     """
-    words = frozenset(_WORD.findall(text.lower()))
+    words = frozenset(_normal(w) for w in _WORD.findall(text.lower()))
     meaning = words - FILLER or words
     return meaning, frozenset(w for w in words if any(c.isdigit() for c in w))
 
@@ -359,8 +370,21 @@ def automation_no_outcome(rows: list[_Row], t: Thresholds) -> list[Flag]:
     return flags
 
 
+def _root(parent: list[int], i: int) -> int:
+    """Union-find: the representative of ``i``'s cluster (with path halving)."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
 def near_duplicates(rows: list[_Row], t: Thresholds) -> list[Flag]:
-    """Near-copies of the same request from one person within a window (word-set resemblance, same ids)."""
+    """Near-copies of the same request from one person within a window (word-set resemblance, same ids).
+
+    Requests are linked when they are near-duplicates and at most ``dup_window_hours`` apart; linked requests
+    form one cluster (a reworded request drifts: each rewording is close to some other, not to all). The
+    flag counts the most requests of one cluster that fall within one window.
+    """
     window = timedelta(hours=t.dup_window_hours)
     by: dict[str, list[tuple[datetime, frozenset[str], frozenset[str], str]]] = defaultdict(list)
     for r in rows:
@@ -369,36 +393,52 @@ def near_duplicates(rows: list[_Row], t: Thresholds) -> list[Flag]:
             by[r.requester].append((r.created_at, words, ids, r.id))
     flags = []
     for who, items in sorted(by.items()):
-        best: list[tuple[str, float]] = []  # (task id, resemblance to the cluster's latest request)
-        recent: deque[tuple[datetime, frozenset[str], frozenset[str], str]] = deque()
-        for at, words, ids, tid in items:
-            while recent and at - recent[0][0] > window:
-                recent.popleft()
-            near: list[tuple[str, float]] = []
-            for _at2, words2, ids2, tid2 in recent:
+        parent = list(range(len(items)))
+        closest = [0.0] * len(items)  # each request's highest resemblance to a linked one
+
+        start = 0
+        for j, (at, words, ids, _tid) in enumerate(items):
+            while at - items[start][0] > window:
+                start += 1
+            for i in range(start, j):
+                _at2, words2, ids2, _tid2 = items[i]
                 small, big = sorted((len(words), len(words2)))
                 if ids2 != ids or not big or small / big < t.dup_min_similarity:
                     continue  # different numbers or ids, or too different in size to reach the threshold
                 sim = len(words & words2) / len(words | words2)
                 if sim >= t.dup_min_similarity:
-                    near.append((tid2, sim))
-            recent.append((at, words, ids, tid))
-            if len(near) + 1 > len(best):
-                best = [*near, (tid, 1.0)]
+                    parent[_root(parent, i)] = _root(parent, j)
+                    closest[i], closest[j] = max(closest[i], sim), max(closest[j], sim)
+        clusters: dict[int, list[int]] = defaultdict(list)
+        for i in range(len(items)):
+            clusters[_root(parent, i)].append(i)
+        best: list[int] = []
+        for members in clusters.values():
+            if len(members) < max(t.dup_min_cluster, len(best) + 1):
+                continue
+            lo = 0
+            for hi in range(len(members)):
+                while items[members[hi]][0] - items[members[lo]][0] > window:
+                    lo += 1
+                if hi - lo + 1 > len(best):
+                    best = members[lo : hi + 1]
         if len(best) >= t.dup_min_cluster:
-            lowest = min(sim for _tid, sim in best)
+            lowest = min(closest[i] for i in best)
+            span = (items[best[-1]][0] - items[best[0]][0]).total_seconds()
             flags.append(
                 Flag(
                     "near_duplicate_prompts",
                     who,
-                    f"{who} sent {len(best)} near-identical requests within {t.dup_window_hours:g} hours "
-                    f"(threshold {t.dup_min_cluster}): the same words (at least {lowest:.0%} shared; threshold "
-                    f"{t.dup_min_similarity:.0%}) and the same numbers and ids. Repeating a request spends "
-                    "tokens without new information: a script, a broken integration, or padding usage?",
-                    _evidence(tid for tid, _sim in best),
+                    f"{who} sent {len(best)} near-identical requests within {_dur(span)} (threshold "
+                    f"{t.dup_min_cluster} within {t.dup_window_hours:g} hours): each shares at least {lowest:.0%} "
+                    f"of its meaningful words with another (threshold {t.dup_min_similarity:.0%}), with the same "
+                    "numbers and ids. Repeating a request spends tokens without new information: a script, a "
+                    "broken integration, or padding usage?",
+                    _evidence(items[i][3] for i in best),
                     {
                         "cluster": len(best),
                         "min_similarity": round(lowest, 3),
+                        "span_s": round(span, 1),
                         "window_hours": t.dup_window_hours,
                     },
                 )
@@ -599,32 +639,49 @@ def bot_chains(rows: list[_Row], t: Thresholds) -> list[Flag]:
 
 
 def machine_cadence(rows: list[_Row], t: Thresholds) -> list[Flag]:
-    """Human-triggered requests arriving at machine-regular intervals (robust CV of the gaps)."""
+    """Human-triggered requests arriving at machine-regular intervals (robust CV of the gaps).
+
+    Every run of ``cadence_min_tasks`` consecutive requests is measured, so a script that runs on some days
+    among a person's ordinary (bursty) work is found too; the most regular run is the evidence.
+    """
     by: dict[str, list[_Row]] = defaultdict(list)
     for r in rows:
         if r.trigger == "human" and r.status != "ignored":
             by[r.requester].append(r)
     flags = []
+    n = max(t.cadence_min_tasks, 3)
     for who, items in sorted(by.items()):
-        if len(items) < t.cadence_min_tasks:
+        if len(items) < n:
             continue
         gaps = [(b.created_at - a.created_at).total_seconds() for a, b in zip(items, items[1:], strict=False)]
-        med = statistics.median(gaps)
-        if med <= 0:
-            continue
-        mad = statistics.median(abs(g - med) for g in gaps)
-        cv = 1.4826 * mad / med
-        if cv <= t.cadence_max_cv:
+        best: tuple[float, float, int] | None = None  # (robust cv, median gap, first request of the run)
+        for start in range(len(items) - n + 1):
+            run = gaps[start : start + n - 1]
+            med = statistics.median(run)
+            if med <= 0:
+                continue
+            cv = 1.4826 * statistics.median(abs(g - med) for g in run) / med
+            if best is None or cv < best[0]:
+                best = (cv, med, start)
+        if best is not None and best[0] <= t.cadence_max_cv:
+            cv, med, start = best
+            run_rows = items[start : start + n]
             flags.append(
                 Flag(
                     "machine_cadence",
                     who,
-                    f"{who}'s {len(items)} requests arrived like clockwork: typically every {_dur(med)}, "
-                    "with a "
-                    f"spread of {cv:.0%} (threshold {t.cadence_max_cv:.0%}; people are far less regular). "
-                    "Probably a script using a person's identity.",
-                    _evidence(r.id for r in items),
-                    {"tasks": len(items), "median_gap_s": round(med, 1), "robust_cv": round(cv, 4)},
+                    f"{n} of {who}'s requests in a row, from {run_rows[0].created_at:%Y-%m-%d %H:%M} UTC, arrived "
+                    f"like clockwork: typically every {_dur(med)}, with a spread of {cv:.0%} (threshold "
+                    f"{t.cadence_max_cv:.0%}; people are far less regular). Probably a script using a person's "
+                    "identity.",
+                    _evidence(r.id for r in run_rows),
+                    {
+                        "tasks": n,
+                        "all_tasks": len(items),
+                        "median_gap_s": round(med, 1),
+                        "robust_cv": round(cv, 4),
+                        "first_at": run_rows[0].created_at.isoformat(),
+                    },
                 )
             )
     return flags

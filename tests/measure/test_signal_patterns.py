@@ -254,3 +254,48 @@ def test_bot_loop_through_real_ingress_names_the_app(sender, db):
     assert len(loops) == 1, flags
     assert loops[0].details["bot_id"] == "B0ZAPIER" and loops[0].details["app_id"] == "A0ZAPIER"
     assert loops[0].details["user"] == "U0PERSON" and loops[0].details["messages"] == 11
+
+
+# -- a script on some days among ordinary work ---------------------------------------------------------------
+
+
+def _ordinary_days(w: Workload, who: str, days: int = 10) -> None:
+    for d in range(days):
+        day = (END - timedelta(days=days - d)).replace(hour=8, minute=0)
+        for _ in range(w.rnd.randint(3, 10)):
+            w.task(who, day + timedelta(seconds=w.rnd.uniform(0, 9.5 * 3600)), outcome="resolved")
+
+
+def test_script_on_two_days_among_ordinary_work_is_flagged(db):
+    """A request every 12 minutes ± 8% for two office days, amid ten days of bursty ordinary use."""
+    w = _workload()
+    _ordinary_days(w, "U0SCRIPT")
+    for d in (3, 4):
+        t = (END - timedelta(days=d)).replace(hour=9, minute=0)
+        while t.hour < 17:
+            w.task("U0SCRIPT", t)
+            t += timedelta(seconds=720 * w.rnd.uniform(0.92, 1.08))
+    flags = [f for f in _detect(db, w) if f.subject == "U0SCRIPT"]
+    assert [f.kind for f in flags] == ["machine_cadence"]
+    assert 600 <= flags[0].details["median_gap_s"] <= 840 and flags[0].details["robust_cv"] <= 0.15
+
+
+def test_ordinary_work_every_day_has_no_cadence(db):
+    """The same ten days of ordinary use without the script: no run of 30 is regular."""
+    w = _workload()
+    _ordinary_days(w, "U0PLAIN")
+    assert _kinds(_detect(db, w), "U0PLAIN") == set()
+
+
+def test_rewordings_changing_one_word_each_are_one_cluster(db):
+    """Rewordings that each swap a different word for a synonym, between plain repeats, are one cluster."""
+    w = _workload()
+    synonyms = [("list", "show"), ("risks", "issues"), ("numbers", "figures"), ("top", "main")]
+    ids = []
+    for i in range(9):
+        a, b = synonyms[i // 2 % len(synonyms)]
+        text = REQUEST.replace(a, b) if i % 2 else REQUEST + " thanks"
+        ids.append(w.task("U0DRIFT", T0 + timedelta(minutes=30 * i + w.rnd.uniform(0, 10)), text=text))
+    flags = [f for f in _detect(db, w) if f.subject == "U0DRIFT"]
+    assert [f.kind for f in flags] == ["near_duplicate_prompts"]
+    assert set(flags[0].evidence) == set(ids) and flags[0].details["min_similarity"] >= 0.8
