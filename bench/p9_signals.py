@@ -36,17 +36,17 @@ import statistics
 import sys
 import time
 from collections import Counter, defaultdict
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
 
-from bench.p9_workload import END, Event, Workload, generate
+from bench.p9_workload import END, Event, Person, Workload, generate
 from bot import facts
 from bot.db import Database, LLMCall, Outcome, Task, ensure_schema
 from bot.outcomes import note_followup, parse_kinds, sweep_none
 from bot.settings import Settings
-from bot.signals import Flag, detect
+from bot.signals import Flag, Thresholds, detect
 
 TUNE_SEEDS = (1, 2, 3, 4, 5)
 HELDOUT_SEEDS = (101, 102, 103, 104, 105)
@@ -155,6 +155,12 @@ def run_pipeline(db_env: Any, w: Workload) -> dict[str, Any]:
     from workers.runtime import build_deps
 
     env = db_env
+    people = sorted({e.person for e in w.events})
+    for who in people:  # the workspace the simulated people live in
+        env.slack.add_user(who, who.lower())
+        env.slack.add_channel("D" + who[1:], f"dm-{who}", members=[who], is_im=True)
+    for channel in sorted({e.channel for e in w.events}):
+        env.slack.add_channel(channel, channel.lower(), members=people)
     web = ServedWeb(env)
     sender = SlackEventSender(web.url, SIGNING_SECRET)
     deps = build_deps(env.settings, db=env.db, redis_conn=env.redis)
@@ -184,7 +190,7 @@ def run_pipeline(db_env: Any, w: Workload) -> dict[str, Any]:
         run_worker(deps, burst=True, fork=False, max_wait=60)
         worked_s = time.perf_counter() - t0 - sent_s
         with env.db.session() as s:
-            ids = dict(s.execute(select(Task.idempotency_key, Task.id)))
+            ids = dict(s.execute(select(Task.idempotency_key, Task.id)).tuples().all())
         clicks = 0
         for key, e in keys.items():
             if e.click and key in ids:
@@ -197,34 +203,34 @@ def run_pipeline(db_env: Any, w: Workload) -> dict[str, Any]:
     finally:
         sender.close()
         web.close()
+
     # Compress time: each task, its LLM calls and its click outcomes move to the simulated time.
+    def moved(at: datetime | None, shift: timedelta) -> datetime | None:
+        return None if at is None else (at if at.tzinfo else at.replace(tzinfo=UTC)) + shift
+
     with env.db.session() as s:
-        rows = list(s.execute(select(Task.id, Task.idempotency_key, Task.created_at, Task.status)))
-        for tid, key, created, _status in rows:
-            e = keys[key]
-            shift = e.at - (created if created.tzinfo else created.replace(tzinfo=e.at.tzinfo))
-            s.execute(
-                update(Task)
-                .where(Task.id == tid)
-                .values(
-                    created_at=Task.created_at + shift,
-                    started_at=Task.started_at + shift,
-                    finished_at=Task.finished_at + shift,
-                )
-            )
-            s.execute(
-                update(LLMCall).where(LLMCall.task_id == tid).values(created_at=LLMCall.created_at + shift)
-            )
-            s.execute(
-                update(Outcome).where(Outcome.task_id == tid).values(created_at=Outcome.created_at + shift)
-            )
-        by_status = Counter(st for *_x, st in rows)
+        tasks = list(s.execute(select(Task)).scalars())
+        calls: dict[str, list[LLMCall]] = defaultdict(list)
+        for c in s.execute(select(LLMCall)).scalars():
+            calls[c.task_id].append(c)
+        outs: dict[str, list[Outcome]] = defaultdict(list)
+        for o in s.execute(select(Outcome)).scalars():
+            outs[o.task_id].append(o)
+        for task in tasks:
+            shift = keys[task.idempotency_key].at - moved(task.created_at, timedelta(0))
+            task.created_at = moved(task.created_at, shift)
+            task.started_at = moved(task.started_at, shift)
+            task.finished_at = moved(task.finished_at, shift)
+            for row in [*calls[task.id], *outs[task.id]]:
+                row.created_at = moved(row.created_at, shift)
+        by_status = Counter(task.status for task in tasks)
+        n_tasks = len(tasks)
     followups = record_followups(env.db)
     return {
         "events": len(w.events),
         "clicks": clicks,
         "http_statuses": {str(k): v for k, v in sorted(statuses.items())},
-        "tasks": len(rows),
+        "tasks": n_tasks,
         "task_statuses": dict(by_status),
         "followups_recorded": followups,
         "send_s": round(sent_s, 1),
@@ -284,6 +290,66 @@ def score(w: Workload, flags: list[Flag]) -> dict[str, Any]:
     }
 
 
+# What each signal measures per person (its flag's detail) and whether a higher value is more suspicious.
+MEASURE = {
+    "burst": ("tasks", True),
+    "near_duplicate_prompts": ("cluster", True),
+    "repeated_summary": ("requests", True),
+    "padded_prompts": ("padded", True),
+    "machine_cadence": ("robust_cv", False),
+    "bot_loop": ("messages", True),
+}
+PERMISSIVE = Thresholds(
+    burst_min_tasks=2,
+    dup_min_cluster=2,
+    resum_min_tasks=2,
+    pad_min_tasks=1,
+    pad_min_share=0.0,
+    cadence_max_cv=1e9,
+    loop_min_messages=1,
+)
+
+
+def margins(db: Database, w: Workload) -> dict[str, Any]:
+    """How far from each threshold people were: the honest people's worst value and the gaming ones' mildest.
+
+    The signals run once more with thresholds that let everything through (``PERMISSIVE``); each flag's
+    measure is read per person. A wide gap between the two is what makes the results robust.
+    """
+    t = Thresholds()
+    settings = Settings(_env_file=None, clawback_reporting_dates="none")
+    found: dict[str, dict[str, float]] = defaultdict(dict)
+    for f in detect(db, since=END - timedelta(days=14), until=END, settings=settings, thresholds=PERMISSIVE):
+        if f.kind in MEASURE:
+            found[f.kind][f.subject] = f.details[MEASURE[f.kind][0]]
+    kind_of = {p.id: p for p in w.people}
+    meant = {v: k for k, v in MEANT.items()}
+    out = {}
+    for signal, (key, higher) in MEASURE.items():
+        worst = max if higher else min
+        honest = [v for who, v in found[signal].items() if who in kind_of and not kind_of[who].gaming]
+        gaming = [
+            found[signal].get(p.id)
+            for p in w.people
+            if p.gaming and p.kind == meant[signal] and found[signal].get(p.id) is not None
+        ]
+        threshold = {
+            "burst": t.burst_min_tasks,
+            "near_duplicate_prompts": t.dup_min_cluster,
+            "repeated_summary": t.resum_min_tasks,
+            "padded_prompts": t.pad_min_tasks,
+            "machine_cadence": t.cadence_max_cv,
+            "bot_loop": t.loop_min_messages,
+        }[signal]
+        out[signal] = {
+            "measure": key,
+            "threshold": threshold,
+            "honest_worst": worst(honest) if honest else None,
+            "gaming_mildest": (min if higher else max)(gaming) if gaming else None,
+        }
+    return out
+
+
 def sample_evidence(w: Workload, flags: list[Flag]) -> list[dict[str, Any]]:
     """One flag per signal kind: what an auditor sees."""
     seen: set[str] = set()
@@ -333,6 +399,7 @@ def run_seed(seed: int) -> dict[str, Any]:
             "seed": seed,
             "events": len(w.events),
             **score(w, flags),
+            "margins": margins(db, w),
             "insert_s": round(t1 - t0, 2),
             "detect_s": round(t2 - t1, 2),
             "sample": sample_evidence(w, flags),
@@ -342,11 +409,17 @@ def run_seed(seed: int) -> dict[str, Any]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def run_pipeline_seed(seed: int) -> dict[str, Any]:
+def run_pipeline_seed(seed: int, one_per_kind: bool = True) -> dict[str, Any]:
     """One seed through the real web app and worker (see the module documentation)."""
     from bench.common import make_env
 
     w = generate(seed)
+    if one_per_kind:  # one person of each kind, all their events: what fits in a few minutes on two cores
+        keep: dict[str, Person] = {}
+        for p in w.people:
+            keep.setdefault(p.kind, p)
+        ids = {p.id for p in keep.values()}
+        w = Workload(w.seed, list(keep.values()), [e for e in w.events if e.person in ids])
     env = make_env(clawback_followup_minutes=1e-6)
     try:
         info = run_pipeline(env, w)
@@ -382,6 +455,15 @@ def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
         "per_pattern_recall_by_meant_signal": {
             k: round(d["by_meant_signal"] / d["people"], 4) for k, d in sorted(patterns.items())
         },
+        "margins": {
+            signal: {
+                "measure": results[0]["margins"][signal]["measure"],
+                "threshold": results[0]["margins"][signal]["threshold"],
+                "honest_worst_per_seed": [r["margins"][signal]["honest_worst"] for r in results],
+                "gaming_mildest_per_seed": [r["margins"][signal]["gaming_mildest"] for r in results],
+            }
+            for signal in MEASURE
+        },
         "honest_false_positives": [r["honest_false_positives"] for r in results],
         "waste_flags_by_kind": [r["waste_flags_by_kind"] for r in results],
     }
@@ -398,7 +480,7 @@ def run(
         "gaming_per_seed": tuned[0]["gaming"] if tuned else held[0]["gaming"],
         "tuning_seeds": _summary(tuned) if tuned else None,
         "heldout_seeds": _summary(held) if held else None,
-        "per_seed": [{k: v for k, v in r.items() if k != "sample"} for r in tuned + held],
+        "per_seed": [{k: v for k, v in r.items() if k not in ("sample", "margins")} for r in tuned + held],
         "evidence_sample": (held or tuned)[0]["sample"],
     }
     if pipeline is not None:

@@ -1,4 +1,4 @@
-"""``make bench``: run P1–P6, print one summary table, write ``bench/results.json``.
+"""``make bench``: run P1–P6 and P9, print one summary table, write ``bench/results.json``.
 
 Each benchmark reports its figure against a baseline measured in the same run on the same machine.
 """
@@ -38,6 +38,7 @@ BENCHES = [
     ("P4", "bench.p4_triage_tokens", {}),
     ("P5", "bench.p5_report", {"pg_url": local_postgres}),
     ("P6", "bench.p6_idle_poll", {}),
+    ("P9", "bench.p9_signals", {}),
 ]
 
 
@@ -70,6 +71,15 @@ def headline(name: str, r: dict) -> str:
         return "; ".join(parts)
     if name == "P6":
         return f"{r['requests_per_idle_poll']} EWS request(s) per idle poll of {r['messages']:,} messages"
+    if name == "P9":
+        held, tuned = r["heldout_seeds"], r["tuning_seeds"]
+        pipe = r.get("pipeline") or {}
+        return (
+            f"held-out seeds {held['seeds']}: precision {held['precision_min']}–{held['precision_max']}, recall "
+            f"{held['recall_min']}–{held['recall_max']} (tuning seeds: {tuned['precision_min']}–"
+            f"{tuned['precision_max']} / {tuned['recall_min']}–{tuned['recall_max']}); real pipeline, seed "
+            f"{pipe.get('seed')}: precision {pipe.get('precision')}, recall {pipe.get('recall')}"
+        )
     if name == "P4":
         return (
             f"{r['tokens_per_email']} tokens/email vs naive {r['naive_tokens_per_email']} = {r['ratio']}, "
