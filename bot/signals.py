@@ -72,7 +72,9 @@ none of these: every signal looks at *how* tokens are spent, never at *how many*
 from __future__ import annotations
 
 import calendar
+import functools
 import json
+import math
 import re
 import statistics
 import zlib
@@ -225,9 +227,14 @@ FILLER = frozenset(
 _SPELLING = re.compile(r"is(e|ed|es|ing|ation)$")
 
 
+_DIGIT = re.compile(r"\d")
+
+
+@functools.lru_cache(maxsize=65536)
 def _normal(word: str) -> str:
     """One spelling per word: British -ise as -ize, a plural s dropped ("summarises" -> "summarize")."""
-    word = _SPELLING.sub(r"iz\1", word)
+    if "is" in word:
+        word = _SPELLING.sub(r"iz\1", word)
     return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
 
@@ -236,9 +243,11 @@ def word_set(text: str) -> tuple[frozenset[str], frozenset[str]]:
 
     Filler words (``FILLER``) are left out; a text of filler only keeps all its words.
     """
-    words = frozenset(_normal(w) for w in _WORD.findall(text.lower()))
+    raw = _WORD.findall(text.lower())
+    words = frozenset(map(_normal, raw))
     meaning = words - FILLER or words
-    return meaning, frozenset(w for w in words if any(c.isdigit() for c in w))
+    # Only words that are not all letters can hold a digit; most are all letters, so this is cheap.
+    return meaning, frozenset(_normal(w) for w in raw if not w.isalpha() and _DIGIT.search(w))
 
 
 def resemblance(a: str, b: str) -> float:
@@ -396,11 +405,23 @@ def near_duplicates(rows: list[_Row], t: Thresholds) -> list[Flag]:
         parent = list(range(len(items)))
         closest = [0.0] * len(items)  # each request's highest resemblance to a linked one
 
+        # Prefix filtering (exact): with words ordered rarest first, two sets with Jaccard >= t share a word
+        # among the first len - ceil(t * len) + 1 of each, so only requests indexed under those are compared.
+        freq: dict[str, int] = defaultdict(int)
+        for _at, words, _ids, _tid in items:
+            for word in words:
+                freq[word] += 1
+        index: dict[str, list[int]] = defaultdict(list)
         start = 0
         for j, (at, words, ids, _tid) in enumerate(items):
             while at - items[start][0] > window:
                 start += 1
-            for i in range(start, j):
+            ordered = sorted(words, key=lambda x: (freq[x], x))
+            prefix = ordered[: len(ordered) - math.ceil(t.dup_min_similarity * len(ordered)) + 1]
+            candidates = {i for word in prefix for i in index[word] if i >= start}
+            for word in prefix:
+                index[word].append(j)
+            for i in sorted(candidates):
                 _at2, words2, ids2, _tid2 = items[i]
                 small, big = sorted((len(words), len(words2)))
                 if ids2 != ids or not big or small / big < t.dup_min_similarity:
