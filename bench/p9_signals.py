@@ -1,6 +1,6 @@
 """P9: gaming signals' precision and recall, per person, on a labelled workload (``bench/p9_workload.py``).
 
-41 simulated people over 10 days (about 5,800 Slack messages a seed): 15 gaming in one known way, 26 honest,
+42 simulated people over 10 days (about 5,900 Slack messages a seed): 15 gaming in one known way, 27 honest,
 many of them hard cases built to look like a pattern. For each seed, the signals (``bot.signals.detect``,
 default thresholds) run over the ledger and every person is scored: flagged by any gaming signal or not.
 

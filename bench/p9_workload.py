@@ -17,7 +17,8 @@ honest (what the signals must leave alone)
     (busy, never presses a button); ``cross_channel`` (the same question posted in two to four channels);
     ``on_call`` (10–25 status checks a day of tickets, PRs and services that differ by an id or a name,
     sometimes six in a minute); ``incident_commander`` (an incident of 1.5–3 hours: a question every 15–90 s
-    and a summary of the incident thread every 20–60 minutes).
+    and a summary of the incident thread every 20–60 minutes); ``app_digest`` (an app posting two to six
+    digests a day with the person's token: a bot, but no loop).
 
 The generator is seeded and pure: ``generate(seed)`` returns the people and their events in time order.
 """
@@ -48,6 +49,7 @@ HONEST = {
     "cross_channel": 2,
     "on_call": 3,
     "incident_commander": 2,
+    "app_digest": 1,
 }
 CHANNELS = [f"C0TEAM{i:02d}" for i in range(8)]
 FILLERS = [
@@ -342,6 +344,15 @@ class _Gen:
                     ask = self.text(4, 14)
                 in_thread = self.rnd.random() < 0.6 or ask in SUMMARY_ASKS
                 self.add(who, t, ask, channel, root=root if in_thread else None, click=self.click(0.2, 0.05))
+
+    def app_digest(self, who: str) -> None:
+        channel = self.rnd.choice(CHANNELS)
+        bot, app = f"B0D{who[2:]}", f"A0D{who[2:]}"
+        for day in self.workdays():
+            for _ in range(self.rnd.randint(2, 6)):
+                self.add(
+                    who, self.office(day), f"daily digest {self.word()}", channel, bot_id=bot, app_id=app
+                )
 
 
 def generate(seed: int) -> Workload:
