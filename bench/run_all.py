@@ -1,4 +1,4 @@
-"""``make bench``: run P1–P7, print one summary table, write ``bench/results.json``.
+"""``make bench``: run P1–P7 and P9, print one summary table, write ``bench/results.json``.
 
 Each benchmark reports its figure against a baseline measured in the same run on the same machine.
 """
@@ -40,6 +40,7 @@ BENCHES = [
     ("P6", "bench.p6_idle_poll", {}),
     ("P6g", "bench.p6g_graph_poll", {}),
     ("P7", "bench.p7_hostile_html", {}),
+    ("P9", "bench.p9_signals", {}),
 ]
 
 
@@ -77,6 +78,15 @@ def headline(name: str, r: dict) -> str:
             f"{x['backend']} {x['messages']:,}: full sync {x['full_sync_requests']} req {x['full_sync_seconds']} s,"
             f" first sync {x['first_sync_requests']} req, idle {x['idle_poll_requests']} req"
             for x in r["rows"]
+        )
+    if name == "P9":
+        held, tuned = r["heldout_seeds"], r["tuning_seeds"]
+        pipe = r.get("pipeline") or {}
+        return (
+            f"held-out seeds {held['seeds']}: precision {held['precision_min']}–{held['precision_max']}, recall "
+            f"{held['recall_min']}–{held['recall_max']} (tuning seeds: {tuned['precision_min']}–"
+            f"{tuned['precision_max']} / {tuned['recall_min']}–{tuned['recall_max']}); real pipeline, seed "
+            f"{pipe.get('seed')}: precision {pipe.get('precision')}, recall {pipe.get('recall')}"
         )
     if name == "P7":
         return (

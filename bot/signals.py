@@ -13,11 +13,26 @@ The signals and their default thresholds (override any with ``CLAWBACK_SIGNAL_TH
     (10,000) tokens and at most ``automation_max_outcome_share`` (5%) of them got an outcome.
 ``near_duplicate_prompts``
     The same person sending near-copies of one request. Texts (``tasks.payload["text"]``, already redacted)
-    of ≥ ``dup_min_chars`` (24) characters are fingerprinted with a 64-bit SimHash over their set of words;
-    two are near-duplicates when their fingerprints differ in ≤ ``dup_max_hamming`` (8) bits (rewordings
-    of one request differ in 2–6 bits, unrelated requests in about 32; numbers count as words, so
-    "summarise PR 123" and "summarise PR 124" are different requests). Flagged when
-    one request has ≥ ``dup_min_cluster`` − 1 (7) near-copies within ``dup_window_hours`` (24 h).
+    of ≥ ``dup_min_chars`` (24) characters are compared as sets of words, leaving out filler (``FILLER``:
+    articles, pronouns, "pls", "thanks", "asap", ...): two are near-duplicates when their Jaccard
+    resemblance (shared words / all words) is ≥ ``dup_min_similarity`` (0.8) **and** they carry exactly the
+    same numbers and ids (any word with a digit: ``123``, ``4821``, ``v2``). Adding "pls" or "thanks" to a
+    request or changing its word order keeps it at 1.0, one changed word in ten at 0.82; "summarise PR 123"
+    and "summarise PR 124" are different requests however alike their words, and "status of the payments
+    deploy" and "status of the search deploy" share too few meaningful words (0.5). Flagged when one request has
+    ≥ ``dup_min_cluster`` − 1 (7) near-copies within ``dup_window_hours`` (24 h); the evidence gives the
+    lowest resemblance in the cluster.
+``burst``
+    Many human-triggered requests from one person in a moment: ≥ ``burst_min_tasks`` (12) within
+    ``burst_window_seconds`` (120 s), i.e. one every 10 s or faster for two minutes — faster than anyone
+    reads an answer. Padding activity numbers with a script or a pasted list of questions looks like this;
+    the texts may all differ and the gaps may be jittered. The evidence gives the span in seconds.
+``repeated_summary``
+    The same person asking for a summary (a recap, a tl;dr, "catch me up", ...) of the same thread again and
+    again: ≥ ``resum_min_tasks`` (4) summary requests in one thread within ``resum_window_minutes`` (60).
+    A summary request is a text matching ``SUMMARY_WORDS`` or a task with intent ``summarize``; the words
+    may change each time. Someone keeping up with a long incident (a summary every half hour or so) stays
+    below it.
 ``padded_prompts``
     Long prompts with little information: text of ≥ ``pad_min_chars`` (400) characters whose zlib-compressed
     size is ≤ ``pad_max_ratio`` (0.2) of its raw size (ordinary prose compresses to 0.4–0.6). Flagged when
@@ -25,19 +40,25 @@ The signals and their default thresholds (override any with ``CLAWBACK_SIGNAL_TH
 ``bot_loop``
     Messages from another bot that Clawback recorded and ignored (``trigger = bot``, ``status = ignored``):
     ≥ ``loop_min_messages`` (10) from one bot in one channel within ``loop_window_minutes`` (60) means two
-    bots are talking to each other (or one to itself).
+    bots are talking to each other (or one to itself). The flag names the app (bot id and app id, recorded
+    at ingress) and, when the app posted with a person's token, that person too.
 ``bot_chain``
     Tasks started by other tasks (``parent_id``) without a human in between, ≥ ``chain_min_depth`` (3)
     deep.
 ``machine_cadence``
-    Human-triggered requests arriving like clockwork. With ≥ ``cadence_min_tasks`` (30) requests, the
-    robust coefficient of variation of the gaps between them (1.4826 × median absolute deviation / median)
-    is ≤ ``cadence_max_cv`` (0.15). People are bursty (values near or above 1); overnight pauses do not hide
-    a script that runs only in office hours, because the median-based measure ignores them.
+    Human-triggered requests arriving like clockwork. In some run of ``cadence_min_tasks`` (30) requests in
+    a row, the robust coefficient of variation of the gaps between them (1.4826 × median absolute
+    deviation / median) is ≤ ``cadence_max_cv`` (0.15); runs are measured one after another, so a script
+    running on a few days among a person's ordinary work is found. People are bursty (values near or above
+    1); overnight pauses do not hide a script that runs only in office hours, because the median-based
+    measure ignores them.
 ``spend_no_outcome``
     A person's week (7 days, ending ``CLAWBACK_OUTCOME_WINDOW_HOURS`` ago so outcomes had time to arrive)
     with ≥ ``week_min_tokens`` (50,000) tokens over ≥ ``week_min_tasks`` (20) human-triggered tasks and not
-    one real outcome.
+    one real outcome. A real outcome is explicit (a button) or implicit (label kept, draft sent, deploy):
+    weak ones (a follow-up question in the thread) and the sweep's ``none`` do not count, so one follow-up
+    does not clear a week. This is a waste signal, not a gaming one: people who never click buttons trip it
+    when they spend heavily on chat, where the only outcomes are buttons.
 ``pre_reporting_spike``
     Usage in the ``spike_days`` (3) days up to a reporting date (``CLAWBACK_REPORTING_DATES``: month ends by
     default) at ≥ ``spike_min_ratio`` (4×) the person's daily average over the ``baseline_days`` (21) before,
@@ -51,8 +72,9 @@ none of these: every signal looks at *how* tokens are spent, never at *how many*
 from __future__ import annotations
 
 import calendar
-import hashlib
+import functools
 import json
+import math
 import re
 import statistics
 import zlib
@@ -68,7 +90,7 @@ from sqlalchemy import select
 from bot.db import Database, Task, utcnow
 from bot.errors import ConfigError
 from bot.facts import TaskFact
-from bot.outcomes import OutcomeConfig
+from bot.outcomes import STRENGTHS, OutcomeConfig
 
 EVIDENCE_MAX = 20
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -82,9 +104,13 @@ class Thresholds:
     automation_min_tokens: int = 10_000
     automation_max_outcome_share: float = 0.05
     dup_min_chars: int = 24
-    dup_max_hamming: int = 8
+    dup_min_similarity: float = 0.8
     dup_min_cluster: int = 8
     dup_window_hours: float = 24.0
+    burst_min_tasks: int = 12
+    burst_window_seconds: float = 120.0
+    resum_min_tasks: int = 4
+    resum_window_minutes: float = 60.0
     pad_min_chars: int = 400
     pad_max_ratio: float = 0.2
     pad_min_tasks: int = 5
@@ -170,41 +196,75 @@ class _Row:
     text: str | None = None
     parent_id: str | None = None
     channel_id: str | None = None
+    thread_ts: str | None = None
+    intent: str | None = None
+    weak_outcome: bool = False
+    bot_id: str | None = None
+    app_id: str | None = None
 
 
-# -- fingerprints --------------------------------------------------------------------------------------------
+# -- text measures -------------------------------------------------------------------------------------------
+
+# Words that ask for a summary, in the many ways people say it (matched case-insensitively).
+SUMMARY_WORDS = re.compile(
+    r"\b(summar\w*|recap\w*|tl;?\s?dr|gist|rundown|run-down|digest|overview|sum\s+(it\s+|this\s+|that\s+)?up|"
+    r"catch\s+(me\s+|us\s+)?up|what\s+did\s+i\s+miss|brief\s+me|key\s+points|main\s+points)\b",
+    re.IGNORECASE,
+)
 
 
-_SPREAD = [sum(((v >> i) & 1) << (16 * i) for i in range(8)) for v in range(256)]  # byte -> 8 x 16-bit lanes
-_MAX_GRAMS = 4000  # lanes hold counts up to 65,535
+# Words that carry no request of their own: articles, pronouns, politeness, urgency. Adding or dropping them
+# (or "pls" for "please") rewords a request without changing it.
+FILLER = frozenset(
+    """a an the and or but of to in on at for from with by about as into is are was were be been am do does
+    did can could would will should shall may might must have has had i me my we us our you your it its this
+    that these those there here what which who whom whose when where why how please pls plz kindly thanks
+    thank thx ty asap again now today just also too very really quickly quick urgent urgently once more ok
+    okay hi hey hello so then all any some""".split()
+)
 
 
-def simhash(text: str) -> int:
-    """64-bit SimHash over the set of words (character 4-grams for texts under three words).
+_SPELLING = re.compile(r"is(e|ed|es|ing|ation)$")
 
-    Bit counts are summed in 16-bit lanes of one big integer (8 table look-ups per shingle, not 64 loops).
+
+_DIGIT = re.compile(r"\d")
+
+
+@functools.lru_cache(maxsize=65536)
+def _normal(word: str) -> str:
+    """One spelling per word: British -ise as -ize, a plural s dropped ("summarises" -> "summarize")."""
+    if "is" in word:
+        word = _SPELLING.sub(r"iz\1", word)
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def word_set(text: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(the words that carry meaning, the words that carry a digit: numbers and ids), lower-cased.
+
+    Filler words (``FILLER``) are left out; a text of filler only keeps all its words.
     """
-    words = _WORD.findall(text.lower())
-    if len(words) >= 3:
-        grams = set(words)
-    else:
-        joined = " ".join(words)
-        grams = {joined[i : i + 4] for i in range(max(1, len(joined) - 3))}
-    acc = 0
-    n = 0
-    for g in grams:
-        if n >= _MAX_GRAMS:
-            break
-        n += 1
-        d = hashlib.blake2b(g.encode(), digest_size=8).digest()
-        for p in range(8):
-            acc += _SPREAD[d[p]] << (128 * p)
-    out = 0
-    for bit in range(64):
-        p, i = divmod(bit, 8)
-        if ((acc >> (128 * p + 16 * i)) & 0xFFFF) * 2 > n:
-            out |= 1 << bit
-    return out
+    raw = _WORD.findall(text.lower())
+    words = frozenset(map(_normal, raw))
+    meaning = words - FILLER or words
+    # Only words that are not all letters can hold a digit; most are all letters, so this is cheap.
+    return meaning, frozenset(_normal(w) for w in raw if not w.isalpha() and _DIGIT.search(w))
+
+
+def resemblance(a: str, b: str) -> float:
+    """Jaccard resemblance of two texts' meaningful word sets (1.0 = same words, in any order)."""
+    wa, _ = word_set(a)
+    wb, _ = word_set(b)
+    return len(wa & wb) / len(wa | wb) if wa or wb else 1.0
+
+
+def near_duplicate(a: str, b: str, min_similarity: float) -> bool:
+    """True when two texts are the same request: alike words and exactly the same numbers and ids."""
+    return word_set(a)[1] == word_set(b)[1] and resemblance(a, b) >= min_similarity
+
+
+def is_summary_request(text: str | None, intent: str | None = None) -> bool:
+    """True for a request for a summary (by its intent, or its words)."""
+    return intent == "summarize" or bool(text and SUMMARY_WORDS.search(text))
 
 
 def compression_ratio(text: str) -> float:
@@ -229,6 +289,8 @@ def _load(db: Database, start: datetime, end: datetime) -> list[_Row]:
             Task.payload,
             Task.parent_id,
             TaskFact.channel_id,
+            Task.thread_ts,
+            Task.intent,
         )
         .join(Task, Task.id == TaskFact.task_id)
         .where(TaskFact.created_at >= start, TaskFact.created_at < end)
@@ -236,8 +298,22 @@ def _load(db: Database, start: datetime, end: datetime) -> list[_Row]:
     )
     rows = []
     with db.session() as s:
-        for tid, who, at, trig, status, tokens, strength, payload, parent, channel in s.execute(stmt):
-            text = payload.get("text") if isinstance(payload, dict) else None
+        for (
+            tid,
+            who,
+            at,
+            trig,
+            status,
+            tokens,
+            strength,
+            payload,
+            parent,
+            channel,
+            thread,
+            intent,
+        ) in s.execute(stmt):
+            payload = payload if isinstance(payload, dict) else {}
+            text, bot_id, app_id = (payload.get(k) for k in ("text", "bot_id", "app_id"))
             rows.append(
                 _Row(
                     tid,
@@ -246,10 +322,16 @@ def _load(db: Database, start: datetime, end: datetime) -> list[_Row]:
                     trig,
                     status,
                     int(tokens or 0),
-                    strength is not None and strength >= 1,
+                    # Only explicit and implicit outcomes show value; a weak follow-up or the sweep's none do not.
+                    strength is not None and strength >= STRENGTHS["implicit"],
                     text if isinstance(text, str) else None,
                     parent,
                     channel,
+                    thread,
+                    intent,
+                    strength == STRENGTHS["weak"],
+                    bot_id if isinstance(bot_id, str) else None,
+                    app_id if isinstance(app_id, str) else None,
                 )
             )
     return rows
@@ -297,44 +379,174 @@ def automation_no_outcome(rows: list[_Row], t: Thresholds) -> list[Flag]:
     return flags
 
 
+def _root(parent: list[int], i: int) -> int:
+    """Union-find: the representative of ``i``'s cluster (with path halving)."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
 def near_duplicates(rows: list[_Row], t: Thresholds) -> list[Flag]:
-    """Near-copies of the same request from one person within a window (SimHash + LSH bands)."""
+    """Near-copies of the same request from one person within a window (word-set resemblance, same ids).
+
+    Requests are linked when they are near-duplicates and at most ``dup_window_hours`` apart; linked requests
+    form one cluster (a reworded request drifts: each rewording is close to some other, not to all). The
+    flag counts the most requests of one cluster that fall within one window.
+    """
     window = timedelta(hours=t.dup_window_hours)
-    by: dict[str, list[tuple[datetime, int, str]]] = defaultdict(list)
+    by: dict[str, list[tuple[datetime, frozenset[str], frozenset[str], str]]] = defaultdict(list)
     for r in rows:
         if r.trigger == "human" and r.text and len(r.text) >= t.dup_min_chars:
-            by[r.requester].append((r.created_at, simhash(r.text), r.id))
+            words, ids = word_set(r.text)
+            by[r.requester].append((r.created_at, words, ids, r.id))
     flags = []
-    bands = t.dup_max_hamming + 1  # pigeonhole: ≤ h differing bits leave at least one band identical
-    width = 64 // bands
     for who, items in sorted(by.items()):
-        buckets: dict[tuple[int, int], deque] = defaultdict(deque)
-        best: list[str] = []
-        for at, h, tid in items:
-            near: set[str] = set()
-            for b in range(bands):
-                key = (b, h >> (b * width) & ((1 << width) - 1))
-                dq = buckets[key]
-                while dq and at - dq[0][0] > window:
-                    dq.popleft()
-                for _at2, h2, tid2 in dq:
-                    if bin(h ^ h2).count("1") <= t.dup_max_hamming:
-                        near.add(tid2)
-                dq.append((at, h, tid))
-            if len(near) + 1 > len(best):
-                best = [*sorted(near), tid]
+        parent = list(range(len(items)))
+        closest = [0.0] * len(items)  # each request's highest resemblance to a linked one
+
+        # Prefix filtering (exact): with words ordered rarest first, two sets with Jaccard >= t share a word
+        # among the first len - ceil(t * len) + 1 of each, so only requests indexed under those are compared.
+        freq: dict[str, int] = defaultdict(int)
+        for _at, words, _ids, _tid in items:
+            for word in words:
+                freq[word] += 1
+        index: dict[str, list[int]] = defaultdict(list)
+        start = 0
+        for j, (at, words, ids, _tid) in enumerate(items):
+            while at - items[start][0] > window:
+                start += 1
+            ordered = sorted(words, key=lambda x: (freq[x], x))
+            prefix = ordered[: len(ordered) - math.ceil(t.dup_min_similarity * len(ordered)) + 1]
+            candidates = {i for word in prefix for i in index[word] if i >= start}
+            for word in prefix:
+                index[word].append(j)
+            for i in sorted(candidates):
+                _at2, words2, ids2, _tid2 = items[i]
+                small, big = sorted((len(words), len(words2)))
+                if ids2 != ids or not big or small / big < t.dup_min_similarity:
+                    continue  # different numbers or ids, or too different in size to reach the threshold
+                sim = len(words & words2) / len(words | words2)
+                if sim >= t.dup_min_similarity:
+                    parent[_root(parent, i)] = _root(parent, j)
+                    closest[i], closest[j] = max(closest[i], sim), max(closest[j], sim)
+        clusters: dict[int, list[int]] = defaultdict(list)
+        for i in range(len(items)):
+            clusters[_root(parent, i)].append(i)
+        best: list[int] = []
+        for members in clusters.values():
+            if len(members) < max(t.dup_min_cluster, len(best) + 1):
+                continue
+            lo = 0
+            for hi in range(len(members)):
+                while items[members[hi]][0] - items[members[lo]][0] > window:
+                    lo += 1
+                if hi - lo + 1 > len(best):
+                    best = members[lo : hi + 1]
         if len(best) >= t.dup_min_cluster:
+            lowest = min(closest[i] for i in best)
+            span = (items[best[-1]][0] - items[best[0]][0]).total_seconds()
             flags.append(
                 Flag(
                     "near_duplicate_prompts",
                     who,
-                    f"{who} sent {len(best)} near-identical requests within {t.dup_window_hours:g} hours "
-                    f"(threshold {t.dup_min_cluster}). Repeating a request spends tokens without new "
-                    "information: a script, a broken integration, or padding usage?",
-                    _evidence(best),
-                    {"cluster": len(best), "window_hours": t.dup_window_hours},
+                    f"{who} sent {len(best)} near-identical requests within {_dur(span)} (threshold "
+                    f"{t.dup_min_cluster} within {t.dup_window_hours:g} hours): each shares at least {lowest:.0%} "
+                    f"of its meaningful words with another (threshold {t.dup_min_similarity:.0%}), with the same "
+                    "numbers and ids. Repeating a request spends tokens without new information: a script, a "
+                    "broken integration, or padding usage?",
+                    _evidence(items[i][3] for i in best),
+                    {
+                        "cluster": len(best),
+                        "min_similarity": round(lowest, 3),
+                        "span_s": round(span, 1),
+                        "window_hours": t.dup_window_hours,
+                    },
                 )
             )
+    return flags
+
+
+def bursts(rows: list[_Row], t: Thresholds) -> list[Flag]:
+    """Many requests from one person within a couple of minutes (faster than anyone reads the answers)."""
+    window = timedelta(seconds=t.burst_window_seconds)
+    by: dict[str, list[_Row]] = defaultdict(list)
+    for r in rows:
+        if r.trigger == "human" and r.status != "ignored":
+            by[r.requester].append(r)
+    flags = []
+    for who, items in sorted(by.items()):
+        best: list[_Row] = []
+        dq: deque[_Row] = deque()
+        for r in items:
+            dq.append(r)
+            while r.created_at - dq[0].created_at > window:
+                dq.popleft()
+            if len(dq) > len(best):
+                best = list(dq)
+        if len(best) >= t.burst_min_tasks:
+            span = (best[-1].created_at - best[0].created_at).total_seconds()
+            distinct = len({r.text if r.text is not None else r.id for r in best})
+            flags.append(
+                Flag(
+                    "burst",
+                    who,
+                    f"{who} sent {len(best)} requests within {span:.0f} s ({distinct} different texts; "
+                    f"threshold {t.burst_min_tasks} within {t.burst_window_seconds:g} s), from "
+                    f"{best[0].created_at:%Y-%m-%d %H:%M:%S} UTC. Nobody reads answers that fast: a script "
+                    "or a pasted list padding activity numbers?",
+                    _evidence(r.id for r in best),
+                    {
+                        "tasks": len(best),
+                        "distinct_texts": distinct,
+                        "span_s": round(span, 1),
+                        "first_at": best[0].created_at.isoformat(),
+                        "window_s": t.burst_window_seconds,
+                    },
+                )
+            )
+    return flags
+
+
+def repeated_summaries(rows: list[_Row], t: Thresholds) -> list[Flag]:
+    """The same person asking for a summary of the same thread again and again (in any words)."""
+    window = timedelta(minutes=t.resum_window_minutes)
+    by: dict[tuple[str, str, str], list[_Row]] = defaultdict(list)
+    for r in rows:
+        if (
+            r.trigger == "human"
+            and r.status != "ignored"
+            and r.thread_ts
+            and is_summary_request(r.text, r.intent)
+        ):
+            by[(r.requester, r.channel_id or "", r.thread_ts)].append(r)
+    worst: dict[str, tuple[list[_Row], str, str]] = {}
+    for (who, channel, thread), items in sorted(by.items()):
+        best: list[_Row] = []
+        dq: deque[_Row] = deque()
+        for r in items:
+            dq.append(r)
+            while r.created_at - dq[0].created_at > window:
+                dq.popleft()
+            if len(dq) > len(best):
+                best = list(dq)
+        if len(best) >= t.resum_min_tasks and len(best) > len(worst.get(who, ([], "", ""))[0]):
+            worst[who] = (best, channel, thread)
+    flags = []
+    for who, (best, channel, thread) in sorted(worst.items()):
+        span = (best[-1].created_at - best[0].created_at).total_seconds()
+        flags.append(
+            Flag(
+                "repeated_summary",
+                who,
+                f"{who} asked for a summary of the same thread ({thread} in {channel or 'a DM'}) {len(best)} "
+                f"times within {_dur(span)} (threshold {t.resum_min_tasks} within "
+                f"{t.resum_window_minutes:g} minutes), in different words. Each summary re-reads the whole "
+                "thread: is the first one not used, or is usage being padded?",
+                _evidence(r.id for r in best),
+                {"requests": len(best), "channel": channel, "thread": thread, "span_s": round(span, 1)},
+            )
+        )
     return flags
 
 
@@ -364,15 +576,22 @@ def padded_prompts(rows: list[_Row], t: Thresholds) -> list[Flag]:
     return flags
 
 
+def _bot_actor(r: _Row) -> tuple[str | None, str | None, str | None]:
+    """(bot id, app id, person) behind an ignored bot message; the person only if the app used their token."""
+    bot = r.bot_id or (r.requester if r.requester.startswith("B") else None)
+    return bot, r.app_id, (r.requester if r.requester != bot else None)
+
+
 def bot_loops(rows: list[_Row], t: Thresholds) -> list[Flag]:
-    """Bursts of ignored bot messages in one channel (bot-to-bot or self loops)."""
+    """Bursts of ignored bot messages in one channel (bot-to-bot or self loops), naming the app."""
     window = timedelta(minutes=t.loop_window_minutes)
-    by: dict[tuple[str, str | None], list[_Row]] = defaultdict(list)
+    by: dict[tuple[str, str, str, str], list[_Row]] = defaultdict(list)
     for r in rows:
         if r.trigger == "bot" and r.status == "ignored":
-            by[(r.requester, r.channel_id)].append(r)
+            bot, app, _person = _bot_actor(r)
+            by[(r.requester, bot or "", app or "", r.channel_id or "")].append(r)
     flags = []
-    for (who, channel), items in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+    for (who, _bot, _app, channel), items in sorted(by.items()):
         best: list[_Row] = []
         dq: deque[_Row] = deque()
         for r in items:
@@ -382,15 +601,28 @@ def bot_loops(rows: list[_Row], t: Thresholds) -> list[Flag]:
             if len(dq) > len(best):
                 best = list(dq)
         if len(best) >= t.loop_min_messages:
+            bot, app, person = _bot_actor(best[0])
+            actor = (
+                f"App {app} (bot {bot or 'id not recorded'})" if app else f"Bot {bot or 'id not recorded'}"
+            )
+            token = f" with {person}'s token" if person else ""
             flags.append(
                 Flag(
                     "bot_loop",
                     who,
-                    f"Bot {who} posted {len(best)} messages at Clawback in {channel or 'a DM'} within "
+                    f"{actor} posted {len(best)} messages at Clawback{token} in {channel or 'a DM'} within "
                     f"{t.loop_window_minutes:g} minutes (threshold {t.loop_min_messages}). Clawback ignores "
-                    "bots, but two bots answering each other is a loop someone should stop.",
+                    "bots, but two bots answering each other is a loop someone should stop"
+                    + (f": look at the integration {app or bot} that {person} installed." if person else "."),
                     _evidence(r.id for r in best),
-                    {"messages": len(best), "channel": channel, "window_minutes": t.loop_window_minutes},
+                    {
+                        "messages": len(best),
+                        "channel": channel or None,
+                        "window_minutes": t.loop_window_minutes,
+                        "bot_id": bot,
+                        "app_id": app,
+                        "user": person,
+                    },
                 )
             )
     return flags
@@ -428,32 +660,49 @@ def bot_chains(rows: list[_Row], t: Thresholds) -> list[Flag]:
 
 
 def machine_cadence(rows: list[_Row], t: Thresholds) -> list[Flag]:
-    """Human-triggered requests arriving at machine-regular intervals (robust CV of the gaps)."""
+    """Human-triggered requests arriving at machine-regular intervals (robust CV of the gaps).
+
+    Every run of ``cadence_min_tasks`` consecutive requests is measured, so a script that runs on some days
+    among a person's ordinary (bursty) work is found too; the most regular run is the evidence.
+    """
     by: dict[str, list[_Row]] = defaultdict(list)
     for r in rows:
         if r.trigger == "human" and r.status != "ignored":
             by[r.requester].append(r)
     flags = []
+    n = max(t.cadence_min_tasks, 3)
     for who, items in sorted(by.items()):
-        if len(items) < t.cadence_min_tasks:
+        if len(items) < n:
             continue
         gaps = [(b.created_at - a.created_at).total_seconds() for a, b in zip(items, items[1:], strict=False)]
-        med = statistics.median(gaps)
-        if med <= 0:
-            continue
-        mad = statistics.median(abs(g - med) for g in gaps)
-        cv = 1.4826 * mad / med
-        if cv <= t.cadence_max_cv:
+        best: tuple[float, float, int] | None = None  # (robust cv, median gap, first request of the run)
+        for start in range(len(items) - n + 1):
+            run = gaps[start : start + n - 1]
+            med = statistics.median(run)
+            if med <= 0:
+                continue
+            cv = 1.4826 * statistics.median(abs(g - med) for g in run) / med
+            if best is None or cv < best[0]:
+                best = (cv, med, start)
+        if best is not None and best[0] <= t.cadence_max_cv:
+            cv, med, start = best
+            run_rows = items[start : start + n]
             flags.append(
                 Flag(
                     "machine_cadence",
                     who,
-                    f"{who}'s {len(items)} requests arrived like clockwork: typically every {_dur(med)}, "
-                    "with a "
-                    f"spread of {cv:.0%} (threshold {t.cadence_max_cv:.0%}; people are far less regular). "
-                    "Probably a script using a person's identity.",
-                    _evidence(r.id for r in items),
-                    {"tasks": len(items), "median_gap_s": round(med, 1), "robust_cv": round(cv, 4)},
+                    f"{n} of {who}'s requests in a row, from {run_rows[0].created_at:%Y-%m-%d %H:%M} UTC, arrived "
+                    f"like clockwork: typically every {_dur(med)}, with a spread of {cv:.0%} (threshold "
+                    f"{t.cadence_max_cv:.0%}; people are far less regular). Probably a script using a person's "
+                    "identity.",
+                    _evidence(r.id for r in run_rows),
+                    {
+                        "tasks": n,
+                        "all_tasks": len(items),
+                        "median_gap_s": round(med, 1),
+                        "robust_cv": round(cv, 4),
+                        "first_at": run_rows[0].created_at.isoformat(),
+                    },
                 )
             )
     return flags
@@ -476,17 +725,22 @@ def spend_no_outcome(rows: list[_Row], t: Thresholds, *, start: datetime, end: d
                 and tokens >= t.week_min_tokens
                 and not any(r.real_outcome for r in week)
             ):
+                weak = sum(r.weak_outcome for r in week)
                 flags.append(
                     Flag(
                         "spend_no_outcome",
                         who,
                         f"In the week to {week_end:%Y-%m-%d}, {who} used {tokens:,} tokens on {len(week)} "
-                        "requests "
-                        "and none got an outcome (no feedback, label kept, draft sent or deploy). Spend "
-                        "with "
-                        "nothing to show for it.",
+                        "requests and none got a real outcome (no feedback button, label kept, draft sent or "
+                        f"deploy; {weak} follow-up question(s), which do not show value). Spend with nothing "
+                        "to show for it.",
                         _evidence(r.id for r in week),
-                        {"tasks": len(week), "tokens": tokens, "week_end": week_end.date().isoformat()},
+                        {
+                            "tasks": len(week),
+                            "tokens": tokens,
+                            "weak_outcomes": weak,
+                            "week_end": week_end.date().isoformat(),
+                        },
                     )
                 )
                 break
@@ -566,6 +820,8 @@ def detect(
     flags = [
         *automation_no_outcome([r for r in window_rows if r.created_at < matured], t),
         *near_duplicates(window_rows, t),
+        *bursts(window_rows, t),
+        *repeated_summaries(window_rows, t),
         *padded_prompts(window_rows, t),
         *bot_loops(window_rows, t),
         *bot_chains(window_rows, t),

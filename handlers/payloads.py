@@ -26,6 +26,16 @@ def is_own_message(event: dict[str, Any], bot_user_id: str | None, bot_id: str |
     )
 
 
+def bot_identity(event: dict[str, Any]) -> dict[str, str]:
+    """Which integration wrote a bot message: its ``bot_id`` and ``app_id`` (top level or ``bot_profile``)."""
+    profile = event.get("bot_profile") if isinstance(event.get("bot_profile"), dict) else {}
+    found = {
+        "bot_id": event.get("bot_id") or profile.get("id"),
+        "app_id": event.get("app_id") or profile.get("app_id"),
+    }
+    return {k: v for k, v in found.items() if isinstance(v, str) and v}
+
+
 def thread_of(event: dict[str, Any]) -> str | None:
     """The thread a reply belongs in: the event's thread, or the message itself starts one."""
     return event.get("thread_ts") or event.get("ts")

@@ -45,7 +45,9 @@ def ingest_question(
         if metrics:
             metrics.ignored.labels("bot").inc()
         requester = event.get("user") or event.get("bot_id") or "unknown-bot"
-        record_ignored(deps, NewTask(requester=requester, **base), "message from another bot")
+        # Name the integration as well as the identity it used, so an auditor knows which app to stop.
+        new = NewTask(requester=requester, payload=payloads.bot_identity(event), **base)
+        record_ignored(deps, new, "message from another bot")
         return "bot message"
     text, counts = redactor_for(deps.policy).redact(payloads.question_text(event))
     new = NewTask(

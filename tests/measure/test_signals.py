@@ -13,9 +13,10 @@ from bot.signals import (
     Thresholds,
     compression_ratio,
     detect,
+    near_duplicate,
     parse_thresholds,
     reporting_dates,
-    simhash,
+    resemblance,
 )
 from tests.measure.workload import END, EXPECTED, HEAVY, HONEST, MAIL_OWNER, REPORTING_DATE
 
@@ -71,14 +72,14 @@ def test_threshold_overlay_is_validated():
         parse_thresholds("{bad")
 
 
-def test_simhash_separates_rewordings_from_different_requests():
-    """Rewordings differ in a few bits; unrelated requests in about half; numbers keep requests apart."""
+def test_resemblance_separates_rewordings_from_different_requests():
+    """Rewordings share most words; unrelated requests few; numbers and ids keep requests apart."""
     a = "Can you summarise the incident report for the payments outage yesterday and list the follow ups"
     b = "could you summarise the incident report for the payments outage yesterday and list follow ups"
     c = "What is the on-call rotation for the platform team next week and who is the backup"
-    dist = lambda x, y: bin(simhash(x) ^ simhash(y)).count("1")  # noqa: E731
-    assert dist(a, b) <= 8 < 20 <= dist(a, c)
-    assert dist("summarise PR 123 for me", "summarise PR 124 for me") > 8
+    assert resemblance(a, b) >= 0.7 > 0.3 >= resemblance(a, c)
+    assert near_duplicate(a, b, 0.8) and not near_duplicate(a, c, 0.8)
+    assert not near_duplicate("summarise PR 123 for me", "summarise PR 124 for me", 0.8)
 
 
 def test_compression_ratio_tells_padding_from_prose():

@@ -67,6 +67,8 @@ class Workload:
         parent: str | None = None,
         channel: str = "C0GENERAL",
         latency_ms: float | None = None,
+        thread: str | None = None,
+        extra: dict | None = None,
     ) -> str:
         """Add one task with its LLM calls and (optionally) an outcome; returns its id."""
         self.seq += 1
@@ -84,11 +86,11 @@ class Workload:
                 "intent": intent,
                 "trigger": trigger,
                 "channel_id": channel,
-                "thread_ts": f"{at.timestamp():.6f}",
+                "thread_ts": thread or f"{at.timestamp():.6f}",
                 "message_ts": f"{at.timestamp():.6f}",
                 "parent_id": parent,
                 "status": status,
-                "payload": {"text": text if text is not None else self.text()},
+                "payload": {"text": text if text is not None else self.text(), **(extra or {})},
                 "result": {},
                 "redactions": 0,
                 "attempts": 1,
