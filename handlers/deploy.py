@@ -24,6 +24,7 @@ from bot.errors import ServiceUnavailable
 from bot.ingress import submit
 from bot.ledger import NewTask
 from bot.queue import INTERACTIVE
+from handlers import payloads
 from handlers.context import HandlerContext
 
 log = logging.getLogger(__name__)
@@ -137,12 +138,18 @@ def enqueue_click(ctx: HandlerContext, kind: str, body: dict[str, Any], value: A
     user = (body.get("user") or {}).get("id")
     if not isinstance(user, str) or not isinstance(value, str) or not _ID.fullmatch(value):
         return "malformed"
+    # The clicker's own team travels with the job: the worker binds it before deciding, so a guest from another
+    # organisation holds only what the policy gives their team there too (the worker is another process).
+    team = payloads.requester_team(body)
+    homes = list(ctx.ingress.home_teams or payloads.installed_teams(body))
     try:
         ctx.ingress.queue.queues[INTERACTIVE].enqueue(
             CLICK_JOB,
             kind,
             value,
             user,
+            team,
+            homes,
             job_timeout=120,
             result_ttl=300,
             failure_ttl=7 * 86400,

@@ -820,9 +820,14 @@ def _approvers_who_approved(deps: WorkerDeps, request: DeployRequest) -> list[st
 # ---- clicks ------------------------------------------------------------------------------------------------
 
 
-def handle_click(kind: str, value: str, user: str) -> str:
-    """RQ entry: an Approve, Reject or plan Cancel click."""
-    return click(runtime.current(), kind, value, user)
+def handle_click(
+    kind: str, value: str, user: str, team: str | None = None, homes: list[str] | None = None
+) -> str:
+    """RQ entry: an Approve, Reject or plan Cancel click; ``team`` is the clicker's own team from the payload."""
+    deps = runtime.current()
+    if team is not None:  # bind the clicker's organisation before any scope check (jobs from before: no team)
+        deps.policy.note_team(user, team, tuple(homes or ()))
+    return click(deps, kind, value, user)
 
 
 def click(deps: WorkerDeps, kind: str, value: str, user: str) -> str:
