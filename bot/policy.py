@@ -40,6 +40,9 @@ SCOPES: dict[str, str] = {
 _ENV_SCOPE = re.compile(r"deploy\.approve\.[a-z0-9][a-z0-9_-]*")
 _TEAM_ID = re.compile(r"T[A-Z0-9]{2,}")
 OTHER_TEAM_REASON = "no roles for users of team"
+# Usergroup memberships last read from the cache grant roles for at most this long while the cache is
+# unreachable (the cache itself drops entries Slack has not confirmed within a day: bot/usergroups.py).
+MEMBERS_MAX_AGE = 24 * 3600.0
 
 DEFAULT_POLICY = """
 [defaults]
@@ -429,8 +432,10 @@ class PolicyStore:
         interval: float = 2.0,
         on_change: Callable[[Policy, Policy], None] | None = None,
         memberships: Callable[[], dict[str, frozenset[str]]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = Path(path) if path else None
+        self.clock = clock
         self.interval = interval
         self.on_change = on_change
         self.memberships = memberships  # Slack usergroup members, e.g. from the cache the workers keep
@@ -440,8 +445,9 @@ class PolicyStore:
         self._lock = threading.Lock()
         self._policy = self._bind(load_policy(self.path))
         self._stamp = self._file_stamp()
-        self._checked = time.monotonic()
+        self._checked = clock()
         self._members_checked = float("-inf")
+        self._members_read = float("-inf")  # when the memberships cache last answered (monotonic)
 
     def _file_stamp(self) -> tuple[int, int] | None:
         if self.path is None:
@@ -494,7 +500,7 @@ class PolicyStore:
     @property
     def current(self) -> Policy:
         """The policy in force, reloading first if the file changed."""
-        now = time.monotonic()
+        now = self.clock()
         if self.path is not None and now - self._checked >= self.interval:
             self._checked = now
             if self._file_stamp() != self._stamp:
@@ -516,8 +522,9 @@ class PolicyStore:
             self._members_checked = now
             try:
                 members = self.memberships()
-            except Exception:  # a cache outage keeps the last known memberships
-                members = self._members
+                self._members_read = now
+            except Exception:  # a cache outage keeps the last known memberships, but never past their age
+                members = self._members if now - self._members_read <= MEMBERS_MAX_AGE else {}
             if members != self._members:
                 self._members = members
                 self._policy = self._policy.with_usergroup_members(members)

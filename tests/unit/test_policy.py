@@ -124,6 +124,28 @@ def test_slack_usergroups_grant_roles_once_members_are_known(tmp_path):
     assert store.current.has_scope("U0ONCALL", "chat.reply")  # added to the defaults, like groups
 
 
+def test_usergroup_roles_lapse_when_the_cache_stays_unreachable(tmp_path):
+    """A memberships cache outage keeps the last members for at most a day, then they grant nothing."""
+    path = tmp_path / "p.toml"
+    path.write_text(GOOD + '\n[usergroups.S0SRE]\nroles = ["approver"]\n')
+    now = [1000.0]
+    state = {"down": False}
+
+    def members() -> dict[str, frozenset[str]]:
+        if state["down"]:
+            raise ConnectionError("cache unreachable")
+        return {"S0SRE": frozenset({"U0ONCALL"})}
+
+    store = PolicyStore(path, interval=0, memberships=members, clock=lambda: now[0])
+    assert store.current.has_scope("U0ONCALL", "deploy.approve.prod")
+    state["down"] = True
+    now[0] += 3600
+    assert store.current.has_scope("U0ONCALL", "deploy.approve.prod")  # an outage of an hour: kept
+    now[0] += 24 * 3600
+    assert not store.current.has_scope("U0ONCALL", "deploy.approve.prod")  # never past a day
+    assert store.current.has_scope("U0ONCALL", "chat.reply")  # own roles stay
+
+
 def test_usergroup_ids_are_validated():
     """A usergroup key that is not a Slack usergroup id is refused with its line."""
     with pytest.raises(PolicyError) as exc:
