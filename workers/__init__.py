@@ -8,6 +8,7 @@ end the task as ``failed`` with a short message in the thread.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,7 @@ from workers import runtime
 from workers.actuators import SlackActuator
 
 log = logging.getLogger(__name__)
+DENIAL_NOTICE_SECONDS = 60  # one refusal notice of a kind per person in this many seconds
 
 Core = Callable[[runtime.WorkerDeps, Task], dict[str, Any]]
 
@@ -151,10 +153,19 @@ def notify_denied(task_id: str) -> str:
     task = ledger.get_task(deps.db, task_id)
     if task is None or task.status != "denied":
         return "skipped"
-    SlackActuator(deps.slack, deps.db, deps.policy).notify(
-        task, messages.task_denied(task.id, _denial_text(task))
-    )
+    text = _denial_text(task)
+    if not _first_notice(deps, task.requester, text):
+        return "already told"  # the refusal is on record (task + audit); one notice a minute is enough
+    SlackActuator(deps.slack, deps.db, deps.policy).notify(task, messages.task_denied(task.id, text))
     return "notified"
+
+
+def _first_notice(deps: runtime.WorkerDeps, user: str, text: str) -> bool:
+    """True for the first refusal notice of this kind to ``user`` in a minute: a person repeating a refused
+    request cannot make the bot spend its Slack rate limit on answering each one."""
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    key = f"{deps.settings.clawback_queue_prefix}:denial-told:{user}:{digest}"
+    return bool(deps.redis.set(key, b"1", nx=True, ex=DENIAL_NOTICE_SECONDS))
 
 
 def _denial_text(task: Task) -> str:

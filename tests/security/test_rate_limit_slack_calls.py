@@ -35,8 +35,14 @@ scopes = ["chat.reply", "chat.read_thread"]
 daily_tokens = 200000
 requests_per_minute = 2
 
+[roles.nobody]
+scopes = []
+
 [users.U0EMMA]
 roles = ["slow"]
+
+[users.U0IVAN]
+roles = ["nobody"]
 """
 
 SLACK_METHODS = (
@@ -156,3 +162,19 @@ def test_take_request_counts_per_window_and_tells_once(redis_conn):
     budget.take_request("U0X", Limits(daily_tokens=1000, requests_per_minute=0))  # 0 = no rate limit
     clock.now += timedelta(seconds=60)
     budget.take_request("U0X", limits)  # a new window
+
+
+def test_refused_at_ingress_thirty_times_is_told_once(slack, llm, sender, deps, clock):
+    """Ivan may not use the bot at all (no chat.reply): 30 mentions cost one private notice, not 30; every
+    refusal is still a denied task with its audit entry."""
+    for n in range(30):
+        assert sender.mention("U0IVAN", "C0GENERAL", f"let me in {n}").status == 200
+    drain(deps)
+    tasks = _tasks(deps)
+    assert len(tasks) == 30 and all(t.status == "denied" for t in tasks)
+    assert llm.completions() == []
+    told = slack.calls("chat.postEphemeral") + slack.calls("chat.postMessage")
+    assert len(told) == 1 and "chat.reply" in told[0]["text"]
+    with deps.db.session() as s:
+        entries = list(s.execute(select(AuditEntry).where(AuditEntry.decision == "deny")).scalars())
+    assert {t.id for t in tasks} <= {e.task_id for e in entries}
