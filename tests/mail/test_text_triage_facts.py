@@ -254,3 +254,17 @@ def test_ps_after_the_sign_off_is_kept_but_the_signature_is_not():
     assert "Head of Finance" not in out and "555 0100" not in out
     assert _prep("Hi\n\nCheers,\nCarol\n\nPS: bring the badge") == "Hi\n\nPS: bring the badge"
     assert _prep("Hi\n\nCheers,\nCarol\nCFO") == "Hi"
+
+
+def test_labelled_corpus_keeps_the_facts_a_triage_needs():
+    """On the benchmark's labelled corpus (P4), at least 98% of the required facts reach the model."""
+    from bench.mail_corpus import corpus, retained
+
+    emails = corpus()
+    assert len(emails) >= 50
+    kept = total = 0
+    for e in emails:
+        prepared = text.prepare(e.subject, e.text, e.html, budget_tokens=600)
+        got = retained(e.facts, prepared.subject + "\n" + prepared.text)
+        kept, total = kept + sum(got), total + len(got)
+    assert kept / total >= 0.98, f"{kept}/{total}"
