@@ -58,9 +58,12 @@ class _TextExtractor:
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
-        if _QUOTE_IDS.search(a.get("id", "")[:200] + " " + a.get("class", "")[:200]):
+        if not self._hidden_here() and _QUOTE_IDS.search(
+            a.get("id", "")[:200] + " " + a.get("class", "")[:200]
+        ):
             # A client's reply/forward marker: whether what follows is history or a forwarded message is
-            # decided on the text (``strip_quoted``), where the header after it can be read.
+            # decided on the text (``strip_quoted``), where the header after it can be read. A hidden one
+            # marks nothing (it cannot hide the visible text after it).
             self.parts.append("\n" + _MARK + "\n")
         if tag in _VOID:
             if tag in ("br", "hr"):
@@ -432,14 +435,16 @@ def strip_quoted(text: str, subject: str = "") -> tuple[str, bool]:
             out.extend(_inline_answers(lines[h + 1 :]))
             break
         forwards += 1
-        levels = _quote_depth(lines[h])
+        levels = min(_quote_depth(lines[h]), 3)  # as deep as the HTML prefix goes; bounded work per line
         # the forwarder's own note, without their signature
         out.extend(strip_signature("\n".join(part))[0].split("\n"))
         start = h + 1 if kind == "forward" or _SEPARATOR.match(lines[h]) else h
         i, header, inner_subject = _header_block(lines, start, levels)
         out.extend(["", header, ""])
         if levels:
-            lines[i:] = [_unquote(line, levels) if _quote_depth(line) >= levels else line for line in lines[i:]]
+            lines[i:] = [
+                _unquote(line, levels) if _quote_depth(line) >= levels else line for line in lines[i:]
+            ]
         forward_subject = bool(_FORWARD_SUBJECT.match(inner_subject))
     result = re.sub(r"\n{3,}", "\n\n", "\n".join(out).translate(_NO_MARKS)).strip()
     return result, result != text.strip()

@@ -181,9 +181,22 @@ def test_mailchimp_and_hubspot_markup():
 
 
 def _long_update() -> str:
-    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo"]
+    words = [
+        "alpha",
+        "bravo",
+        "charlie",
+        "delta",
+        "echo",
+        "foxtrot",
+        "golf",
+        "hotel",
+        "india",
+        "juliet",
+        "kilo",
+    ]
     filler = [
-        f"Item {words[i % 11]} {words[i // 11]}: the team made steady progress on this workstream." for i in range(120)
+        f"Item {words[i % 11]} {words[i // 11]}: the team made steady progress on this workstream."
+        for i in range(120)
     ]
     return (
         "Hi Emma,\n\nHere is the monthly update.\n"
@@ -268,3 +281,11 @@ def test_labelled_corpus_keeps_the_facts_a_triage_needs():
         got = retained(e.facts, prepared.subject + "\n" + prepared.text)
         kept, total = kept + sum(got), total + len(got)
     assert kept / total >= 0.98, f"{kept}/{total}"
+
+
+def test_a_hidden_reply_marker_hides_nothing():
+    """A reply marker inside hidden markup cannot cut the visible text after it; a visible one does."""
+    html = "<p>Hi</p><div style='display:none'><div class='gmail_quote'></div></div><p>Pay $900 by Friday</p>"
+    assert _prep(None, html, subject="Invoice") == "Hi\n\nPay $900 by Friday"
+    html = "<p>Hi</p><div class='gmail_quote'>On Mon, Carol wrote:</div><p>old text</p>"
+    assert _prep(None, html, subject="Re: x") == "Hi"
