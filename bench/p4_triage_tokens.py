@@ -11,6 +11,11 @@ counts the stand-in reports (``bot.tokens``):
   apportioning (``split_usage``), so the per-email shares add up to what each call reported.
 
 Decisions (category, priority, whether a reply draft is proposed) are compared per email with the naive ones.
+
+On the labelled corpus (``bench.mail_corpus``: hand-written emails, each with the facts a triage needs), the
+same calls are made against two naive prompts, one with the raw content and one with the plain-text body the
+mail server provides, and **fact retention** is measured: the share of required facts present in what the
+model receives (subject and prepared text). Goal: retention >= 98% at <= 0.5 of the plain-text-body baseline.
 ``python -m bench.p4_triage_tokens`` prints a table and returns the figures.
 """
 
@@ -24,9 +29,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bench.mail_corpus import LabelledEmail, retained
+from bench.mail_corpus import corpus as labelled_corpus
 from bot.mail.text import PreparedEmail, prepare
 from bot.standins.llm import count_prompt, count_tokens
 from bot.standins.triage_responder import triage_responder
+from bot.tokens import estimate_tokens
 from workers.triage import (
     BatchLimits,
     EmailBlock,
@@ -170,7 +178,7 @@ def corpus(n: int = 60, seed: int = 4) -> list[Email]:
     return out
 
 
-def _block(key: str, email: Email, body: str, notes: str) -> EmailBlock:
+def _block(key: str, email: Email | LabelledEmail, body: str, notes: str) -> EmailBlock:
     return EmailBlock(key, email.sender, "1 recipient(s)", email.subject, "2025-03-03 09:30 UTC", notes, body)
 
 
@@ -329,7 +337,115 @@ def run(
     if draft_scope:  # the same corpus for an owner without mail.draft: every short email may share a call
         other = run(n=n, runs=1, limits=limits, draft_scope=False)
         result["without_draft_scope"] = {k: other[k] for k in ("tokens_per_email", "ratio", "calls")}
+        result["labelled"] = labelled(limits)
+        _print_labelled(result["labelled"])
     return result
+
+
+def labelled(limits: BatchLimits | None = None) -> dict[str, Any]:
+    """Tokens per email and fact retention on the labelled corpus: ours (batched, with and without the
+    ``mail.draft`` scope) and one email per call, against naive prompts with the raw content and with the
+    server's plain-text body."""
+    limits = limits or BatchLimits()
+    emails = labelled_corpus()
+    prepared = [prepare(e.subject, e.text, e.html, budget_tokens=BUDGET) for e in emails]
+    rows: list[dict[str, Any]] = []
+    for e, p in zip(emails, prepared, strict=True):
+        (raw,), _ = _call([_block("m0", e, e.html or e.text, "none")])
+        (plain,), _ = _call([_block("m0", e, e.text, "none")])
+        (single,), _ = _call([_block("m0", e, p.text, ", ".join(p.notes) or "none")])
+        kept = retained(e.facts, p.subject + "\n" + p.text)
+        plain_kept = retained(e.facts, e.subject + "\n" + e.text)
+        body_plain = estimate_tokens(e.subject) + estimate_tokens(e.text)
+        rows.append(
+            {
+                "kind": e.kind,
+                "raw": sum(raw),
+                "plain": sum(plain),
+                "single": sum(single),
+                "facts": len(kept),
+                "kept": sum(kept),
+                "plain_kept": sum(plain_kept),
+                "body": p.body_tokens,
+                "body_plain": body_plain,
+                "lost": [f for f, ok in zip(e.facts, kept, strict=True) if not ok],
+            }
+        )
+    for draft_scope in (False, True):
+        alone = [draft_scope and may_draft_to(_address(e.sender), OWNER_ADDRESS) for e in emails]
+        for batch in plan_batches(prepared, limits, alone):
+            keys = batch_keys(f"t{batch[0]}", [f"t{i}" for i in batch])
+            blocks = [
+                _block(k, emails[i], prepared[i].text, ", ".join(prepared[i].notes) or "none")
+                for k, i in zip(keys, batch, strict=True)
+            ]
+            shares, _ = _call(blocks)
+            for i, share in zip(batch, shares, strict=True):
+                rows[i]["ours_draft" if draft_scope else "ours"] = sum(share)
+
+    def mean(key: str, sub: list[dict[str, Any]] = rows) -> float:
+        return statistics.mean(r[key] for r in sub)
+
+    facts = sum(r["facts"] for r in rows)
+    by_kind = {
+        kind: {
+            "emails": len(sub),
+            "ours": round(mean("ours", sub), 1),
+            "single": round(mean("single", sub), 1),
+            "naive_plain": round(mean("plain", sub), 1),
+            "naive_raw": round(mean("raw", sub), 1),
+            "retention": round(sum(r["kept"] for r in sub) / sum(r["facts"] for r in sub), 3),
+        }
+        for kind in sorted({r["kind"] for r in rows})
+        for sub in [[r for r in rows if r["kind"] == kind]]
+    }
+    return {
+        "emails": len(rows),
+        "facts": facts,
+        "retention": round(sum(r["kept"] for r in rows) / facts, 3),
+        "naive_plain_retention": round(sum(r["plain_kept"] for r in rows) / facts, 3),
+        "lost": [f for r in rows for f in r["lost"]],
+        "tokens_per_email": round(mean("ours"), 1),
+        "tokens_per_email_draft_scope": round(mean("ours_draft"), 1),
+        "single_tokens_per_email": round(mean("single"), 1),
+        "naive_plain_tokens_per_email": round(mean("plain"), 1),
+        "naive_raw_tokens_per_email": round(mean("raw"), 1),
+        "ratio_plain": round(mean("ours") / mean("plain"), 3),
+        "ratio_raw": round(mean("ours") / mean("raw"), 3),
+        "ratio_plain_draft_scope": round(mean("ours_draft") / mean("plain"), 3),
+        "ratio_raw_draft_scope": round(mean("ours_draft") / mean("raw"), 3),
+        "single_ratio_plain": round(mean("single") / mean("plain"), 3),
+        "body_ratio_plain": round(mean("body") / mean("body_plain"), 3),
+        "single_ratio_raw": round(mean("single") / mean("raw"), 3),
+        "target_retention": 0.98,
+        "target_ratio_plain": 0.5,
+        "by_kind": by_kind,
+    }
+
+
+def _print_labelled(r: dict[str, Any]) -> None:
+    print(f"P4 labelled corpus: {r['emails']} emails, {r['facts']} facts a triage needs")
+    print(f"{'kind':<14}{'n':>4}{'ours':>9}{'single':>9}{'plain':>9}{'raw':>9}{'kept':>7}")
+    for kind, v in r["by_kind"].items():
+        print(
+            f"{kind:<14}{v['emails']:>4}{v['ours']:>9.1f}{v['single']:>9.1f}{v['naive_plain']:>9.1f}"
+            f"{v['naive_raw']:>9.1f}{v['retention']:>7.0%}"
+        )
+    print(
+        f"ours {r['tokens_per_email']} tokens/email (with mail.draft: {r['tokens_per_email_draft_scope']}; one "
+        f"email per call: {r['single_tokens_per_email']}) vs naive plain-text body {r['naive_plain_tokens_per_email']}"
+        f" and naive raw {r['naive_raw_tokens_per_email']}"
+    )
+    print(
+        f"ratio vs plain-text body {r['ratio_plain']:.3f} (with mail.draft {r['ratio_plain_draft_scope']:.3f}, "
+        f"one per call {r['single_ratio_plain']:.3f}; email text alone {r['body_ratio_plain']:.3f}; target <= "
+        f"{r['target_ratio_plain']}); vs raw "
+        f"{r['ratio_raw']:.3f} (with mail.draft {r['ratio_raw_draft_scope']:.3f})"
+    )
+    print(
+        f"fact retention {r['retention']:.1%} (target >= {r['target_retention']:.0%}; naive plain-text body "
+        f"{r['naive_plain_retention']:.1%}); lost: {r['lost'] or 'none'}"
+    )
 
 
 def _print(r: dict[str, Any]) -> None:

@@ -99,6 +99,13 @@ def headline(name: str, r: dict) -> str:
             f"{r['tokens_per_email']} tokens/email vs naive {r['naive_tokens_per_email']} = {r['ratio']} "
             f"(owner holds mail.draft; without it {other.get('ratio')}), "
             f"same decisions {r['same_decisions']}/{r['emails']}"
+            + (
+                f"; labelled corpus: retention {lab['retention']:.1%}, {lab['ratio_plain']} of the plain-text-body"
+                f" prompt, {lab['ratio_raw']} of the raw one (with mail.draft {lab['ratio_plain_draft_scope']} /"
+                f" {lab['ratio_raw_draft_scope']})"
+                if (lab := r.get("labelled"))
+                else ""
+            )
         )
     keys = [
         k

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from html import unescape
 from urllib.parse import urlparse
 
-from bot.tokens import clip_to_tokens, estimate_tokens
+from bot.tokens import estimate_tokens
 
 # Bounds applied before any parsing, so a 10 MB body costs milliseconds, not seconds.
 MAX_HTML_CHARS = 400_000
@@ -27,7 +27,13 @@ _BLOCK = {
 _SKIP = {"script", "style", "head", "title", "noscript", "template", "svg", "object", "iframe"}
 _VOID = {"br", "hr", "img", "meta", "link", "input", "col", "area", "base", "wbr", "source", "embed"}
 _QUOTE_IDS = re.compile(r"divRplyFwdMsg|appendonsend|gmail_quote|yahoo_quoted|moz-cite-prefix", re.I)
-_HIDDEN = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0|max-height\s*:\s*0", re.I)
+# Private-use characters that mark, in the text made from HTML, where a client's reply/forward marker was and
+# where a blockquote opened and closed; stripped from all input first, so mail cannot forge them.
+_MARK = "\ue000"
+_BQ_OPEN = "\ue001"
+_BQ_CLOSE = "\ue002"
+_NO_MARKS = {ord(_MARK): None, ord(_BQ_OPEN): None, ord(_BQ_CLOSE): None}
+_ZERO_LENGTH = re.compile(r"[+-]?(?:0+\.?0*|\.0+)(?:px|pt|pc|em|rem|ex|ch|vw|vh|vmin|vmax|%|cm|mm|in|q)?")
 _ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
 
 
@@ -41,29 +47,42 @@ class _TextExtractor:
     def __init__(self) -> None:
         self.parts: list[str] = []
         self.skip_depth = 0  # inside an element whose content is dropped
-        self.stack: list[tuple[str, bool]] = []  # (tag, opened a skip)
+        # (tag, opened a skip, font-size is zero for the content inside)
+        self.stack: list[tuple[str, bool, bool]] = []
         self.open: dict[str, int] = {}  # tag -> how many of the stack's entries have that name
-        self.quoted = False  # everything after a reply marker is quoted history
         self.href: str | None = None
         self.link_text: list[str] = []
 
+    def _hidden_here(self) -> bool:
+        return bool(self.skip_depth) or (bool(self.stack) and self.stack[-1][2])
+
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
-        if _QUOTE_IDS.search(a.get("id", "")[:200] + " " + a.get("class", "")[:200]):
-            self.quoted = True
+        if not self._hidden_here() and _QUOTE_IDS.search(
+            a.get("id", "")[:200] + " " + a.get("class", "")[:200]
+        ):
+            # A client's reply/forward marker: whether what follows is history or a forwarded message is
+            # decided on the text (``strip_quoted``), where the header after it can be read. A hidden one
+            # marks nothing (it cannot hide the visible text after it).
+            self.parts.append("\n" + _MARK + "\n")
         if tag in _VOID:
             if tag in ("br", "hr"):
                 self.parts.append("\n")
             return
-        skip = tag in _SKIP or tag == "blockquote" or bool(_HIDDEN.search(a.get("style", "")[:2000]))
-        skip = skip or "hidden" in a
-        self.stack.append((tag, skip))
+        hidden, size = style_effect(a.get("style", ""))
+        skip = tag in _SKIP or hidden or "hidden" in a
+        zero_font = self.stack[-1][2] if self.stack else False
+        if size is not None:
+            zero_font = not size
+        self.stack.append((tag, skip, zero_font))
         self.open[tag] = self.open.get(tag, 0) + 1
         if skip:
             self.skip_depth += 1
+        if tag == "blockquote":
+            self.parts.append("\n" + _BQ_OPEN + "\n")
         if tag in _BLOCK:
             self.parts.append("\n")
-        if tag == "a" and not self.skip_depth:
+        if tag == "a" and not self._hidden_here():
             self.href, self.link_text = a.get("href"), []
 
     def handle_endtag(self, tag: str) -> None:
@@ -73,10 +92,12 @@ class _TextExtractor:
         # is popped, so the work is paid for by the start tags that pushed it.
         if self.open.get(tag):
             while True:
-                name, skip = self.stack.pop()
+                name, skip, _zero = self.stack.pop()
                 self.open[name] -= 1
                 if skip:
                     self.skip_depth -= 1
+                if name == "blockquote":
+                    self.parts.append("\n" + _BQ_CLOSE + "\n")
                 if name == tag:
                     break
         if tag == "a" and self.href is not None:
@@ -93,14 +114,55 @@ class _TextExtractor:
         self.href, self.link_text = None, []
 
     def handle_data(self, data: str) -> None:
-        if self.skip_depth or self.quoted:
+        if self._hidden_here():
             return
+        data = data.translate(_NO_MARKS)
         self.parts.append(data)
         if self.href is not None:
             self.link_text.append(data)
 
     def text(self) -> str:
-        return "".join(self.parts)
+        """The text, blockquote lines prefixed with ``>`` (at most three levels, so output stays linear)."""
+        raw = "".join(self.parts)
+        if _BQ_OPEN not in raw:
+            return raw
+        out, depth = [], 0
+        for line in raw.split("\n"):
+            if line == _BQ_OPEN:
+                depth += 1
+            elif line == _BQ_CLOSE:
+                depth = max(0, depth - 1)
+            else:
+                out.append("> " * min(depth, 3) + line if depth and line.strip() else line)
+        return "\n".join(out)
+
+
+def _is_zero(value: str | None) -> bool:
+    return value is not None and _ZERO_LENGTH.fullmatch(value) is not None
+
+
+def style_effect(style: str) -> tuple[bool, bool | None]:
+    """What an inline style does to an element's text, by computed effect rather than by substring.
+
+    Returns (hidden, font size visible): hidden by ``display:none``, ``visibility:hidden``, ``opacity:0`` or
+    a zero height/width clipped by ``overflow:hidden`` (preheaders); the font size is None when the style
+    sets none, False when it is zero (text directly in the element is invisible, a child with its own size
+    is not: email builders such as MJML put ``font-size:0px`` on every wrapper), True otherwise.
+    """
+    decl: dict[str, str] = {}
+    for part in style[:2000].split(";"):
+        key, sep, value = part.partition(":")
+        if sep:
+            decl[key.strip().lower()] = value.lower().replace("!important", "").strip()
+    clipped = decl.get("overflow", decl.get("overflow-y", "")) in ("hidden", "clip")
+    hidden = (
+        decl.get("display") == "none"
+        or decl.get("visibility") in ("hidden", "collapse")
+        or _is_zero(decl.get("opacity"))
+        or (clipped and any(_is_zero(decl.get(k)) for k in ("max-height", "height", "max-width", "width")))
+    )
+    size = decl.get("font-size")
+    return hidden, None if size is None else not _is_zero(size)
 
 
 _RAW_TEXT = ("script", "style")  # their content is text up to the matching end tag, never markup
@@ -182,16 +244,24 @@ def tokenize(html: str, sink: _TextExtractor) -> int:
     return scanned
 
 
-def extract(html: str) -> tuple[str, int]:
-    """The visible text of an HTML body and the characters the tokenizer scanned (the measure of its work)."""
+def extract_marked(html: str) -> tuple[str, int]:
+    """The visible text of an HTML body with the reply/forward markers ``strip_quoted`` reads, and the
+    characters the tokenizer scanned (the measure of its work)."""
     parser = _TextExtractor()
     scanned = tokenize(html[:MAX_HTML_CHARS], parser)
     return normalize(parser.text()), scanned
 
 
-def html_to_text(html: str) -> str:
-    """Visible text of an HTML body (quoted replies, hidden elements, scripts and styles dropped)."""
-    return extract(html)[0]
+def extract(html: str, subject: str = "") -> tuple[str, int]:
+    """The visible text of an HTML body (quoted history dropped) and the characters the tokenizer scanned."""
+    marked, scanned = extract_marked(html)
+    return strip_quoted(marked, subject)[0], scanned
+
+
+def html_to_text(html: str, subject: str = "") -> str:
+    """Visible text of an HTML body (quoted replies, hidden elements, scripts and styles dropped; a forwarded
+    message kept)."""
+    return extract(html, subject)[0]
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -206,16 +276,180 @@ def normalize(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
-_QUOTE_HEADERS = [
-    re.compile(r"^\s*On .{3,200}wrote:\s*$", re.M),
-    re.compile(r"^\s*Am .{3,200}schrieb .{0,100}:\s*$", re.M),
-    re.compile(r"^\s*Le .{3,200}a écrit\s*:\s*$", re.M),
-    re.compile(
-        r"^\s*-{2,}\s*(Original Message|Forwarded message|Ursprüngliche Nachricht)\s*-{2,}", re.M | re.I
-    ),
-    re.compile(r"^\s*_{10,}\s*$", re.M),
-    re.compile(r"^\s*From:\s.+\n\s*(Sent|Date):\s.+", re.M),
-]
+# A reply header: what follows is quoted history.
+_REPLY_HEADER = re.compile(
+    r"^\s*(?:On .{3,200}wrote:|Am .{3,200}schrieb .{0,100}:|Le .{3,200}a écrit\s*:)\s*$"
+)
+# A forward header: what follows is the forwarded message, the content that matters.
+_FORWARD_HEADER = re.compile(
+    r"^[\s>]*(?:-{2,}\s*(?:Forwarded message|Weitergeleitete Nachricht|Message transféré|Mensaje reenviado)"
+    r"\s*-{2,}|Begin forwarded message:|Début du message réexpédié\s?:|Anfang der weitergeleiteten Nachricht:)",
+    re.I,
+)
+# A separator: Outlook's line or "Original Message" banner, or a client's HTML marker. A reply or a forward,
+# told apart by the subject (FW:) or a forward header just after it.
+_SEPARATOR = re.compile(
+    r"^\s*(?:-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Message d'origine)\s*-{2,}|_{10,}|"
+    + _MARK
+    + r")\s*$",
+    re.I,
+)
+_HEADER_FIELD = re.compile(
+    r"^[\s>]*\*?(From|Sent|Date|To|Cc|Subject|Reply-To|Von|Gesendet|Datum|An|Betreff|De|Envoyé|Date|À|Objet)"
+    r"\s*:\*?\s*(.*)$",
+    re.I,
+)
+_FROM_LINE = re.compile(r"^\s*\*?(From|Von|De)\s*:\*?\s.+")
+_DATE_LINE = re.compile(r"^\s*\*?(Sent|Date|Gesendet|Datum|Envoyé)\s*:\*?\s.+")
+_FORWARD_SUBJECT = re.compile(r"^\s*(?:\[[^\]]{0,40}\]\s*)?(?:fwd?|wg|tr|rv|enc|vs|doorst)\s*:", re.I)
+_KEEP_FIELDS = {"from": "From", "von": "From", "de": "From", "sent": "Sent", "date": "Date",
+                "gesendet": "Sent", "datum": "Date", "envoyé": "Sent", "subject": "Subject",
+                "betreff": "Subject", "objet": "Subject"}  # fmt: skip
+MAX_FORWARDS = 5  # nested forwards unwrapped; deeper ones are read as plain text
+
+
+def _quote_depth(line: str) -> int:
+    depth = 0
+    for ch in line:
+        if ch == ">":
+            depth += 1
+        elif ch not in " \t":
+            break
+    return depth
+
+
+def _unquote(line: str, levels: int) -> str:
+    for _ in range(levels):
+        stripped = line.lstrip(" \t")
+        if not stripped.startswith(">"):
+            break
+        line = stripped[1:]
+        if line.startswith(" "):
+            line = line[1:]
+    return line
+
+
+def _find_header(lines: list[str], start: int) -> tuple[int, str]:
+    """The first header at or after ``start``: (index, "forward" | "reply" | "separator"), or (-1, "")."""
+    for i in range(start, len(lines)):
+        line = lines[i]
+        if _FORWARD_HEADER.match(line):
+            return i, "forward"
+        if line.lstrip().startswith(">"):
+            continue
+        if _REPLY_HEADER.match(line):
+            return i, "reply"
+        if _SEPARATOR.match(line) or (
+            _FROM_LINE.match(line) and i + 1 < len(lines) and _DATE_LINE.match(lines[i + 1])
+        ):
+            # A forward header among the next few lines makes it a forward whatever the subject says.
+            seen = 0
+            for j in range(i + 1, min(len(lines), i + 8)):
+                if _FORWARD_HEADER.match(lines[j]):
+                    return j, "forward"
+                if lines[j].strip() and lines[j] != _MARK:
+                    seen += 1
+                    if seen >= 2:
+                        break
+            return i, "separator"
+    return -1, ""
+
+
+def _header_block(lines: list[str], start: int, levels: int) -> tuple[int, str, str]:
+    """Read a forwarded message's header fields from ``start``: (index after them, one line, its subject)."""
+    fields: list[str] = []
+    subject = ""
+    i = start
+    while i < len(lines):
+        line = _unquote(lines[i], levels)
+        if not line.strip() or line.strip() == _MARK or _SEPARATOR.match(line):
+            if fields:
+                break
+            i += 1
+            continue
+        m = _HEADER_FIELD.match(line)
+        if not m:
+            break
+        label = _KEEP_FIELDS.get(m.group(1).lower())
+        if label:
+            fields.append(f"{label}: {m.group(2).strip()}")
+            if label == "Subject":
+                subject = m.group(2)
+        i += 1
+    return i, "Forwarded message: " + "; ".join(fields), subject
+
+
+def _inline_answers(lines: list[str]) -> list[str]:
+    """Under a reply header: answers written between the quoted lines, each after the line it answers.
+
+    Only when the history is quoted with ``>``; history that is not (Outlook's) is all old."""
+    first = next((line for line in lines if line.strip()), "")
+    if not first.lstrip().startswith(">"):
+        return []
+    out: list[str] = []
+    last_quoted: str | None = None
+    answering = False
+    for line in lines:
+        if line.lstrip().startswith(">"):
+            last_quoted, answering = line, False
+            continue
+        if not line.strip():
+            answering = False
+            continue
+        if _REPLY_HEADER.match(line) or _SEPARATOR.match(line) or _FORWARD_HEADER.match(line):
+            break
+        if not answering and last_quoted is not None:
+            out.append("")
+            out.append(last_quoted.strip())
+        out.append(line)
+        answering, last_quoted = True, None
+    return out
+
+
+def strip_quoted(text: str, subject: str = "") -> tuple[str, bool]:
+    """The new part of a message: quoted history cut, forwarded messages kept. Returns (text, changed).
+
+    - a reply header ("On … wrote:") or a separator in a reply starts history: cut, except answers written
+      between its ``>`` lines (inline replies);
+    - a forward header (Gmail, Apple Mail, Outlook's separator or marker under a FW: subject) keeps the
+      forwarded message: its header as one line, its body as content, older history inside it cut the same way;
+    - other ``>`` lines are dropped.
+    One pass over the lines (forwards unwrap at most ``MAX_FORWARDS`` levels).
+    """
+    lines = text.split("\n")
+    out: list[str] = []
+    forward_subject = bool(_FORWARD_SUBJECT.match(subject or ""))
+    forwards = 0
+    i = 0
+    while True:
+        h, kind = _find_header(lines, i) if forwards < MAX_FORWARDS else (-1, "")
+        end = h if h >= 0 else len(lines)
+        part = [line for line in lines[i:end] if not line.lstrip().startswith(">") and line != _MARK]
+        if h < 0:
+            out.extend(part)
+            break
+        if kind == "separator" and not forward_subject:
+            kind = "reply"
+        if kind == "reply":
+            out.extend(part)
+            out.extend(_inline_answers(lines[h + 1 :]))
+            break
+        forwards += 1
+        levels = min(_quote_depth(lines[h]), 3)  # as deep as the HTML prefix goes; bounded work per line
+        # the forwarder's own note, without their signature
+        out.extend(strip_signature("\n".join(part))[0].split("\n"))
+        start = h + 1 if kind == "forward" or _SEPARATOR.match(lines[h]) else h
+        i, header, inner_subject = _header_block(lines, start, levels)
+        out.extend(["", header, ""])
+        if levels:
+            lines[i:] = [
+                _unquote(line, levels) if _quote_depth(line) >= levels else line for line in lines[i:]
+            ]
+        forward_subject = bool(_FORWARD_SUBJECT.match(inner_subject))
+    result = re.sub(r"\n{3,}", "\n\n", "\n".join(out).translate(_NO_MARKS)).strip()
+    return result, result != text.strip()
+
+
 _SIGNATURE_DELIMITER = re.compile(r"^-- ?$", re.M)
 _SIGN_OFF = re.compile(
     r"^\s*(best( regards)?|kind regards|regards|many thanks|thanks( again)?|thank you|cheers|sincerely|"
@@ -255,23 +489,24 @@ def collapse_repeats(text: str, keep: int = 2) -> tuple[str, int]:
     return "\n".join(out), folded
 
 
-def strip_quoted(text: str) -> tuple[str, bool]:
-    """The newest part of a reply: cut at the first reply header; drop ``>`` lines. Returns (text, cut)."""
-    cut = len(text)
-    for rx in _QUOTE_HEADERS:
-        m = rx.search(text)
-        if m and m.start() < cut:
-            cut = m.start()
-    kept = text[:cut]
-    lines = kept.split("\n")
-    unquoted = [line for line in lines if not line.lstrip().startswith(">")]
-    changed = cut < len(text) or len(unquoted) != len(lines)
-    return "\n".join(unquoted).strip(), changed
+_PS = re.compile(r"^\s*P\.?\s?P?\.?\s?S\.?(?:\s|:|-|$)", re.I)
 
 
 def strip_signature(text: str) -> tuple[str, bool]:
-    """Drop a signature: after ``-- ``, a sign-off near the end, device lines and legal disclaimers."""
+    """Drop a signature: after ``-- ``, a sign-off near the end, device lines and legal disclaimers; a P.S.
+    after the sign-off is the sender's text and stays."""
     original = text
+    lines = text.split("\n")
+    postscript: list[str] = []
+    for k in range(len(lines) - 1, max(-1, len(lines) - 16), -1):
+        if _PS.match(lines[k]):
+            end = k + 1
+            while end < len(lines) and lines[end].strip():
+                end += 1
+            postscript, lines = lines[k:end], lines[:k] + lines[end:]
+            break
+    text = "\n".join(lines)
+    before = text.strip()
     m = _SIGNATURE_DELIMITER.search(text)
     if m:
         text = text[: m.start()]
@@ -286,6 +521,10 @@ def strip_signature(text: str) -> tuple[str, bool]:
             lines = lines[:i]
             break
     text = "\n".join(lines).strip()
+    if postscript and text == before:
+        return original.strip(), False  # no signature: the P.S. stays where it was
+    if postscript:
+        text = (text + "\n\n" + "\n".join(postscript).strip()).strip()
     return text, text != original.strip()
 
 
@@ -364,6 +603,66 @@ def mime_to_text(raw: str) -> tuple[str, list[str]]:
     return "", notes + ["no text part"]
 
 
+CUT_MARK = "[… middle cut …]"
+_MONTHS = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-zé]*\.?"
+# Lines worth keeping from a long email's middle: dates, amounts, questions, requests.
+_SALIENT = re.compile(
+    r"\?|[$€£¥₹]\s?\d|\d\s?(?:[$€£¥₹%]|(?:usd|eur|gbp|chf|jpy|k|m)\b)|\b(?:usd|eur|gbp|chf|jpy)\s?\d"
+    r"|\b\d{1,2}[./-]\d{1,2}(?:[./-]\d{2,4})?\b|\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}:\d{2}\b"
+    rf"|\b{_MONTHS}\s+\d{{1,2}}\b|\b\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTHS}"
+    r"|\b(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday|today|tomorrow|tonight|eod|cob|"
+    r"deadline|due|overdue|asap|urgent|by end of|no later than)\b"
+    r"|^\W*(?:please|kindly|can you|could you|would you|will you|let me know|make sure|remember|"
+    r"don't forget|do not forget|note:|action|reminder|rsvp|reply|confirm|approve|sign|submit|register|"
+    r"pay|send|review|decide|bitte|merci de|veuillez)\b",
+    re.I,
+)
+
+
+def is_salient(line: str) -> bool:
+    """Whether a line holds a date, an amount, a question or a request."""
+    return _SALIENT.search(line) is not None
+
+
+def clip_middle(text: str, budget_tokens: int) -> tuple[str, bool]:
+    """Cut a body to ``budget_tokens`` keeping its head, its tail and, from the middle, the lines with dates,
+    amounts, questions or requests; each gap becomes a ``CUT_MARK`` line. Returns (text, cut).
+
+    Linear: lines longer than a small piece of the budget are split, each piece is sized once.
+    """
+    if estimate_tokens(text) <= budget_tokens:
+        return text, False
+    width = max(20, budget_tokens // 3)
+    units: list[str] = []
+    for line in text.split("\n"):
+        while len(line) > width:
+            units.append(line[:width])
+            line = line[width:]
+        units.append(line)
+    cost = [estimate_tokens(u) + 1 for u in units]
+    mark = estimate_tokens(CUT_MARK) + 1
+    room = budget_tokens - 2 * mark  # a gap after the head and one before the tail
+    keep = [False] * len(units)
+    used, head = 0, 0
+    while head < len(units) and used + cost[head] <= room * 0.45:
+        keep[head], used = True, used + cost[head]
+        head += 1
+    tail = len(units) - 1
+    while tail > head and used + cost[tail] <= room * 0.7:
+        keep[tail], used = True, used + cost[tail]
+        tail -= 1
+    for k in range(head, tail + 1):
+        if used + cost[k] + mark <= room and units[k].strip() and is_salient(units[k]):
+            keep[k], used = True, used + cost[k] + mark  # a kept middle line may open one more gap
+    out: list[str] = []
+    for unit, kept in zip(units, keep, strict=True):
+        if kept:
+            out.append(unit)
+        elif not out or out[-1] != CUT_MARK:
+            out.append(CUT_MARK)
+    return "\n".join(out), True
+
+
 @dataclass
 class PreparedEmail:
     """What the model sees of one email, with the measurements that make token thrift visible."""
@@ -395,17 +694,17 @@ def prepare(
     text = body_text or ""
     if len(text) > MAX_TEXT_CHARS or len(raw) > MAX_HTML_CHARS:
         notes.append(f"body of {max(len(text), len(raw)):,} characters read only in part")
-    text = text[:MAX_TEXT_CHARS]
+    text = text[:MAX_TEXT_CHARS].translate(_NO_MARKS)
     if looks_like_mime(text):
         text, mime_notes = mime_to_text(text)
         notes.extend(mime_notes)
     elif body_html:
         # Our own conversion drops hidden text and quoted blocks that a server-made text body keeps.
-        text = html_to_text(body_html)
+        text = extract_marked(body_html)[0]
         if not (body_text or "").strip():
             notes.append("HTML only")
     text = normalize(text)
-    text, quoted = strip_quoted(text)
+    text, quoted = strip_quoted(text, subject or "")
     if quoted:
         notes.append("quoted history removed")
     text, signed = strip_signature(text)
@@ -416,9 +715,12 @@ def prepare(
         notes.append(f"{folded} repetitive lines folded")
     if attachments and not text:
         notes.append("attachments only")
-    clipped = clip_to_tokens(text, budget_tokens)
-    if clipped != text:
-        notes.append(f"cut to {budget_tokens} tokens")
+    clipped, cut = clip_middle(text, budget_tokens)
+    if cut:
+        notes.append(
+            f"middle cut to {budget_tokens} tokens: head, tail and lines with dates, amounts, questions or "
+            "requests kept"
+        )
     subject = normalize(subject or "")[:300]
     return PreparedEmail(
         subject, clipped, raw_tokens, estimate_tokens(subject) + estimate_tokens(clipped), notes

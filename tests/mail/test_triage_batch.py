@@ -377,6 +377,9 @@ def test_p4_bench_meets_its_target_with_the_same_decisions():
     drafting = run(n=30, runs=1, draft_scope=True)
     assert result["ratio"] < drafting["ratio"] <= drafting["single_ratio"]
     assert drafting["same_decisions"] == drafting["emails"] and drafting["alone_for_drafts"] > 0
+    labelled = drafting["labelled"]  # issue 17: facts kept beside tokens saved, on the labelled corpus
+    assert labelled["retention"] >= labelled["target_retention"]
+    assert labelled["ratio_plain"] <= labelled["target_ratio_plain"] and labelled["ratio_raw"] < 1
 
 
 @pytest.mark.scopes("mail.read", "mail.categorize", "mail.move", "mail.draft")
