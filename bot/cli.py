@@ -245,6 +245,36 @@ def report(
         print_report_tables(doc)
 
 
+@app.command()
+def doctor(
+    timeout: Annotated[float, typer.Option(help="Seconds each check may take")] = 10.0,
+    socket_mode: Annotated[
+        bool | None,
+        typer.Option("--socket/--http", help="Check for Socket Mode (app token required) or HTTP mode"),
+    ] = None,
+) -> None:
+    """Check settings, Slack, the LLM, Redis, the database, the policy, mailboxes and GitHub; one line each.
+
+    Exit 1 when any check fails (warnings do not fail). Nothing is changed.
+    """
+    from bot import doctor as doc
+    from bot.settings import load_settings
+
+    try:
+        settings = load_settings()
+    except ClawbackError as exc:
+        console.print(doc.format_line(doc.CheckResult("settings", "fail", str(exc))), soft_wrap=True, markup=False)
+        raise typer.Exit(1) from None
+    checks = doc.plan_checks(settings, timeout=timeout, socket_mode=socket_mode)
+    results = doc.run_checks(checks, timeout=timeout)
+    for result in results:
+        console.print(doc.format_line(result), soft_wrap=True, markup=False, highlight=False)
+    failed = sum(r.status == "fail" for r in results)
+    warned = sum(r.status == "warn" for r in results)
+    console.print(f"{len(results)} checks: {failed} failed, {warned} warning(s)", highlight=False)
+    raise typer.Exit(doc.exit_code(results))
+
+
 @app.command("outcomes-sweep")
 def outcomes_sweep() -> None:
     """Record outcome `none` for tasks past CLAWBACK_OUTCOME_WINDOW_HOURS, then refresh the report facts."""

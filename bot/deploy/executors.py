@@ -317,6 +317,24 @@ class GitHubClient:
                 seen.setdefault(int(pr["number"]), str(pr.get("title", "")))
         return list(seen.items())
 
+    def check_repo(self, repo: str, workflow: str | None) -> str:
+        """The repository (and workflow) as this token sees them; DeployError naming what is missing."""
+        reply = self._call("GET", f"/repos/{repo}", f"repository {repo}")
+        if reply.status == 404:
+            raise RefNotFound(f"repository {repo} not found, or the token cannot see it")
+        _raise_for_status(reply, f"repository {repo}", self._clock())
+        if not workflow:
+            return f"{repo} reachable"
+        path = f"/repos/{repo}/actions/workflows/{_seg(workflow)}"
+        reply = self._call("GET", path, f"workflow {workflow}")
+        if reply.status == 404:
+            raise RefNotFound(f"workflow {workflow} not found in {repo}")
+        _raise_for_status(reply, f"workflow {workflow}", self._clock())
+        state = (reply.json() or {}).get("state", "")
+        if state and state != "active":
+            raise DeployError(f"workflow {workflow} in {repo} is {state}")
+        return f"{repo}, workflow {workflow} ({state or 'found'})"
+
     def deployed_sha(self, repo: str, environment: str, max_deployments: int = 30) -> str | None:
         """The sha of the newest deployment to ``environment`` whose latest status is ``success``, or None.
 
