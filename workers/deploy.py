@@ -369,7 +369,7 @@ def _risk_summary(
         environment=env,
         ref=redactor.redact(ref)[0].replace(boundary, ""),
         sha=sha,
-        base=base_sha or "nothing recorded (first deploy through Clawback)",
+        base=base_sha or "unknown",  # plan_core asks no model when the base is unknown
         boundary=boundary,
         changes=described,
     )

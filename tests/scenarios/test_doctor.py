@@ -4,6 +4,7 @@ GitHub 404), while warnings alone exit 0."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 
 from bot import doctor
 from bot.db import Database
+from bot.standins.base import QuietHandler, RecordedRequest, StandInServer
 from bot.standins.ci import CIStandIn
 from bot.standins.ews import EwsStandIn
 
@@ -307,3 +309,49 @@ def test_graph_mailbox_check_and_wrong_secret():
         assert bad.status == "fail" and bad.detail.startswith("credentials refused") and "AADSTS" in bad.detail
     finally:
         graph.stop()
+
+
+class _NoModelList(QuietHandler):
+    """An OpenAI-compatible gateway without ``GET /models`` (some proxies): only chat completions, one model."""
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        self.send_json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        request = json.loads(self.read_body() or b"{}")
+        self.server.standin.record(RecordedRequest("POST", self.path, dict(self.headers), b""))
+        if request.get("model") != "gateway-model":
+            error = {"message": f"The model `{request.get('model')}` does not exist", "code": "model_not_found"}
+            self.send_json(404, {"error": error})
+            return
+        self.send_json(
+            200,
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "gateway-model",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "p"}, "finish_reason": "length"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            },
+        )
+
+
+@pytest.fixture
+def gateway():
+    server = StandInServer()
+    server.handler_class = _NoModelList
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_llm_without_a_model_list_gets_a_one_token_completion(healthy, slack, llm, ews, ci, gateway):
+    """No ``GET /models``: one completion of at most 1 token proves the model; an unknown one fails the line."""
+    settings = healthy.model_copy(update={"openai_base_url": gateway.url + "/v1", "clawback_model": "gateway-model"})
+    results = run(settings)
+    assert results["llm"].status == "ok" and "1-token completion" in results["llm"].detail
+    (call,) = [r for r in gateway.requests if r.method == "POST"]
+    assert call.path.endswith("/chat/completions")
+    detail = failed(run(settings.model_copy(update={"clawback_model": "nope"})))["llm"]
+    assert "model 'nope' (CLAWBACK_MODEL) not found" in detail

@@ -131,3 +131,12 @@ def test_cli_report_at_80_columns(db, tmp_path):
     assert "By intent" in out.stdout and "$/accepted" in out.stdout
     wide = CliRunner().invoke(app, ["report", "--wide"], env=env)
     assert wide.exit_code == 0 and "…" not in wide.stdout and "p95" in wide.stdout
+
+
+def test_progress_bar_draws_on_stderr_when_enabled(capsys):
+    """Forced on (as on a terminal): a bar on stderr, nothing on stdout, gone when done (transient)."""
+    with progress_bar("verifying", enabled=True) as update:
+        update(500, 1000, "half")
+        update(1000, 1000)
+    captured = capsys.readouterr()
+    assert captured.out == ""
