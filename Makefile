@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo lint bench clean
+.PHONY: install lock test demo lint bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -12,6 +12,19 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Refresh requirements.lock from a fresh resolve of pyproject.toml (newest versions inside its bounds), in a
+# throwaway venv; the header lines are kept. Run `make test` after it and commit both.
+LOCK_VENV := .lock-venv
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PY) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	grep '^#' requirements.lock > requirements.lock.new
+	$(LOCK_VENV)/bin/python -m pip freeze --exclude-editable | grep -vE '^(pip|setuptools|wheel)==' >> requirements.lock.new
+	mv requirements.lock.new requirements.lock
+	rm -rf $(LOCK_VENV)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -26,4 +39,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
 
 clean:
-	rm -rf $(VENV) .clawback build *.egg-info
+	rm -rf $(VENV) $(LOCK_VENV) .clawback build *.egg-info

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -218,8 +218,11 @@ def verify(
     checkpoints_file: Path | None = None,
     max_age: timedelta | None = None,
     now: datetime | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> VerifyResult:
     """Recompute the chain and check the checkpoints (database and file copy); names the first bad seq.
+
+    ``progress(entries checked, entries the head announces)`` is called every 1,000 entries (CLI progress bar).
 
     Not ok (with the reason) when: the chain or the head is broken; no checkpoint vouches for the log; the
     signatures cannot be checked (no ``key``) or one is bad; a checkpoint vouches for entries that are gone or
@@ -251,6 +254,8 @@ def verify(
         if e.seq in wanted:
             hashes[e.seq] = e.hash
         prev, expected_seq, count = e.hash, expected_seq + 1, count + 1
+        if progress is not None and count % 1000 == 0:
+            progress(count, max(head.seq if head is not None else 0, count))
     last_seq = expected_seq - 1
     if head is not None and (head.seq != last_seq or (last_seq and head.hash != prev)):
         return bad(min(head.seq, last_seq) + 1, "log tail does not match the head")

@@ -201,6 +201,7 @@ def report(
         typer.Option(help="Group by user|intent|surface|team|prompt|model|channel|day (comma-separated)"),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+    wide: Annotated[bool, typer.Option("--wide", help="Tables with every metric (wider than 80 columns)")] = False,
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report here")
     ] = None,
@@ -216,6 +217,7 @@ def report(
     """Outcomes per token: k-anonymous aggregates; per-person rows and flags need --as <audit.read holder>."""
     from bot.errors import Denied
     from bot.policy import load_policy
+    from bot.progress import progress_bar
     from bot.report import build_report, to_csv, viewer_for
 
     if fmt not in ("table", "json", "csv"):
@@ -224,9 +226,16 @@ def report(
     policy = load_policy(settings.clawback_policy)
     try:
         viewer = viewer_for(policy, as_user)
-        doc = build_report(
-            _db(settings), since=parse_since(since), by=by, viewer=viewer, policy=policy, settings=settings
-        )
+        with progress_bar("building the report", enabled=None if fmt == "table" else False) as update:
+            doc = build_report(
+                _db(settings),
+                since=parse_since(since),
+                by=by,
+                viewer=viewer,
+                policy=policy,
+                settings=settings,
+                progress=update,
+            )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     except Denied as exc:
@@ -242,7 +251,37 @@ def report(
     elif fmt == "csv":
         sys.stdout.write(to_csv(doc))
     else:
-        print_report_tables(doc)
+        print_report_tables(doc, wide=wide)
+
+
+@app.command()
+def doctor(
+    timeout: Annotated[float, typer.Option(help="Seconds each check may take")] = 10.0,
+    socket_mode: Annotated[
+        bool | None,
+        typer.Option("--socket/--http", help="Check for Socket Mode (app token required) or HTTP mode"),
+    ] = None,
+) -> None:
+    """Check settings, Slack, the LLM, Redis, the database, the policy, mailboxes and GitHub; one line each.
+
+    Exit 1 when any check fails (warnings do not fail). Nothing is changed.
+    """
+    from bot import doctor as doc
+    from bot.settings import load_settings
+
+    try:
+        settings = load_settings()
+    except ClawbackError as exc:
+        console.print(doc.format_line(doc.CheckResult("settings", "fail", str(exc))), soft_wrap=True, markup=False)
+        raise typer.Exit(1) from None
+    checks = doc.plan_checks(settings, timeout=timeout, socket_mode=socket_mode)
+    results = doc.run_checks(checks, timeout=timeout)
+    for result in results:
+        console.print(doc.format_line(result), soft_wrap=True, markup=False, highlight=False)
+    failed = sum(r.status == "fail" for r in results)
+    warned = sum(r.status == "warn" for r in results)
+    console.print(f"{len(results)} checks: {failed} failed, {warned} warning(s)", highlight=False)
+    raise typer.Exit(doc.exit_code(results))
 
 
 @app.command("outcomes-sweep")
@@ -255,49 +294,22 @@ def outcomes_sweep() -> None:
     console.print(f"{n} task(s) marked none (window {settings.clawback_outcome_window_hours:g} h)")
 
 
-def print_report_tables(doc: dict) -> None:
-    """Render a report document as Rich tables (rows sorted by name, never by tokens)."""
-    cols = [
-        "tasks",
-        "total_tokens",
-        "cost",
-        "tokens_with_outcome_share",
-        "accepted_outcomes",
-        "acceptance_rate",
-        "cost_per_accepted_outcome",
-        "latency_p50_ms",
-        "latency_p95_ms",
-    ]
+def print_report_tables(doc: dict, *, wide: bool = False) -> None:
+    """Render a report document as Rich tables: a narrow set of columns for 80 columns, or all (``wide``)."""
+    from bot.report import report_tables
 
-    def cell(v: object) -> str:
-        if v is None:
-            return "—"
-        return f"{v:,.4f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
-
-    sections = [("Totals", [], [doc["totals"]])]
-    if doc.get("by"):
-        sections.append(("By " + " × ".join(doc["by"]), doc["by"], doc.get("rows") or []))
-    sections += [
-        ("By intent", ["intent"], doc.get("by_intent") or []),
-        ("By surface", ["surface"], doc.get("by_surface") or []),
-    ]
-    for title, keys, rows in sections:
-        table = Table(title=title)
-        for key in keys:
-            table.add_column(key)
-        for c in cols:
-            table.add_column(c.replace("_", " "), justify="right")
-        for r in rows:
-            if r.get("suppressed"):
-                hidden = ["suppressed (< k people)", *[""] * (len(cols) - 1)]
-                table.add_row(*[cell(r.get(k)) for k in keys], *hidden)
-                continue
-            table.add_row(*[cell(r.get(k)) for k in keys], *[cell(r.get(c)) for c in cols])
-        console.print(table)
+    for table in report_tables(doc, wide=wide):
+        if wide:
+            # As wide as the table needs (pipe it to `less -S`), never squeezed into "answ…".
+            needed = Console(width=10_000).measure(table).maximum
+            Console(width=max(console.width, needed), file=console.file).print(table)
+        else:
+            console.print(table)
+        console.print()
     privacy = doc.get("privacy") or {}
     if privacy.get("suppressed_groups"):
         n, k = privacy["suppressed_groups"], privacy["k_anonymity"]
-        console.print(f"{n} group(s) suppressed: fewer than {k} people.")
+        console.print(f"{n} group(s) hidden: fewer than {k} people.")
     if doc.get("flags"):
         table = Table(title="Flags (signals for a conversation, not verdicts)")
         for c in ("kind", "subject", "explanation", "evidence"):
@@ -352,12 +364,16 @@ def audit_verify(
 
     settings = _settings()
     age = settings.clawback_audit_checkpoint_max_age if max_age is None else max_age
-    result = audit.verify(
-        _db(settings),
-        key=settings.clawback_audit_key,
-        checkpoints_file=settings.clawback_audit_checkpoints,
-        max_age=timedelta(seconds=age) if age > 0 else None,
-    )
+    from bot.progress import progress_bar
+
+    with progress_bar("verifying the audit chain") as update:
+        result = audit.verify(
+            _db(settings),
+            key=settings.clawback_audit_key,
+            checkpoints_file=settings.clawback_audit_checkpoints,
+            max_age=timedelta(seconds=age) if age > 0 else None,
+            progress=update,
+        )
     if result.ok:
         console.print(
             f"audit log intact: {result.entries} entries, {result.checkpoints} checkpoint(s), newest signed "

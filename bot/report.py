@@ -31,7 +31,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -524,10 +524,12 @@ def build_report(
     settings: Any | None = None,
     include_flags: bool = True,
     refresh: bool = True,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> dict[str, Any]:
     """The report document (JSON-ready): totals, rows for ``by``, by intent and surface, timeline,
     outcome mix,
-    flags (with evidence only for ``audit.read``)."""
+    flags (with evidence only for ``audit.read``). ``progress(done, total, step)`` hears of each step."""
+    step = _stepper(progress, 7)
     dims = parse_by(by)
     viewer = viewer or Viewer.operator()
     policy = policy or load_policy(None)
@@ -538,6 +540,7 @@ def build_report(
             "Per-person rows need audit.read.", reason="report by user needs audit.read", scope="audit.read"
         )
     if refresh:
+        step("refreshing facts")
         facts.refresh(db, config)
     q = _Query(db, since, until, viewer.user if viewer.self_only else None)
     private = not viewer.per_person and not viewer.self_only
@@ -573,6 +576,7 @@ def build_report(
     tables: dict[tuple[str, ...], tuple[dict[tuple, _Acc], Any]] = {}
     for table_dims in ([], dims, ["intent"], ["surface"], ["day"]):
         if tuple(table_dims) not in tables:
+            step("grouping by " + (" × ".join(table_dims) or "nothing"))
             tables[tuple(table_dims)] = grouped(table_dims)
     tables[()][0].setdefault((), _Acc())
     hidden = protect(tables, k) if private else set()
@@ -623,6 +627,7 @@ def build_report(
     if include_flags and not viewer.self_only:
         from bot import signals
 
+        step("looking for signals")
         found = signals.detect(db, since=since, until=until, settings=settings, config=config)
         doc["flags_summary"] = dict(sorted(Counter(f.kind for f in found).items()))
         doc["flags"] = [f.as_dict() for f in found] if viewer.per_person else None
@@ -644,6 +649,18 @@ def build_report(
             },
         )
     return doc
+
+
+def _stepper(progress: Callable[[int, int, str], None] | None, total: int) -> Callable[[str], None]:
+    """Counts steps for ``progress`` (a no-op without one)."""
+    done = [0]
+
+    def step(name: str) -> None:
+        if progress is not None:
+            done[0] += 1
+            progress(done[0], max(total, done[0]), name)
+
+    return step
 
 
 def _os_user() -> str | None:
@@ -742,3 +759,87 @@ def to_csv(doc: dict[str, Any]) -> str:
     for r in rows or []:
         writer.writerow({k: ("" if v is None else v) for k, v in r.items()})
     return buf.getvalue()
+
+
+# -- tables for people (``clawback report``) -------------------------------------------------------------------
+
+# The default table fits an 80-column terminal; ``--wide`` shows every metric.
+NARROW_COLUMNS: list[tuple[str, str]] = [
+    ("tasks", "tasks"),
+    ("total_tokens", "tokens"),
+    ("cost", "cost"),
+    ("tokens_with_outcome_share", "w/ outcome"),
+    ("acceptance_rate", "accepted"),
+    ("cost_per_accepted_outcome", "$/accepted"),
+]
+_HEADERS = {
+    "tokens_with_outcome_share": "tokens w/ outcome",
+    "cost_per_accepted_outcome": "$/accepted",
+    "tokens_per_accepted_outcome": "tokens/accepted",
+    "latency_p50_ms": "p50",
+    "latency_p95_ms": "p95",
+}
+WIDE_COLUMNS: list[tuple[str, str]] = [(c, _HEADERS.get(c, c.replace("_", " "))) for c in METRIC_COLUMNS]
+
+
+def format_metric(column: str, value: Any) -> str:
+    """A metric as people read it: dollars for costs, % for rates and shares, seconds for latencies."""
+    if value is None:
+        return "—"
+    if column == "cost" or column.startswith("cost_"):
+        return f"${value:,.2f}" if value >= 1 else f"${value:.4f}" if value > 0 else "$0"
+    if column.endswith(("_rate", "_share")):
+        pct = value * 100
+        return f"{pct:.0f}%" if pct >= 10 or pct == 0 else f"{pct:.1f}%"
+    if column.endswith("_ms"):
+        return f"{value / 1000:.1f} s" if value >= 1000 else f"{value:.0f} ms"
+    if column.endswith("_tokens") or column.startswith("tokens_") or column == "total_tokens":
+        return _compact(value)
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _compact(n: float) -> str:
+    """12,345 → 12.3k; 4,200,000 → 4.2M (token counts in the narrow table)."""
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= limit:
+            return f"{n / limit:.1f}{suffix}"
+    return f"{n:,.0f}"
+
+
+def report_tables(doc: dict[str, Any], *, wide: bool = False) -> list[Any]:
+    """The report as Rich tables (rows in the document's order: by name, never by tokens)."""
+    from rich import box
+    from rich.table import Table
+
+    cols = WIDE_COLUMNS if wide else NARROW_COLUMNS
+    sections = [("Totals", [], [doc["totals"]])]
+    if doc.get("by"):
+        sections.append(("By " + " × ".join(doc["by"]), doc["by"], doc.get("rows") or []))
+    sections += [
+        ("By intent", ["intent"], doc.get("by_intent") or []),
+        ("By surface", ["surface"], doc.get("by_surface") or []),
+    ]
+    tables: list[Any] = []
+    for title, keys, rows in sections:
+        table = Table(
+            title=title,
+            box=box.SIMPLE_HEAD,
+            title_justify="left",
+            pad_edge=False,
+            show_edge=False,
+            collapse_padding=True,
+        )
+        for key in keys:
+            table.add_column(key, no_wrap=True)
+        for _, header in cols:
+            table.add_column(header, justify="right", no_wrap=wide)
+        for r in rows:
+            key_cells = ["—" if r.get(k) is None else str(r.get(k)) for k in keys]
+            if r.get("suppressed"):
+                table.add_row(*key_cells, "hidden", *[""] * (len(cols) - 1))
+                continue
+            table.add_row(*key_cells, *[format_metric(c, r.get(c)) for c, _ in cols])
+        tables.append(table)
+    return tables

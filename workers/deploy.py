@@ -223,13 +223,26 @@ def _dispatch_ref(config: ServiceConfig, ref: str, sha: str) -> str:
 
 
 def _base_of(deps: WorkerDeps, gh: GitHubClient, config: ServiceConfig, env: str) -> tuple[str | None, str]:
-    """(sha deployed now, how we know): Clawback's history, else the policy's baseline."""
+    """(sha deployed now, how we know): Clawback's history, else GitHub's newest successful deployment to
+    that environment, else the policy's baseline (the environment's, then the service's); (None, "unknown")
+    when nobody knows."""
     current = service.deployed(deps.db, config.name, env)
     if current is not None:
         return current.sha, "recorded"
-    if config.baseline:
-        return gh.resolve_ref(config.repo, config.baseline), f"baseline {config.baseline}"
-    return None, "none"
+    try:
+        sha = gh.deployed_sha(config.repo, env)
+    except CIUnavailable:
+        raise  # transient: the job is retried
+    except DeployError as exc:
+        # e.g. a token without "Deployments: read": fall back to the baseline, say why in the log.
+        log.warning("%s/%s: GitHub deployments not readable (%s); using the baseline", config.name, env, exc)
+        sha = None
+    if sha is not None:
+        return sha, "github"
+    baseline = config.environments[env].baseline or config.baseline
+    if baseline:
+        return gh.resolve_ref(config.repo, baseline), f"baseline {baseline}"
+    return None, "unknown"
 
 
 def plan_core(deps: WorkerDeps, task: Task) -> dict[str, Any]:
@@ -257,7 +270,13 @@ def plan_core(deps: WorkerDeps, task: Task) -> dict[str, Any]:
         if window
         else None
     )
-    risk, usage = _risk_summary(deps, task, config, env, ref, sha, base_sha, changes)
+    if base_sha is None:
+        # Nothing to compare with: the model would see an empty diff and might call it low risk. It is not
+        # asked, and the level is set here, in code.
+        risk = _base_unknown_risk(env)
+        usage = {"model": "no model call", "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0}
+    else:
+        risk, usage = _risk_summary(deps, task, config, env, ref, sha, base_sha, changes)
     files = [name for name, _, _, _ in changes.files]
     plan = {
         "kind": "deploy",
@@ -316,6 +335,19 @@ def plan_core(deps: WorkerDeps, task: Task) -> dict[str, Any]:
     }
 
 
+def _base_unknown_risk(env: str) -> dict[str, Any]:
+    """The plan's risk when what is deployed is unknown: level ``unknown``, never a guess."""
+    return {
+        "risk_level": "unknown",
+        "summary": msg.base_unknown(env),
+        "notable_changes": [],
+        "migrations": [],
+        "config_changes": [],
+        "suggested_checks": [],
+        "rollback_plan": "",
+    }
+
+
 def _risk_summary(
     deps: WorkerDeps,
     task: Task,
@@ -337,7 +369,7 @@ def _risk_summary(
         environment=env,
         ref=redactor.redact(ref)[0].replace(boundary, ""),
         sha=sha,
-        base=base_sha or "nothing recorded (first deploy through Clawback)",
+        base=base_sha or "unknown",  # plan_core asks no model when the base is unknown
         boundary=boundary,
         changes=described,
     )

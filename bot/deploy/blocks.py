@@ -57,7 +57,12 @@ def build_plan_blocks(plan: dict[str, Any], footer: str, task_id: str) -> list[d
     """
     risk = plan.get("risk") or {}
     verb = "Rollback" if plan.get("kind") == "rollback" else "Deploy"
-    base = f"`{plan['base_sha'][:12]}`" if plan.get("base_sha") else "_nothing recorded_"
+    base = f"`{plan['base_sha'][:12]}`" if plan.get("base_sha") else "_base unknown_"
+    source = str(plan.get("base_source") or "")
+    if plan.get("base_sha") and source == "github":
+        base += ", per GitHub's deployments"
+    elif plan.get("base_sha") and source.startswith("baseline "):
+        base += f", the policy's baseline `{escape(source.removeprefix('baseline '))}`"
     head = (
         f"*{verb} plan* `{plan['service']}` → `{plan['environment']}`: `{escape(plan['ref'])}` "
         f"at `{plan['sha'][:12]}` (currently deployed: {base})"

@@ -7,11 +7,12 @@
     workflow = "deploy.yml"           # workflow run by workflow_dispatch (executor = "github")
     environments = ["staging", "prod"]
     branch = "main"                   # dispatch ref when a plan names a bare sha (default "main")
-    baseline = "v1.0"                 # optional: assumed deployed where Clawback has recorded nothing yet
+    baseline = "v1.0"                 # optional: assumed deployed where neither Clawback nor GitHub knows
     executor = "github"               # or "webhook" (+ webhook_url, webhook_secret_env)
 
     [services.api.prod]
     approvals = 1                     # approvers besides the requester (0..5)
+    baseline = "v0.9"                 # optional: this environment's own baseline (else the service's)
     freeze = ["Fri 16:00-Mon 08:00 UTC"]
 
 Freeze windows come in three shapes, each with an optional IANA time zone (default UTC):
@@ -47,7 +48,7 @@ _SERVICE_KEYS = {
     "webhook_secret_env",
     "description",
 }
-_ENV_KEYS = {"approvals", "freeze", "description"}
+_ENV_KEYS = {"approvals", "freeze", "baseline", "description"}
 MAX_APPROVALS = 5
 EXECUTORS = ("github", "webhook")
 
@@ -107,6 +108,7 @@ class EnvironmentConfig:
     name: str
     approvals: int = 0
     freeze: tuple[FreezeWindow, ...] = ()
+    baseline: str | None = None
 
 
 @dataclass(frozen=True)
@@ -208,7 +210,7 @@ def _environment(service: str, name: str, table: Any) -> EnvironmentConfig:
         raise PolicyError(f"{where} must be a table", path=where)
     unknown = sorted(set(table) - _ENV_KEYS)
     if unknown:
-        raise PolicyError(f"{where}: unknown key {unknown[0]!r} (known: approvals, freeze)", path=unknown[0])
+        raise PolicyError(f"{where}: unknown key {unknown[0]!r} (known: approvals, freeze, baseline)", path=unknown[0])
     approvals = table.get("approvals", 0)
     if isinstance(approvals, bool) or not isinstance(approvals, int) or not 0 <= approvals <= MAX_APPROVALS:
         raise PolicyError(
@@ -217,7 +219,8 @@ def _environment(service: str, name: str, table: Any) -> EnvironmentConfig:
     freeze = table.get("freeze", [])
     if not isinstance(freeze, list):
         raise PolicyError(f"{where}: freeze must be a list of windows", path="freeze")
-    return EnvironmentConfig(name, approvals, tuple(parse_freeze(w) for w in freeze))
+    baseline = _str(table, "baseline", where, _BRANCH)
+    return EnvironmentConfig(name, approvals, tuple(parse_freeze(w) for w in freeze), baseline)
 
 
 def _service(name: str, table: Any) -> ServiceConfig:

@@ -317,6 +317,48 @@ class GitHubClient:
                 seen.setdefault(int(pr["number"]), str(pr.get("title", "")))
         return list(seen.items())
 
+    def check_repo(self, repo: str, workflow: str | None) -> str:
+        """The repository (and workflow) as this token sees them; DeployError naming what is missing."""
+        reply = self._call("GET", f"/repos/{repo}", f"repository {repo}")
+        if reply.status == 404:
+            raise RefNotFound(f"repository {repo} not found, or the token cannot see it")
+        _raise_for_status(reply, f"repository {repo}", self._clock())
+        if not workflow:
+            return f"{repo} reachable"
+        path = f"/repos/{repo}/actions/workflows/{_seg(workflow)}"
+        reply = self._call("GET", path, f"workflow {workflow}")
+        if reply.status == 404:
+            raise RefNotFound(f"workflow {workflow} not found in {repo}")
+        _raise_for_status(reply, f"workflow {workflow}", self._clock())
+        state = (reply.json() or {}).get("state", "")
+        if state and state != "active":
+            raise DeployError(f"workflow {workflow} in {repo} is {state}")
+        return f"{repo}, workflow {workflow} ({state or 'found'})"
+
+    def deployed_sha(self, repo: str, environment: str, max_deployments: int = 30) -> str | None:
+        """The sha of the newest deployment to ``environment`` whose latest status is ``success``, or None.
+
+        GitHub's Deployments API (the record a stock ``environment:`` job leaves): deployments of that
+        environment newest first, then each one's newest status; an ``inactive`` one was superseded, a
+        ``failure`` or ``error`` one never went live, so only ``success`` counts.
+        """
+        query = {"environment": environment, "per_page": max(1, min(max_deployments, 100))}
+        what = f"deployments to {environment}"
+        deployments = self._json("GET", f"/repos/{repo}/deployments", what, query=query) or []
+        deployments = [d for d in deployments if isinstance(d, dict) and d.get("environment") == environment]
+        deployments.sort(key=lambda d: (d.get("created_at") or "", int(d.get("id") or 0)), reverse=True)
+        for deployment in deployments[:max_deployments]:
+            path = f"/repos/{repo}/deployments/{_seg(str(deployment['id']))}/statuses"
+            statuses = self._json(
+                "GET", path, f"statuses of deployment {deployment['id']}", query={"per_page": 100}
+            )
+            statuses = [st for st in statuses or [] if isinstance(st, dict)]
+            latest = max(statuses, key=lambda st: (st.get("created_at") or "", int(st.get("id") or 0)), default={})
+            sha = deployment.get("sha")
+            if latest.get("state") == "success" and isinstance(sha, str) and len(sha) == 40:
+                return sha
+        return None
+
     def get_ref(self, repo: str, ref: str) -> str | None:
         """The sha ``heads/<branch>`` or ``tags/<tag>`` points at, None when it does not exist."""
         reply = self._call("GET", f"/repos/{repo}/git/ref/{quote(ref, safe='/')}", f"get ref {ref}")

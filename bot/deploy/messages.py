@@ -71,6 +71,15 @@ def frozen(service: str, env: str, window: str, until: datetime) -> str:
     )
 
 
+def base_unknown(env: str) -> str:
+    """The plan's summary when nobody knows what runs in ``env``."""
+    return (
+        f"Base unknown: Clawback has not deployed to `{env}`, GitHub lists no successful deployment there "
+        "and the policy sets no `baseline`, so there is nothing to compare with and no risk was assessed. "
+        "Review the commit yourself, or set `baseline` for this service in the policy."
+    )
+
+
 def ci_unavailable(detail: str) -> str:
     """The CI could not be reached (after retries)."""
     return f"the CI API is unavailable or timing out ({detail})"

@@ -134,3 +134,7 @@ class Mailbox(Protocol):
     def find_sent_reply(self, internet_message_id: str) -> MailMessage | None:
         """The sent reply to the message with ``internet_message_id``, if any (it may have been edited)."""
         ...
+
+    def check(self) -> str:
+        """One cheap authenticated call (the Inbox folder); a short description, or a ``MailError``."""
+        ...

@@ -191,6 +191,13 @@ class EwsMailbox:
         """Close pooled HTTP sessions."""
         self._account.protocol.close()
 
+    def check(self) -> str:
+        """One GetFolder of the Inbox, credentials included (``clawback doctor``)."""
+        with translate_errors():
+            folder = self._account.inbox
+            folder.refresh()
+        return f"EWS: Inbox reachable ({folder.total_count or 0} item(s))"
+
     # --- folders ---------------------------------------------------------------------------------------
 
     def _folder(self, name: str, create: bool = False) -> Folder:

@@ -152,6 +152,11 @@ class GraphMailbox:
         self._http.close()
         self._session.close()
 
+    def check(self) -> str:
+        """A token from the identity platform and one GET of the Inbox folder (``clawback doctor``)."""
+        data = self._request("GET", f"{self._user}/mailFolders/inbox", params={"$select": "id,totalItemCount"})
+        return f"Graph: Inbox reachable ({data.get('totalItemCount', 0)} item(s))"
+
     # --- auth ------------------------------------------------------------------------------------------
 
     def _msal_app(self) -> msal.ConfidentialClientApplication:

@@ -2,7 +2,9 @@
 
 It serves, for seeded repositories, the endpoints the deploy executors call, with GitHub's paths and the
 JSON fields we read: commits (resolve a ref), compare, commit → pull requests, ``workflow_dispatch`` and
-workflow runs (list, get, cancel), and git refs (create, get, delete). Histories are linear per branch (each
+workflow runs (list, get, cancel), git refs (create, get, delete) and deployments (list with their statuses,
+create, add a status: what a stock workflow job with ``environment:`` leaves behind; seed with
+:meth:`CIStandIn.add_deployment`). Histories are linear per branch (each
 commit has one parent), which is all a deploy plan needs.
 
 ``workflow_dispatch`` follows GitHub's protocol: with ``"return_run_details": true`` it answers 200 with
@@ -34,6 +36,8 @@ GITHUB_WEB = "https://github.com"
 _EPOCH = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # fixed commit dates keep seeded data deterministic
 _RUN_ID_BASE = 7_000_000_000
 _WORKFLOW_ID_BASE = 161_335
+_DEPLOYMENT_ID_BASE = 1_900_000_000
+_DEPLOYMENT_STATES = ("error", "failure", "inactive", "in_progress", "queued", "pending", "success")
 
 
 def _iso(moment: datetime) -> str:
@@ -89,6 +93,17 @@ class _Run:
 
 
 @dataclass
+class _Deployment:
+    id: int
+    repo: str
+    environment: str
+    ref: str
+    sha: str
+    created_at: datetime
+    statuses: list[dict[str, Any]] = field(default_factory=list)  # oldest first
+
+
+@dataclass
 class _Fault:
     path_substring: str
     status: int = 0
@@ -134,6 +149,10 @@ class CIStandIn(StandInServer):
         self._sha_counter = 0
         self.dispatch_mode = "current"  # current | legacy (always 204) | strict-legacy (422 on the parameter)
         self.missing_permissions: set[str] = set()  # e.g. {"contents:write"}: those calls answer 403
+        self.deployments: dict[int, _Deployment] = {}
+        # True: runs are titled like a workflow with run-name "Deploy ${{ inputs.request_id }}"; False: like a
+        # stock workflow with no run-name (GitHub then titles a dispatched run with the workflow's name).
+        self.run_name_convention = True
 
     # ---- seeding -------------------------------------------------------------------------------------------
 
@@ -193,6 +212,69 @@ class CIStandIn(StandInServer):
             run = self._new_run(repo, workflow, branch, repo.branches[branch], {}, outcome=outcome)
             run.display_title, run.event = title, event
         return run.id
+
+    def add_deployment(
+        self, full_name: str, environment: str, ref: str, states: Iterable[str] = ("success",)
+    ) -> int:
+        """A deployment of ``ref`` to ``environment`` with these statuses in order (the last is the latest);
+        a ``success`` marks the environment's older successful deployments ``inactive``, as GitHub does."""
+        with self.lock:
+            repo = self.repos[full_name]
+            sha = self._resolve(repo, ref)
+            if sha is None:
+                raise KeyError(ref)
+            deployment = self._new_deployment(repo, environment, ref, sha)
+            for state in states:
+                self._add_status(deployment, state)
+        return deployment.id
+
+    def _new_deployment(self, repo: _Repo, environment: str, ref: str, sha: str) -> _Deployment:
+        deployment_id = _DEPLOYMENT_ID_BASE + len(self.deployments) + 1
+        deployment = _Deployment(deployment_id, repo.full_name, environment, ref, sha, self.clock())
+        self.deployments[deployment_id] = deployment
+        return deployment
+
+    def _add_status(self, deployment: _Deployment, state: str) -> dict[str, Any]:
+        if state not in _DEPLOYMENT_STATES:
+            raise ValueError(f"unknown deployment state {state!r}")
+        if state == "success":
+            for other in self.deployments.values():
+                if (
+                    other is not deployment
+                    and (other.repo, other.environment) == (deployment.repo, deployment.environment)
+                    and other.statuses
+                    and other.statuses[-1]["state"] == "success"
+                ):
+                    other.statuses.append(self._status_json(other, "inactive"))
+        status = self._status_json(deployment, state)
+        deployment.statuses.append(status)
+        return status
+
+    def _status_json(self, deployment: _Deployment, state: str) -> dict[str, Any]:
+        status_id = _DEPLOYMENT_ID_BASE * 10 + sum(len(d.statuses) for d in self.deployments.values()) + 1
+        return {
+            "id": status_id,
+            "state": state,
+            "environment": deployment.environment,
+            "description": "",
+            "created_at": _iso(self.clock()),
+            "updated_at": _iso(self.clock()),
+            "deployment_url": f"{self.url}/repos/{deployment.repo}/deployments/{deployment.id}",
+        }
+
+    def deployment_json(self, deployment: _Deployment) -> dict[str, Any]:
+        """A deployment in GitHub's shape."""
+        return {
+            "id": deployment.id,
+            "sha": deployment.sha,
+            "ref": deployment.ref,
+            "task": "deploy",
+            "environment": deployment.environment,
+            "original_environment": deployment.environment,
+            "created_at": _iso(deployment.created_at),
+            "updated_at": _iso(deployment.created_at),
+            "statuses_url": f"{self.url}/repos/{deployment.repo}/deployments/{deployment.id}/statuses",
+        }
 
     def _append(self, repo: _Repo, branch: str, spec: dict[str, Any]) -> str:
         """Add one commit on top of ``branch``."""
@@ -309,8 +391,11 @@ class CIStandIn(StandInServer):
         if outcome is None:
             outcome = self._outcomes.pop(0) if len(self._outcomes) > 1 else self._outcomes[0]
         run_id = _RUN_ID_BASE + len(self.runs) + 1
-        # Like a workflow whose run-name is "Deploy ${{ inputs.request_id }}", so runs can be told apart.
-        title = f"Deploy {inputs['request_id']}" if inputs.get("request_id") else workflow.rsplit(".", 1)[0]
+        # Like a workflow whose run-name is "Deploy ${{ inputs.request_id }}" (see ``run_name_convention``).
+        if self.run_name_convention and inputs.get("request_id"):
+            title = f"Deploy {inputs['request_id']}"
+        else:
+            title = workflow.rsplit(".", 1)[0]
         run = _Run(
             id=run_id,
             repo=repo.full_name,
@@ -418,6 +503,12 @@ class _Handler(QuietHandler):
         ("POST", re.compile(r"^/repos/([^/]+/[^/]+)/git/refs$"), "create_ref"),
         ("GET", re.compile(r"^/repos/([^/]+/[^/]+)/git/ref/(.+)$"), "get_ref"),
         ("DELETE", re.compile(r"^/repos/([^/]+/[^/]+)/git/refs/(.+)$"), "delete_ref"),
+        ("GET", re.compile(r"^/repos/([^/]+/[^/]+)/deployments$"), "list_deployments"),
+        ("POST", re.compile(r"^/repos/([^/]+/[^/]+)/deployments$"), "create_deployment"),
+        ("GET", re.compile(r"^/repos/([^/]+/[^/]+)/deployments/(\d+)/statuses$"), "list_deployment_statuses"),
+        ("POST", re.compile(r"^/repos/([^/]+/[^/]+)/deployments/(\d+)/statuses$"), "create_deployment_status"),
+        ("GET", re.compile(r"^/repos/([^/]+/[^/]+)$"), "get_repo"),
+        ("GET", re.compile(r"^/repos/([^/]+/[^/]+)/actions/workflows/([^/]+)$"), "get_workflow"),
     ]
     # The fine-grained permission each route needs (for ``missing_permissions``).
     permissions: dict[str, str] = {
@@ -425,6 +516,10 @@ class _Handler(QuietHandler):
         "delete_ref": "contents:write",
         "dispatch_workflow": "actions:write",
         "cancel_run": "actions:write",
+        "list_deployments": "deployments:read",
+        "list_deployment_statuses": "deployments:read",
+        "create_deployment": "deployments:write",
+        "create_deployment_status": "deployments:write",
     }
 
     @property
@@ -631,6 +726,80 @@ class _Handler(QuietHandler):
             return 409, {"message": "Cannot cancel a workflow run that is completed."}
         run.cancelled = True
         return 202, {}
+
+    def _list_deployments(self, repo: _Repo, query: dict[str, list[str]], **_: Any) -> tuple[int, Any]:
+        first = {k: v[0] for k, v in query.items() if v}
+        found = [d for d in self.standin.deployments.values() if d.repo == repo.full_name]
+        for key in ("environment", "sha", "ref", "task"):
+            if key in first:
+                found = [d for d in found if self.standin.deployment_json(d)[key] == first[key]]
+        found.sort(key=lambda d: d.id, reverse=True)  # newest first, like GitHub
+        per_page = max(1, min(int(first.get("per_page", 30)), 100))
+        page = max(1, int(first.get("page", 1)))
+        return 200, [self.standin.deployment_json(d) for d in found[(page - 1) * per_page : page * per_page]]
+
+    def _create_deployment(self, repo: _Repo, *, body: bytes, **_: Any) -> tuple[int, Any]:
+        try:
+            payload = json.loads(body or b"{}")
+        except ValueError:
+            return 400, {"message": "Problems parsing JSON"}
+        ref = payload.get("ref")
+        sha = self.standin._resolve(repo, ref) if isinstance(ref, str) else None
+        if sha is None:
+            return 422, {"message": f"No ref found for: {ref}"}
+        environment = payload.get("environment") or "production"
+        deployment = self.standin._new_deployment(repo, str(environment), ref, sha)
+        return 201, self.standin.deployment_json(deployment)
+
+    def _deployment(self, repo: _Repo, deployment_id: str) -> _Deployment | None:
+        deployment = self.standin.deployments.get(int(deployment_id))
+        return deployment if deployment is not None and deployment.repo == repo.full_name else None
+
+    def _list_deployment_statuses(
+        self, repo: _Repo, deployment_id: str, query: dict[str, list[str]], **_: Any
+    ) -> tuple[int, Any]:
+        deployment = self._deployment(repo, deployment_id)
+        if deployment is None:
+            return 404, _NOT_FOUND
+        first = {k: v[0] for k, v in query.items() if v}
+        per_page = max(1, min(int(first.get("per_page", 30)), 100))
+        page = max(1, int(first.get("page", 1)))
+        newest_first = list(reversed(deployment.statuses))
+        return 200, newest_first[(page - 1) * per_page : page * per_page]
+
+    def _create_deployment_status(self, repo: _Repo, deployment_id: str, *, body: bytes, **_: Any) -> tuple[int, Any]:
+        deployment = self._deployment(repo, deployment_id)
+        if deployment is None:
+            return 404, _NOT_FOUND
+        try:
+            state = json.loads(body or b"{}").get("state")
+        except (ValueError, AttributeError):
+            return 400, {"message": "Problems parsing JSON"}
+        if state not in _DEPLOYMENT_STATES:
+            return 422, {"message": f"state is not included in the list: {state}"}
+        return 201, self.standin._add_status(deployment, state)
+
+    def _get_repo(self, repo: _Repo, **_: Any) -> tuple[int, Any]:
+        return 200, {
+            "id": int(hashlib.sha1(repo.full_name.encode()).hexdigest()[:8], 16),  # noqa: S324 - an id
+            "full_name": repo.full_name,
+            "name": repo.full_name.split("/", 1)[1],
+            "default_branch": repo.default_branch,
+            "private": True,
+            "url": f"{self.standin.url}/repos/{repo.full_name}",
+        }
+
+    def _get_workflow(self, repo: _Repo, workflow: str, **_: Any) -> tuple[int, Any]:
+        name = self._workflow_name(repo, workflow)
+        if name is None:
+            return 404, _NOT_FOUND
+        return 200, {
+            "id": repo.workflows[name],
+            "name": name,
+            "path": f".github/workflows/{name}",
+            "state": "active",
+            "url": f"{self.standin.url}/repos/{repo.full_name}/actions/workflows/{repo.workflows[name]}",
+        }
 
     def _ref_json(self, repo: _Repo, full_ref: str, sha: str) -> dict[str, Any]:
         """A git reference in GitHub's shape."""

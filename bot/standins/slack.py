@@ -78,6 +78,8 @@ class SlackStandIn(StandInServer):
         self.views: dict[str, dict[str, Any]] = {}
         self.usergroups: dict[str, list[str]] = {}
         self._failures: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        # Sent as ``x-oauth-scopes`` on every authenticated answer, as Slack does (None: the manifest's bot scopes).
+        self.granted_scopes: list[str] | None = None
         self.hooks: dict[str, tuple[str, Callable[[dict[str, Any]], None]]] = {}
         self._ts_lock = threading.Lock()
         self._last_ts = 0.0
@@ -209,7 +211,14 @@ class SlackStandIn(StandInServer):
             result = fn(params)
         if hook is not None:
             hook(params)
-        return 200, result, {}
+        return 200, result, {"x-oauth-scopes": ",".join(self._scopes())}
+
+    def _scopes(self) -> list[str]:
+        if self.granted_scopes is not None:
+            return list(self.granted_scopes)
+        from bot.manifest import manifest_bot_scopes
+
+        return manifest_bot_scopes()
 
     def _channel(self, params: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
         cid = params.get("channel")
