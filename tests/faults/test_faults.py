@@ -225,17 +225,20 @@ def test_worker_killed_after_posting_does_not_post_twice(slack, llm, sender, dep
 @pytest.mark.slow
 def test_paused_worker_woken_after_the_rerun_does_not_post_twice(slack, llm, sender, deps, crash):
     """SIGSTOP mid-call: the lease expires and another worker answers. When the paused worker wakes with the
-    model's answer in hand, the task's attempt counter (a newer attempt owns it) stops it before it posts."""
+    model's answer in hand, the task's attempt counter (a newer attempt owns it) stops it at its first side
+    effect ("superseded"), so it acts neither after the re-run nor while the re-run is still posting (here the
+    re-run has finished, so the recorded action alone would also have kept the reply single)."""
     sender.mention("U0ALICE", "C0GENERAL", "paused mid-call?", ts="1700000650.000100")
     crash.start(CLAWBACK_LEASE_TTL="3", CLAWBACK_RECONCILE_INTERVAL="1")
     llm.script({"before": crash.freeze})
     _recover(deps, slack, crash)
     _kill_tree(crash.victim, signal.SIGCONT)  # wakes up: its model call returns, it goes on to post
     assert crash.victim.wait(timeout=60) == 0
+    assert len(_answers(slack)) == 1
+    (task,) = _tasks(deps)
+    assert task.status == "done" and task.attempts == 2
     log = (crash.tmp_path / "worker.log").read_text()
     assert "superseded" in log, log[-3000:]
-    (task,) = _tasks(deps)
-    assert task.status == "done" and task.attempts == 2 and len(_answers(slack)) == 1
 
 
 @pytest.mark.slow
