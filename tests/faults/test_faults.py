@@ -407,3 +407,30 @@ def test_metrics_expose_pipeline_totals_without_people(slack, llm, sender, deps,
     assert "clawback_ingress_ack_seconds" in body
     assert "U0ALICE" not in body
     time.sleep(0)
+
+
+def test_lease_renewal_notices_that_it_lapsed(redis_conn):
+    """A lease renewed after it expired (the process was frozen) counts the lapse and is taken again;
+    a clean stop gives it up."""
+    from bot.queue import TaskQueue
+
+    lease = TaskQueue(redis_conn, prefix="t").lease("w1", ttl=30).start()
+    assert 0 < redis_conn.ttl("t:lease:w1") <= 30
+    assert lease.renew() is True and lease.lapses == 0
+    redis_conn.delete("t:lease:w1")  # as if it expired while the process was stopped
+    assert lease.renew() is False and lease.lapses == 1 and redis_conn.exists("t:lease:w1")
+    lease.stop()
+    assert not redis_conn.exists("t:lease:w1")
+
+
+def test_lease_pass_leaves_a_running_task_whose_job_waits_in_the_queue(slack, llm, sender, deps):
+    """The frequent pass acts only on started jobs of dead workers: a running task whose job is queued
+    (a retry on its way to a worker) is left alone, and the task is answered once."""
+    from bot import ledger
+
+    sender.mention("U0ALICE", "C0GENERAL", "retry on its way?")
+    (task,) = _tasks(deps)
+    ledger.mark_running(deps.db, task.id)
+    assert deps.queue.reconcile(deps.db, running_only=True) == []
+    drain(deps)
+    assert len(_answers(slack)) == 1 and _tasks(deps)[0].status == "done"
