@@ -1,4 +1,4 @@
-"""``make bench``: run P1–P7 and P9, print one summary table, write ``bench/results.json``.
+"""``make bench``: run P1–P9, print one summary table, write ``bench/results.json``.
 
 Each benchmark reports its figure against a baseline measured in the same run on the same machine.
 """
@@ -40,6 +40,7 @@ BENCHES = [
     ("P6", "bench.p6_idle_poll", {}),
     ("P6g", "bench.p6g_graph_poll", {}),
     ("P7", "bench.p7_hostile_html", {}),
+    ("P8", "bench.p8_crash_recovery", {}),
     ("P9", "bench.p9_signals", {}),
 ]
 
@@ -92,6 +93,12 @@ def headline(name: str, r: dict) -> str:
         return (
             f"worst hostile HTML ({r['worst_shape']}) {r['ratio']}x a benign email of {r['size']:,} chars "
             f"(bound {r['bound']}x)"
+        )
+    if name == "P8":
+        return (
+            f"SIGKILL → answer p100 over {r['kills_per_mode']} kills: in-process {r['in_process']['p100_s']} s, "
+            f"--fork {r['fork']['p100_s']} s (goal ≤ {r['goal_s']:.0f} s; unkilled answer "
+            f"{r['baseline_answer_p100_s']} s; before leases up to {r['before_leases_bound_s']:.0f} s)"
         )
     if name == "P4":
         other = r.get("without_draft_scope") or {}

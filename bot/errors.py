@@ -9,7 +9,8 @@
     │   ├── Denied                a scope, channel, pause or approval check said no
     │   └── BudgetExceeded        token budget or rate limit reached
     │       └── RateLimited       too many requests this minute (``notify``: tell the person, once a window)
-    └── TransientError            worth retrying (LLM 429/5xx/timeouts, Slack rate limits)
+    ├── TransientError            worth retrying (LLM 429/5xx/timeouts, Slack rate limits)
+    └── Superseded                this execution lost its task to a newer one (its worker's lease expired)
 
 Anything else is a bug: it is logged with the task id and re-raised so RQ records and retries it.
 """
@@ -73,6 +74,10 @@ class RateLimited(BudgetExceeded):
     def __init__(self, user_message: str, *, reason: str, notify: bool = True) -> None:
         self.notify = notify
         super().__init__(user_message, reason=reason)
+
+
+class Superseded(ClawbackError):
+    """A newer execution of the same task took over (this one's worker was presumed dead): act no more."""
 
 
 class TransientError(ClawbackError):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,6 +15,10 @@ from sqlalchemy.exc import IntegrityError
 from bot.db import Action, Database, LLMCall, Outcome, Task, utcnow
 
 TERMINAL = frozenset({"done", "failed", "denied", "ignored"})
+
+# The (task id, attempt) this thread executes; begin_action refuses to start a side effect for that task
+# once a newer attempt has taken it over (a paused worker whose lease expired, woken after the re-run).
+_fence: ContextVar[tuple[str, int] | None] = ContextVar("clawback_fence", default=None)
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,27 @@ def mark_running(db: Database, task_id: str) -> Task | None:
         task.attempts += 1
         task.started_at = task.started_at or utcnow()
         return task
+
+
+@contextmanager
+def fenced(task_id: str, attempt: int) -> Iterator[None]:
+    """Within this block, side effects for ``task_id`` start only while ``attempt`` is its newest attempt."""
+    token = _fence.set((task_id, attempt))
+    try:
+        yield
+    finally:
+        _fence.reset(token)
+
+
+def _check_fence(s: Any, task_id: str) -> None:
+    fence = _fence.get()
+    if fence is None or fence[0] != task_id:
+        return
+    current = s.execute(select(Task.attempts).where(Task.id == task_id)).scalar_one_or_none()
+    if current != fence[1]:
+        from bot.errors import Superseded
+
+        raise Superseded(f"task {task_id}: attempt {fence[1]} superseded by attempt {current}")
 
 
 def finish(
@@ -195,12 +223,17 @@ def begin_action(
     detail: dict | None = None,
     audit_entry: dict[str, Any] | None = None,
 ) -> tuple[Action, bool]:
-    """Create a pending action (with its audit entry, in one transaction), or return the existing one and False."""
+    """Create a pending action (with its audit entry, in one transaction), or return the existing one and False.
+
+    Raises Superseded when the calling execution of the task has been replaced by a newer attempt.
+    """
     from bot import audit
 
     row = Action(
         task_id=task_id, idempotency_key=key, kind=kind, scope=scope, target=target, detail=detail or {}
     )
+    with db.session() as s:
+        _check_fence(s, task_id)
     try:
         with db.session() as s:
             s.add(row)

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     # Procfile's auditor signs every 300 s, so 900 s tolerates two missed rounds.
     clawback_audit_checkpoint_max_age: float = Field(default=900.0, ge=0)
     clawback_queue_prefix: str = "clawback"
+    # A worker's liveness lease: a Redis key with this TTL (s), renewed every third of it by a thread in the
+    # worker process. A running task whose worker's lease expired is re-enqueued by the reconciler.
+    clawback_lease_ttl: int = Field(default=15, ge=2, le=300)
+    clawback_reconcile_interval: float = Field(default=5.0, gt=0, le=300)  # seconds between lease checks
     clawback_outcome_window_hours: float = Field(default=72.0, gt=0)
 
     # -- mail settings (email triage surface) --

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 
 from rq import SimpleWorker, Worker
 
@@ -14,17 +15,24 @@ from workers.runtime import WorkerDeps
 log = logging.getLogger(__name__)
 
 RECONCILE_LOCK = "clawback:reconciler"
+FULL_PASS_SECONDS = 60.0  # queued tasks whose job Redis lost: checked this often (the lease pass runs more)
+HOUSEKEEPING_SECONDS = 300.0
 
 
-def reconcile_once(deps: WorkerDeps) -> list[str]:
-    """One reconciler pass, under a Redis lock so several workers do not race each other."""
+def reconcile_once(deps: WorkerDeps, *, running_only: bool = False) -> list[str]:
+    """One reconciler pass, under a Redis lock so several workers do not race each other.
+
+    The lock expires after 20 s, so a worker killed mid-pass delays the next pass by at most that much.
+    """
     lock_key = f"{deps.settings.clawback_queue_prefix}:reconciler"
-    if not deps.redis.set(lock_key, "1", nx=True, ex=55):
+    token = uuid.uuid4().hex
+    if not deps.redis.set(lock_key, token, nx=True, ex=20):
         return []
     try:
-        return deps.queue.reconcile(deps.db)
+        return deps.queue.reconcile(deps.db, running_only=running_only)
     finally:
-        deps.redis.delete(lock_key)
+        if deps.redis.get(lock_key) == token.encode():
+            deps.redis.delete(lock_key)
 
 
 def housekeeping_once(deps: WorkerDeps) -> dict[str, int]:
@@ -52,12 +60,16 @@ def housekeeping_once(deps: WorkerDeps) -> dict[str, int]:
 
 
 def _reconciler_loop(deps: WorkerDeps, stop: threading.Event, interval: float) -> None:
+    """Every ``interval``: re-enqueue running tasks whose worker's lease expired (cheap: running tasks only);
+    every minute also tasks whose queued job Redis lost; every five minutes the housekeeping."""
+    full_every = max(1, round(FULL_PASS_SECONDS / interval))
+    housekeeping_every = max(1, round(HOUSEKEEPING_SECONDS / interval))
     rounds = 0
     while not stop.wait(interval):
         rounds += 1
         try:
-            reconcile_once(deps)
-            if rounds % 5 == 1:  # every ~5 minutes with the default interval
+            reconcile_once(deps, running_only=rounds % full_every != 0)
+            if rounds % housekeeping_every == 1 or housekeeping_every == 1:
                 housekeeping_once(deps)
         except Exception:
             log.exception("reconciler pass failed")
@@ -69,18 +81,43 @@ def run_worker(
     burst: bool = False,
     fork: bool = False,
     max_wait: float = 300.0,
-    reconcile_interval: float = 60.0,
+    reconcile_interval: float | None = None,
     name: str | None = None,
     max_jobs: int | None = None,
 ) -> int:
-    """Work the queues (interactive first); in burst mode drain them, scheduled retries included, and return."""
-    runtime.install(deps)
-    worker_class = Worker if fork else SimpleWorker
-    # Heartbeats every 10 s let the reconciler tell a dead worker's job from a slow one.
+    """Work the queues (interactive first); in burst mode drain them, scheduled retries included, and return.
+
+    The process holds a liveness lease for as long as it runs (see ``bot.queue.Lease``); its jobs are
+    handed to another worker by the reconciler once the lease expires.
+    """
     from workers import _intents
 
     _intents()  # import every job core in the parent once, not in each forked work horse
+    worker_class = Worker if fork else SimpleWorker
     worker = worker_class(deps.queue.ordered, connection=deps.redis, name=name, job_monitoring_interval=10)
+    # The lease thread lives in this (parent) process; a forked work horse's jobs name the parent's lease.
+    lease = deps.queue.lease(worker.name, deps.settings.clawback_lease_ttl).start()
+    deps.lease = lease
+    runtime.install(deps)
+    try:
+        return _work(
+            deps, worker, burst=burst, max_wait=max_wait, interval=reconcile_interval, max_jobs=max_jobs
+        )
+    finally:
+        lease.stop()
+        deps.lease = None
+
+
+def _work(
+    deps: WorkerDeps,
+    worker: Worker,
+    *,
+    burst: bool,
+    max_wait: float,
+    interval: float | None,
+    max_jobs: int | None,
+) -> int:
+    reconcile_interval = interval or deps.settings.clawback_reconcile_interval
     if not burst:
         stop = threading.Event()
         thread = threading.Thread(target=_reconciler_loop, args=(deps, stop, reconcile_interval), daemon=True)

@@ -18,8 +18,9 @@ from rq import get_current_job
 from bot import audit, controls, ledger, messages
 from bot.blocks import build_feedback_done_blocks
 from bot.db import Outcome, Task
-from bot.errors import BudgetExceeded, Denied, RateLimited, TransientError, UserFacingError
+from bot.errors import BudgetExceeded, Denied, RateLimited, Superseded, TransientError, UserFacingError
 from bot.policy import OTHER_TEAM_REASON
+from bot.queue import LEASE_META
 from workers import runtime
 from workers.actuators import SlackActuator
 
@@ -43,7 +44,17 @@ def _is_last_attempt() -> bool:
 
 def run_task(task_id: str) -> str:
     """RQ entry: run one task."""
-    return execute(runtime.current(), task_id, last_attempt=_is_last_attempt())
+    deps = runtime.current()
+    _bind_lease(deps)
+    return execute(deps, task_id, last_attempt=_is_last_attempt())
+
+
+def _bind_lease(deps: runtime.WorkerDeps) -> None:
+    """Tell the reconciler which worker lease this job lives by (before the task is marked running)."""
+    job = get_current_job()
+    if job is not None and deps.lease is not None:
+        job.meta[LEASE_META] = deps.lease.key
+        job.save_meta()
 
 
 def execute(deps: runtime.WorkerDeps, task_id: str, *, last_attempt: bool = True) -> str:
@@ -65,7 +76,12 @@ def execute(deps: runtime.WorkerDeps, task_id: str, *, last_attempt: bool = True
         )
         if controls.active_pause(deps.db, user=task.requester, intent=task.intent):
             raise Denied(messages.PAUSED, reason="paused by an administrator")
-        result = core(deps, task)
+        with ledger.fenced(task.id, task.attempts):
+            result = core(deps, task)
+    except Superseded as exc:
+        # Our worker was presumed dead (its lease expired) and a newer attempt owns the task: it answers.
+        log.warning("task %s: %s; leaving the task to it", task.id, exc)
+        return "superseded"
     except (Denied, BudgetExceeded) as exc:
         log.info("task %s denied: %s", task.id, exc.reason)
         audit.record(

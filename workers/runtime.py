@@ -14,7 +14,7 @@ from bot.budget import Budget
 from bot.db import Database, ensure_schema
 from bot.llm import LLMGateway, make_client
 from bot.policy import Policy, PolicyStore
-from bot.queue import TaskQueue, connect_redis
+from bot.queue import Lease, TaskQueue, connect_redis
 from bot.settings import Settings, load_settings
 
 
@@ -32,6 +32,7 @@ class WorkerDeps:
     budget: Budget
     extras: dict[str, Any] = field(default_factory=dict)  # surface-specific clients (mailboxes, CI)
     pid: int = field(default_factory=os.getpid)
+    lease: Lease | None = None  # the worker process's liveness lease (set by run_worker)
 
     def after_fork(self) -> None:
         """Called in a forked work horse: never share pooled SQL connections with the parent."""

@@ -8,9 +8,11 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
+from rq import Worker
 from sqlalchemy import select
 
 from bot.db import Action, Database, LLMCall, Task
@@ -36,8 +38,8 @@ def _answers(slack):
     return [m for m in slack.bot_messages() if m.metadata]
 
 
-def _start_worker(settings, tmp_path, *args: str) -> subprocess.Popen:
-    env = {
+def _worker_env(settings, **extra: str) -> dict[str, str]:
+    return {
         **os.environ,
         "SLACK_BOT_TOKEN": settings.slack_bot_token,
         "SLACK_API_URL": settings.slack_api_url,
@@ -49,14 +51,21 @@ def _start_worker(settings, tmp_path, *args: str) -> subprocess.Popen:
         "CLAWBACK_HOME": str(settings.clawback_home),
         "CLAWBACK_RETRY_INTERVALS": "0,0",
         "CLAWBACK_JOB_RETRIES": "2",
+        **extra,
     }
+
+
+def _start_worker(
+    settings, tmp_path, *args: str, burst: bool = True, log: str = "worker.log", **env: str
+) -> subprocess.Popen:
+    """A `clawback worker` process (``args``: e.g. ``--fork``); burst by default (it exits when idle)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "worker", "--burst"],
-        env=env,
+        [sys.executable, "-m", "bot.cli", "worker", *(["--burst"] if burst else []), *args],
+        env=_worker_env(settings, **env),
         cwd=tmp_path,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "worker.log", "w"),
+        stderr=open(tmp_path / log, "w"),
     )
 
 
@@ -74,15 +83,74 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _kill_group(proc: subprocess.Popen):
-    def kill(*_args) -> None:
-        # RQ's work horse runs in its own session, so kill its process group as well as the worker's.
-        for pid in _children(proc.pid):
-            os.killpg(pid, signal.SIGKILL)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)  # dead before the stand-in answers: the worker never sees the response
+def _kill_tree(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    # RQ's work horse runs in its own session, so signal its process group as well as the worker's.
+    for pid in [*_children(proc.pid), proc.pid]:
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:  # not a group leader (or gone): the group signal below reaches it
+            pass
 
-    return kill
+
+class Crash:
+    """Kills (or freezes) the worker running a task when a stand-in hook fires, with a second worker ready.
+
+    The second worker (long-running, as in production) is started and holds its lease before the first one
+    dies, so ``at`` → answer measures the recovery, not a process start-up.
+    """
+
+    def __init__(self, settings, tmp_path, deps) -> None:
+        self.settings, self.tmp_path, self.deps = settings, tmp_path, deps
+        self.victim: subprocess.Popen | None = None
+        self.survivor: subprocess.Popen | None = None
+        self.at: float | None = None
+        self.env: dict[str, str] = {}
+
+    def start(self, *args: str, **env: str) -> subprocess.Popen:
+        """Start the worker that will take the task (``args``: ``--fork`` or ``--no-fork``)."""
+        self.env = env
+        self.victim = _start_worker(self.settings, self.tmp_path, *args, **env)
+        return self.victim
+
+    def _start_survivor(self) -> None:
+        """Start a long-running worker and wait until it has registered with RQ (it is then working)."""
+        name = f"survivor-{uuid.uuid4().hex[:8]}"
+        self.survivor = _start_worker(
+            self.settings, self.tmp_path, "--name", name, burst=False, log="survivor.log", **self.env
+        )
+        deadline = time.monotonic() + 60
+        while not Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, connection=self.deps.redis):
+            assert time.monotonic() < deadline, (self.tmp_path / "survivor.log").read_text()
+            time.sleep(0.1)
+
+    def kill(self, *_args) -> None:
+        """SIGKILL the victim (dead before the stand-in answers: it never sees the response)."""
+        assert self.victim is not None
+        self._start_survivor()
+        _kill_tree(self.victim)
+        self.victim.wait(timeout=10)
+        self.at = time.monotonic()
+
+    def freeze(self, *_args) -> None:
+        """SIGSTOP the victim: alive but silent, so its lease is no longer renewed."""
+        assert self.victim is not None
+        self._start_survivor()
+        _kill_tree(self.victim, signal.SIGSTOP)
+        self.at = time.monotonic()
+
+    def close(self) -> None:
+        for proc in (self.victim, self.survivor):
+            if proc is not None and proc.poll() is None:
+                _kill_tree(proc, signal.SIGCONT)
+                _kill_tree(proc)
+                proc.wait(timeout=10)
+
+
+@pytest.fixture
+def crash(settings, tmp_path, deps):
+    c = Crash(settings, tmp_path, deps)
+    yield c
+    c.close()
 
 
 def _wait_dead(proc: subprocess.Popen) -> None:
@@ -90,36 +158,45 @@ def _wait_dead(proc: subprocess.Popen) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-def _recover(deps) -> None:
-    requeued = deps.queue.reconcile(deps.db, older_than=timedelta(0), stale_after=timedelta(0))
-    assert requeued, "the reconciler should find the task the dead worker held"
-    drain(deps)
+def _recover(deps, slack, crash: Crash, *, within: float = 60.0) -> float:
+    """Wait for the surviving worker to answer; returns seconds from the kill to the answer (asserted < within)."""
+    deadline = time.monotonic() + within + 30
+    while not (_answers(slack) and _tasks(deps)[0].status == "done"):
+        assert time.monotonic() < deadline, (crash.tmp_path / "survivor.log").read_text()[-3000:]
+        time.sleep(0.1)
+    assert crash.at is not None
+    elapsed = time.monotonic() - crash.at
+    assert elapsed < within, f"recovered after {elapsed:.1f} s"
+    return elapsed
 
 
 @pytest.mark.slow
-def test_worker_killed_before_the_llm_answers(slack, llm, sender, deps, settings, tmp_path):
-    """SIGKILL while the model call is in flight: the task is re-run once; one reply; one LLM-call row."""
+@pytest.mark.parametrize("mode", ["--no-fork", "--fork"])
+def test_worker_killed_before_the_llm_answers(slack, llm, sender, deps, crash, mode):
+    """SIGKILL while the model call is in flight: another worker re-runs the task within a minute (its lease
+    expired; no waiting for a 6-minute staleness limit); one reply; one answered LLM-call row."""
     sender.mention("U0ALICE", "C0GENERAL", "killed mid-call?")
-    proc = _start_worker(settings, tmp_path)
-    llm.script({"before": _kill_group(proc), "delay": 5})
-    _wait_dead(proc)
+    crash.start(mode)
+    llm.script({"before": crash.kill})
+    _wait_dead(crash.victim)
     assert _tasks(deps)[0].status == "running" and _answers(slack) == []
-    _recover(deps)
+    _recover(deps, slack, crash)
+    time.sleep(2)  # a few more reconciler passes change nothing
     (task,) = _tasks(deps)
     assert task.status == "done" and len(_answers(slack)) == 1
     assert len([r for r in _llm_rows(deps) if r.status == "ok"]) == 1
 
 
 @pytest.mark.slow
-def test_worker_killed_after_the_llm_call_reuses_the_answer(slack, llm, sender, deps, settings, tmp_path):
+def test_worker_killed_after_the_llm_call_reuses_the_answer(slack, llm, sender, deps, crash):
     """SIGKILL after the model answered (before posting): the recorded answer is reused — no second call."""
     parent = slack.post("C0GENERAL", "a thread to answer in", user="U0BOB")
     sender.mention("U0ALICE", "C0GENERAL", "killed after the call?", thread_ts=parent)
-    proc = _start_worker(settings, tmp_path)
-    slack.on_call("chat.postMessage", _kill_group(proc), when="before")  # dies as it reaches Slack to post
-    _wait_dead(proc)
+    crash.start()
+    slack.on_call("chat.postMessage", crash.kill, when="before")  # dies as it reaches Slack to post
+    _wait_dead(crash.victim)
     assert _answers(slack) == []
-    _recover(deps)
+    _recover(deps, slack, crash)
     (task,) = _tasks(deps)
     assert task.status == "done" and len(_answers(slack)) == 1
     assert len(llm.completions()) == 1 and len(_llm_rows(deps)) == 1
@@ -127,22 +204,56 @@ def test_worker_killed_after_the_llm_call_reuses_the_answer(slack, llm, sender, 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["--no-fork", "--fork"])
-def test_worker_killed_after_posting_does_not_post_twice(slack, llm, sender, deps, settings, tmp_path, mode):
+def test_worker_killed_after_posting_does_not_post_twice(slack, llm, sender, deps, crash, mode):
     """SIGKILL after Slack accepted the post but before it was recorded: the retry finds it; one reply."""
     sender.mention("U0ALICE", "C0GENERAL", "killed after posting?", ts="1700000600.000100")
-    proc = _start_worker(settings, tmp_path, mode)
-    slack.on_call("chat.postMessage", _kill_group(proc))
-    _wait_dead(proc)
+    crash.start(mode)
+    slack.on_call("chat.postMessage", crash.kill)
+    _wait_dead(crash.victim)
     assert len(_answers(slack)) == 1
     with deps.db.session() as s:
         (action,) = s.execute(select(Action)).scalars()
     assert action.status == "pending"
-    _recover(deps)
+    _recover(deps, slack, crash)
     (task,) = _tasks(deps)
     assert task.status == "done" and len(_answers(slack)) == 1
     with deps.db.session() as s:
         (action,) = s.execute(select(Action)).scalars()
     assert action.status == "done" and action.result["recovered"] is True
+
+
+@pytest.mark.slow
+def test_paused_worker_woken_after_the_rerun_does_not_post_twice(slack, llm, sender, deps, crash):
+    """SIGSTOP mid-call: the lease expires and another worker answers. When the paused worker wakes with the
+    model's answer in hand, the task's attempt counter (a newer attempt owns it) stops it at its first side
+    effect ("superseded"), so it acts neither after the re-run nor while the re-run is still posting (here the
+    re-run has finished, so the recorded action alone would also have kept the reply single)."""
+    sender.mention("U0ALICE", "C0GENERAL", "paused mid-call?", ts="1700000650.000100")
+    crash.start(CLAWBACK_LEASE_TTL="3", CLAWBACK_RECONCILE_INTERVAL="1")
+    llm.script({"before": crash.freeze})
+    _recover(deps, slack, crash)
+    _kill_tree(crash.victim, signal.SIGCONT)  # wakes up: its model call returns, it goes on to post
+    assert crash.victim.wait(timeout=60) == 0
+    assert len(_answers(slack)) == 1
+    (task,) = _tasks(deps)
+    assert task.status == "done" and task.attempts == 2
+    log = (crash.tmp_path / "worker.log").read_text()
+    assert "superseded" in log, log[-3000:]
+
+
+@pytest.mark.slow
+def test_worker_in_a_long_llm_call_keeps_its_task(slack, llm, sender, deps, crash):
+    """A live worker blocked in a model call longer than its lease TTL keeps renewing the lease (a thread
+    beside the job): the reconciler leaves its task alone — one model call, one reply."""
+    sender.mention("U0ALICE", "C0GENERAL", "a slow answer?")
+    crash.start(CLAWBACK_LEASE_TTL="2", CLAWBACK_RECONCILE_INTERVAL="0.5")
+    llm.script({"before": crash._start_survivor, "delay": 8})
+    assert crash.victim.wait(timeout=60) == 0
+    time.sleep(1)
+    (task,) = _tasks(deps)
+    assert task.status == "done" and task.attempts == 1 and len(_answers(slack)) == 1
+    assert len(llm.completions()) == 1
+    assert "re-enqueued" not in (crash.tmp_path / "survivor.log").read_text()
 
 
 def test_redis_flushed_between_ingress_and_work(slack, llm, sender, deps):
@@ -296,3 +407,30 @@ def test_metrics_expose_pipeline_totals_without_people(slack, llm, sender, deps,
     assert "clawback_ingress_ack_seconds" in body
     assert "U0ALICE" not in body
     time.sleep(0)
+
+
+def test_lease_renewal_notices_that_it_lapsed(redis_conn):
+    """A lease renewed after it expired (the process was frozen) counts the lapse and is taken again;
+    a clean stop gives it up."""
+    from bot.queue import TaskQueue
+
+    lease = TaskQueue(redis_conn, prefix="t").lease("w1", ttl=30).start()
+    assert 0 < redis_conn.ttl("t:lease:w1") <= 30
+    assert lease.renew() is True and lease.lapses == 0
+    redis_conn.delete("t:lease:w1")  # as if it expired while the process was stopped
+    assert lease.renew() is False and lease.lapses == 1 and redis_conn.exists("t:lease:w1")
+    lease.stop()
+    assert not redis_conn.exists("t:lease:w1")
+
+
+def test_lease_pass_leaves_a_running_task_whose_job_waits_in_the_queue(slack, llm, sender, deps):
+    """The frequent pass acts only on started jobs of dead workers: a running task whose job is queued
+    (a retry on its way to a worker) is left alone, and the task is answered once."""
+    from bot import ledger
+
+    sender.mention("U0ALICE", "C0GENERAL", "retry on its way?")
+    (task,) = _tasks(deps)
+    ledger.mark_running(deps.db, task.id)
+    assert deps.queue.reconcile(deps.db, running_only=True) == []
+    drain(deps)
+    assert len(_answers(slack)) == 1 and _tasks(deps)[0].status == "done"
