@@ -106,44 +106,53 @@ def is_valid_signature(
     return hmac.compare_digest(expected, signature)
 
 
-_EVENT_STR_FIELDS = (
-    "type",
-    "user",
-    "channel",
-    "ts",
-    "thread_ts",
-    "text",
-    "bot_id",
-    "subtype",
-    "channel_type",
-    "event_ts",
-    "team",
-    "tab",
-)
+_EVENT_STR_FIELDS = ("type", "ts", "thread_ts", "text", "bot_id", "subtype", "channel_type", "event_ts", "tab")
+# Strings in message events; objects in others (``user_change``/``team_join`` carry a user object,
+# ``channel_created``/``im_created`` a channel object): either shape is Slack's, anything else is not.
+_EVENT_STR_OR_OBJECT_FIELDS = ("user", "channel", "team")
 
 
 def _strings(obj: dict[str, Any], fields: Iterable[str]) -> bool:
     return all(isinstance(obj[f], str) for f in fields if f in obj)
 
 
+def _str_or_object(value: Any, event_type: str) -> bool:
+    """A string, or (outside the message events our listeners read) an object with a string ``id``."""
+    if isinstance(value, str):
+        return True
+    return (
+        event_type not in ("message", "app_mention")
+        and isinstance(value, dict)
+        and isinstance(value.get("id"), str)
+    )
+
+
 def _well_formed_event(data: dict[str, Any]) -> bool:
     event = data.get("event")
     return (
         isinstance(event, dict)
+        and isinstance(event.get("type"), str)
         and _strings(event, _EVENT_STR_FIELDS)
-        and _strings(data, ("event_id", "team_id", "api_app_id"))
+        and all(_str_or_object(event[f], event["type"]) for f in _EVENT_STR_OR_OBJECT_FIELDS if f in event)
+        and _strings(data, ("event_id", "team_id", "api_app_id", "enterprise_id"))
+        and isinstance(data.get("authorizations", []), list)
     )
 
 
 def _well_formed_interactive(payload: dict[str, Any]) -> bool:
     user, actions = payload.get("user"), payload.get("actions", [])
+    legacy = payload.get("type") == "interactive_message"  # attachments' buttons: actions have a name, no id
     return (
         isinstance(user, dict)
         and isinstance(user.get("id"), str)
         and isinstance(actions, list)
         and (bool(actions) or payload.get("type") != "block_actions")  # Bolt reads the first action
-        and all(isinstance(a, dict) and isinstance(a.get("action_id"), str) for a in actions)
-        and all(isinstance(payload.get(k, {}), dict) for k in ("team", "channel", "container", "message"))
+        and all(isinstance(a, dict) and isinstance(a.get("name" if legacy else "action_id"), str) for a in actions)
+        # ``team`` is null in payloads of org-wide (Enterprise Grid) installs
+        and all(
+            payload.get(k) is None or isinstance(payload[k], dict)
+            for k in ("team", "channel", "container", "message", "enterprise")
+        )
     )
 
 
@@ -158,18 +167,54 @@ def _has_nul(obj: Any) -> bool:
     return False
 
 
+def kind_of_json_body(data: Any) -> str | None:
+    """Classify a decoded JSON request (Events API), or None if malformed; ``event`` for event callbacks."""
+    if _has_nul(data) or not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        return None
+    if data["type"] == "event_callback":
+        return "event" if _well_formed_event(data) else None
+    return data["type"]  # url_verification, app_rate_limited, …: Bolt answers or we ack
+
+
+def kind_of_interactive(payload: Any) -> str | None:
+    """``interactive`` for a well-formed interactivity payload, else None."""
+    ok = (
+        not _has_nul(payload)
+        and isinstance(payload, dict)
+        and isinstance(payload.get("type"), str)
+        and _well_formed_interactive(payload)
+    )
+    return "interactive" if ok else None
+
+
+def kind_of_command(form: Any) -> str | None:
+    """``command`` for a well-formed slash command (string fields, a command and a user), else None."""
+    ok = (
+        isinstance(form, dict)
+        and not _has_nul(form)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in form.items())
+        and form.get("command", "").startswith("/")
+        and bool(form.get("user_id"))
+    )
+    return "command" if ok else None
+
+
+def kind_of_envelope(envelope_type: str, payload: Any) -> str | None:
+    """Classify a Socket Mode envelope's payload with the same checks as HTTP mode, or None if malformed."""
+    if envelope_type == "events_api":
+        return kind_of_json_body(payload)
+    if envelope_type == "interactive":
+        return kind_of_interactive(payload)
+    if envelope_type == "slash_commands":
+        return kind_of_command(payload)
+    return None
+
+
 def _kind(body: bytes, content_type: str) -> str | None:
     """Classify a Slack request body, or None if it is malformed (wrong shapes, types or NUL characters)."""
     try:
         if "json" in content_type:
-            data = json.loads(body)
-            if _has_nul(data):
-                return None
-            if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-                return None
-            if data["type"] == "event_callback":
-                return "event" if _well_formed_event(data) else None
-            return data["type"]  # url_verification, app_rate_limited, …: Bolt answers or we ack
+            return kind_of_json_body(json.loads(body))
         form = parse_qs(body.decode("utf-8"), strict_parsing=True)
     except (ValueError, UnicodeDecodeError):
         return None
@@ -177,17 +222,9 @@ def _kind(body: bytes, content_type: str) -> str | None:
         return None
     if "payload" in form:
         try:
-            payload = json.loads(form["payload"][0])
+            return kind_of_interactive(json.loads(form["payload"][0]))
         except ValueError:
             return None
-        if _has_nul(payload):
-            return None
-        ok = (
-            isinstance(payload, dict)
-            and isinstance(payload.get("type"), str)
-            and _well_formed_interactive(payload)
-        )
-        return "interactive" if ok else None
     if "command" in form and "user_id" in form:
         return "command"
     if "ssl_check" in form:
