@@ -336,14 +336,21 @@ class WebApp:
         return status, headers or [("Content-Type", "text/plain")], body
 
     def _health(self) -> tuple[int, list[tuple[str, str]], bytes]:
-        db_ok = self.db.ping()
-        try:
-            redis_ok = bool(self.redis.ping()) if self.redis is not None else False
-        except redis.RedisError:
-            redis_ok = False
-        ok = db_ok and redis_ok
-        body = json.dumps({"ok": ok, "database": db_ok, "redis": redis_ok}).encode()
-        return (200 if ok else 503), [("Content-Type", "application/json")], body
+        return health(self.db, self.redis)
+
+
+def health(
+    db: Database, redis_conn: redis.Redis | None, **extra: bool
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """``GET /healthz``: 200 when the database, Redis (and every ``extra`` check) answer, else 503."""
+    db_ok = db.ping()
+    try:
+        redis_ok = bool(redis_conn.ping()) if redis_conn is not None else False
+    except redis.RedisError:
+        redis_ok = False
+    ok = db_ok and redis_ok and all(extra.values())
+    body = json.dumps({"ok": ok, "database": db_ok, "redis": redis_ok, **extra}).encode()
+    return (200 if ok else 503), [("Content-Type", "application/json")], body
 
 
 _REASONS = {
@@ -376,6 +383,134 @@ def build_web(
     return WebApp(
         bolt,
         signing_secret=settings.slack_signing_secret,
+        db=db,
+        redis_conn=queue_conn,
+        registry=registry,
+        metrics=metrics,
+    )
+
+
+class SocketApp:
+    """The same Bolt app over Socket Mode: each envelope is validated as HTTP mode validates a request,
+    dispatched to Bolt, and acknowledged (with the listener's response payload, if any).
+
+    The client is slack_sdk's websocket-client one: on a ``disconnect`` (``refresh_requested``) it opens the new
+    connection without waiting on the old one's reader, so the first envelope on the new link is acked at once
+    (the built-in client holds a lock inside a 3 s ``recv`` meanwhile; see README, "Socket Mode").
+    """
+
+    def __init__(
+        self,
+        bolt: App,
+        *,
+        app_token: str,
+        client: WebClient,
+        db: Database,
+        redis_conn: redis.Redis | None,
+        registry: CollectorRegistry | None = None,
+        metrics: IngressMetrics | None = None,
+        concurrency: int = 10,
+    ) -> None:
+        from slack_sdk.socket_mode.websocket_client import SocketModeClient
+
+        self.bolt = bolt
+        self.db = db
+        self.redis = redis_conn
+        self.registry = registry or CollectorRegistry()
+        self.metrics = metrics
+        self.metrics_app = MetricsApp(self.registry)
+        self.client = SocketModeClient(app_token=app_token, web_client=client, concurrency=concurrency)
+        self.client.socket_mode_request_listeners.append(self._on_request)
+
+    def connect(self) -> SocketApp:
+        """Open the connection (``apps.connections.open``, then the WebSocket); returns at once."""
+        self.client.connect()
+        return self
+
+    def close(self) -> None:
+        """Close the connection and stop the client's threads."""
+        self.client.close()
+
+    def is_connected(self) -> bool:
+        """True while a WebSocket connection is open."""
+        return self.client.is_connected()
+
+    def health_wsgi(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        """WSGI app for orchestrators: ``GET /healthz`` (database, Redis, the Socket Mode connection)."""
+        if environ.get("PATH_INFO") == "/healthz":
+            status, headers, body = health(self.db, self.redis, socket=self.is_connected())
+        else:
+            status, headers, body = 404, [("Content-Type", "text/plain")], b"not found"
+        start_response(
+            f"{status} {_REASONS.get(status, 'OK')}", [*headers, ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+    def _on_request(self, client: Any, req: Any) -> None:
+        from slack_sdk.socket_mode.response import SocketModeResponse
+
+        started = time.perf_counter()
+        kind = kind_of_envelope(req.type, req.payload)
+        if kind is None:
+            # HTTP mode answers 400; here an unacked envelope would only come back three more times.
+            client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
+            self._count("malformed", "400", started)
+            return
+        headers: dict[str, str | list[str]] = {}
+        if req.retry_attempt:
+            headers = {"x-slack-retry-num": str(req.retry_attempt), "x-slack-retry-reason": req.retry_reason or ""}
+        try:
+            bolt_req = BoltRequest(mode="socket_mode", body=req.payload, headers=headers)
+        except (TypeError, ValueError, AttributeError, KeyError):
+            client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
+            self._count("malformed", "400", started)
+            return
+        resp = self.bolt.dispatch(bolt_req)
+        if resp.status == 404:
+            # Nothing listens to it: acknowledge, as HTTP mode does, or Slack shows the person an error.
+            client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
+            self._count(f"{kind}_unhandled", "200", started)
+            return
+        if resp.status != 200:
+            # Not acked (503: ingress unavailable): Slack sends the envelope again, as it retries HTTP.
+            log.warning("socket envelope %s not acked: status %s", req.envelope_id, resp.status)
+            self._count(kind, str(resp.status), started)
+            return
+        payload: dict[str, Any] | None = None
+        if resp.body:
+            ctype = resp.headers.get("content-type", [""])[0]
+            payload = json.loads(resp.body) if ctype.startswith("application/json") else {"text": resp.body}
+        client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id, payload=payload))
+        self._count(kind, "200", started)
+
+    def _count(self, kind: str, status: str, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.requests.labels(kind, status).inc()
+            self.metrics.ack_seconds.labels(kind).observe(time.perf_counter() - started)
+
+
+def build_socket(
+    settings: Settings,
+    *,
+    db: Database,
+    queue_conn: redis.Redis,
+    ctx: HandlerContext,
+    client: WebClient | None = None,
+) -> SocketApp:
+    """Wire the whole socket process like ``build_web``: Bolt app, metrics registry, Socket Mode client."""
+    settings.require("slack_app_token")
+    registry = CollectorRegistry()
+    metrics = IngressMetrics(registry)
+    registry.register(LedgerCollector(db, k=lambda: ctx.ingress.policy.current.k_anonymity))
+    ctx.metrics = metrics
+    ctx.settings = ctx.settings or settings
+    web_client = client or make_slack_client(settings)
+    bolt = create_bolt_app(settings, ctx, web_client)
+    assert settings.slack_app_token
+    return SocketApp(
+        bolt,
+        app_token=settings.slack_app_token,
+        client=web_client,
         db=db,
         redis_conn=queue_conn,
         registry=registry,

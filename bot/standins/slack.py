@@ -81,6 +81,8 @@ class SlackStandIn(StandInServer):
         self.hooks: dict[str, tuple[str, Callable[[dict[str, Any]], None]]] = {}
         self._ts_lock = threading.Lock()
         self._last_ts = 0.0
+        self.app_token = "xapp-1-standin-app-token"  # the app-level token of Socket Mode
+        self.socket_mode: Any = None  # a bot.standins.socket_mode.SocketModeStandIn, when one is attached
 
     # -- seeding -----------------------------------------------------------------------------------
     def add_user(
@@ -196,6 +198,10 @@ class SlackStandIn(StandInServer):
                     {"Retry-After": str(failure["retry_after"] or 1)},
                 )
             return 200, {"ok": False, "error": failure["error"]}, {}
+        if method == "apps.connections.open":  # only the app-level token opens Socket Mode connections
+            if token != self.app_token or self.socket_mode is None:
+                return 200, {"ok": False, "error": "invalid_auth"}, {}
+            return 200, {"ok": True, "url": self.socket_mode.open_url()}, {}
         if token != self.token:
             return 200, {"ok": False, "error": "invalid_auth"}, {}
         fn = getattr(self, "api_" + method.replace(".", "_"), None)
