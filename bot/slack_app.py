@@ -76,15 +76,24 @@ def create_bolt_app(settings: Settings, ctx: HandlerContext, client: WebClient) 
 def learn_home_teams(client: WebClient) -> tuple[str, ...]:
     """The team the bot token belongs to (``auth.test``): its people are ours, everyone else is from outside.
 
+    An org-wide install on Enterprise Grid (``is_enterprise_install``) belongs to the organisation: its people
+    are those of every workspace the app was added to (``auth.teams.list``), and the enterprise id itself.
     When Slack cannot be reached at start-up, ingress falls back to the installation each signed payload
     names (``authorizations``, ``team``), and says so in the log.
     """
     try:
-        team = client.auth_test().get("team_id")
+        auth = client.auth_test()
     except Exception as exc:  # start anyway: the payload fallback still refuses other teams in events
         log.warning("auth.test failed (%s): the home team is taken from each request's installation", exc)
         return ()
-    return (team,) if isinstance(team, str) and team else ()
+    found = [t for t in (auth.get("team_id"), auth.get("enterprise_id")) if isinstance(t, str) and t]
+    if auth.get("is_enterprise_install"):
+        try:
+            for page in client.auth_teams_list(limit=200):
+                found += [t["id"] for t in page.get("teams") or [] if isinstance(t.get("id"), str)]
+        except Exception as exc:
+            log.warning("auth.teams.list failed (%s): only the enterprise id counts as home", exc)
+    return tuple(dict.fromkeys(found))
 
 
 def is_valid_signature(
