@@ -6,43 +6,17 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
 
 from bot.db import Outcome, Task
-from bot.slack_app import SocketApp, build_socket
+from bot.slack_app import build_socket
 from bot.standins.slack_events import SlackEventSender
-from bot.standins.socket_mode import SocketModeStandIn
 from handlers.context import HandlerContext
 from tests.conftest import drain
 
 ACK_DEADLINE = 3.0  # Slack's: an envelope not acked by then is sent again, and a person sees an error
-
-
-@pytest.fixture
-def socket_standin(slack) -> Iterator[SocketModeStandIn]:
-    """Slack's Socket Mode side, reachable through ``apps.connections.open`` on the Slack stand-in."""
-    with SocketModeStandIn() as standin:
-        slack.socket_mode = standin
-        yield standin
-        slack.socket_mode = None
-
-
-@pytest.fixture
-def socket_app(settings, deps, ingress, socket_standin, slack) -> Iterator[SocketApp]:
-    """The socket process's app, connected (the same wiring as ``clawback socket``)."""
-    app = build_socket(
-        settings.model_copy(update={"slack_app_token": slack.app_token}),
-        db=deps.db,
-        queue_conn=deps.redis,
-        ctx=HandlerContext(ingress),
-    )
-    app.connect()
-    socket_standin.wait_connections(1)
-    yield app
-    app.close()
 
 
 @pytest.fixture
