@@ -456,41 +456,40 @@ class SocketApp:
         return [body]
 
     def _on_request(self, client: Any, req: Any) -> None:
-        from slack_sdk.socket_mode.response import SocketModeResponse
-
         started = time.perf_counter()
         kind = kind_of_envelope(req.type, req.payload)
         if kind is None:
             # HTTP mode answers 400; here an unacked envelope would only come back three more times.
-            client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
-            self._count("malformed", "400", started)
-            return
+            return self._ack(client, req, None, "malformed", "400", started)
         headers: dict[str, str | list[str]] = {}
         if req.retry_attempt:
             headers = {"x-slack-retry-num": str(req.retry_attempt), "x-slack-retry-reason": req.retry_reason or ""}
         try:
             bolt_req = BoltRequest(mode="socket_mode", body=req.payload, headers=headers)
         except (TypeError, ValueError, AttributeError, KeyError):
-            client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
-            self._count("malformed", "400", started)
-            return
+            return self._ack(client, req, None, "malformed", "400", started)
         resp = self.bolt.dispatch(bolt_req)
         if resp.status == 404:
             # Nothing listens to it: acknowledge, as HTTP mode does, or Slack shows the person an error.
-            client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
-            self._count(f"{kind}_unhandled", "200", started)
-            return
+            return self._ack(client, req, None, f"{kind}_unhandled", "200", started)
         if resp.status != 200:
             # Not acked (503: ingress unavailable): Slack sends the envelope again, as it retries HTTP.
             log.warning("socket envelope %s not acked: status %s", req.envelope_id, resp.status)
             self._count(kind, str(resp.status), started)
-            return
+            return None
         payload: dict[str, Any] | None = None
         if resp.body:
             ctype = resp.headers.get("content-type", [""])[0]
             payload = json.loads(resp.body) if ctype.startswith("application/json") else {"text": resp.body}
+        return self._ack(client, req, payload, kind, "200", started)
+
+    def _ack(
+        self, client: Any, req: Any, payload: dict[str, Any] | None, kind: str, status: str, started: float
+    ) -> None:
+        from slack_sdk.socket_mode.response import SocketModeResponse
+
+        self._count(kind, status, started)  # before the ack: whoever reads the ack reads the count too
         client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id, payload=payload))
-        self._count(kind, "200", started)
 
     def _count(self, kind: str, status: str, started: float) -> None:
         if self.metrics is not None:

@@ -124,6 +124,7 @@ class SocketModeStandIn:
     def __init__(self, *, host: str = "127.0.0.1", resend_after: float = RESEND_AFTER) -> None:
         self.host = host
         self.resend_after = resend_after
+        self.max_retries = MAX_RETRIES
         self.lock = threading.Condition()
         self.connections: list[_Conn] = []
         self.acks: list[Ack] = []
@@ -260,7 +261,7 @@ class SocketModeStandIn:
                 for eid, item in list(self.pending.items()):
                     if now - item.last_sent < self.resend_after:
                         continue
-                    if item.retries >= MAX_RETRIES:
+                    if item.retries >= self.max_retries:
                         del self.pending[eid]
                         continue
                     item.retries += 1

@@ -104,7 +104,7 @@ def test_an_envelope_not_acked_in_time_is_resent_and_answered_once(slack, llm, d
                                                                   settings, ingress):
     """An envelope that found no connection (the app was restarting) is not acked; Slack sends it again with
     ``retry_attempt`` 1, 2, … and ``retry_reason`` timeout until the app is back: acked then, answered once."""
-    socket_standin.resend_after = 0.5
+    socket_standin.resend_after, socket_standin.max_retries = 0.5, 60  # keep resending while the app starts
     eid = socket_standin.events_api(_mention(payloads, "U0BOB", "hi", event_id="EvLATE", ts="1800000000.000300"))
     app = build_socket(settings.model_copy(update={"slack_app_token": slack.app_token}), db=deps.db,
                        queue_conn=deps.redis, ctx=HandlerContext(ingress))
