@@ -148,15 +148,18 @@ def test_feedback_button_click_is_recorded(slack, llm, deps, socket_app, socket_
 def test_first_envelope_after_refresh_requested_is_acked_within_3s(deps, socket_app, socket_standin):
     """After ``disconnect: refresh_requested`` the client opens a new connection; the first envelope on it is
     acked well within Slack's 3 s (slack_sdk's built-in client took 1.0–3.2 s here). Five refreshes, worst case."""
-    worst = 0.0
+    worst = slowest_reconnect = 0.0
     for n in range(2, 7):
+        asked = time.monotonic()
         socket_standin.disconnect("refresh_requested", close_after=5.0)
-        socket_standin.wait_connections(n)
+        socket_standin.wait_connections(n, timeout=30)  # reconnecting is not timed here; the first ack is
+        slowest_reconnect = max(slowest_reconnect, time.monotonic() - asked)
+        print(f"reconnect {n}: {time.monotonic() - asked:.2f} s")
         eid = socket_standin.slash_command(_command("U0ALICE", "/usage", ""))
         ack = socket_standin.wait_ack(eid)
         assert ack.connection == n  # it went out on, and came back over, the new connection
         worst = max(worst, ack.seconds)
-    print(f"worst ack after refresh_requested: {worst * 1000:.0f} ms")
+    print(f"worst ack after refresh_requested: {worst * 1000:.0f} ms; slowest reconnect {slowest_reconnect:.2f} s")
     assert worst < 1.0
 
 
