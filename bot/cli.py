@@ -121,13 +121,27 @@ def web(
 
 
 @app.command()
-def socket() -> None:
-    """Run the same Slack app over Socket Mode (no public URL needed; needs SLACK_APP_TOKEN)."""
-    from slack_bolt.adapter.socket_mode import SocketModeHandler
+def socket(
+    health_port: Annotated[
+        int | None,
+        typer.Option(help="Serve GET /healthz (database, Redis, the Socket Mode link) on this port, for orchestrators"),
+    ] = None,
+    health_host: Annotated[str, typer.Option(help="Interface of the health listener")] = "127.0.0.1",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve GET /metrics on this port (default: not served)"),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Interface of the metrics listener (keep it private: loopback or an internal one)")
+    ] = "127.0.0.1",
+) -> None:
+    """Run the same Slack app over Socket Mode (no public URL needed; needs SLACK_APP_TOKEN). Stops on SIGTERM."""
+    import signal
+    import threading
 
     from bot.ingress import IngressDeps
     from bot.queue import TaskQueue, connect_redis
-    from bot.slack_app import create_bolt_app, make_slack_client
+    from bot.slack_app import BackgroundWeb, build_socket
     from handlers.context import HandlerContext
     from workers.runtime import policy_store
 
@@ -143,8 +157,23 @@ def socket() -> None:
         retry_intervals=settings.retry_intervals,
     )
     ctx = HandlerContext(IngressDeps(db=db, queue=queue, policy=policy_store(settings, db, conn)))
-    bolt = create_bolt_app(settings, ctx, make_slack_client(settings))
-    SocketModeHandler(bolt, settings.slack_app_token).start()
+    app_ = build_socket(settings, db=db, queue_conn=conn, ctx=ctx)
+    servers = []
+    if health_port is not None:
+        servers.append(BackgroundWeb(app_.health_wsgi, threads=2, host=health_host, port=health_port))
+        console.print(f"health on {servers[-1].url}/healthz")
+    if metrics_port is not None:
+        servers.append(BackgroundWeb(app_.metrics_app, threads=2, host=metrics_host, port=metrics_port))
+        console.print(f"metrics on {servers[-1].url}/metrics")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    app_.connect()
+    console.print("clawback socket connected to Slack over Socket Mode")
+    stop.wait()
+    app_.close()
+    for server in servers:
+        server.close()
 
 
 @app.command()

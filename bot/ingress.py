@@ -7,8 +7,10 @@ Surfaces call ``submit``; the Slack specifics live in ``handlers/``.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
 
+import redis
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -91,6 +93,58 @@ def _insert(db: Database, task: Task, *, decision: str, scope: str | None, reaso
         return False
 
 
+MESSAGE_CLAIM_TTL = 86400  # Slack stops redelivering long before
+CLAIM_IN_FLIGHT = 30.0  # a claim older than this whose task never reached SQL is taken over
+
+
+def message_key(team: str | None, channel: str, ts: str) -> str:
+    """The identity of one person's Slack message, whatever event_id each delivery carries."""
+    return f"slack-msg:{team or '-'}:{channel}:{ts}"
+
+
+def _claim_message(deps: IngressDeps, new: NewTask, key: str) -> str | None:
+    """Claim a message for ``new``; returns the task id already answering it, or None when ``new`` may go on.
+
+    Redis ``SET NX`` decides between deliveries racing each other; SQL (the tasks of that channel and ts)
+    decides when Redis lost the claim. A claim whose task never reached SQL (its ingress failed) is taken over
+    after ``CLAIM_IN_FLIGHT`` seconds, so a failed first delivery cannot silence the others.
+    """
+    surfaces = ("mention", "dm")
+    with deps.db.session() as s:
+        found = s.execute(
+            select(Task.id, Task.idempotency_key).where(
+                Task.requester == new.requester,  # indexed; one message has one author
+                Task.channel_id == new.channel_id,
+                Task.message_ts == new.message_ts,
+                Task.surface.in_(surfaces),
+                Task.idempotency_key != new.idempotency_key,
+            )
+        ).first()
+    if found is not None:
+        return found[0]
+    conn = deps.queue.connection
+    claim = f"{deps.queue.prefix}:claim:{key}"
+    value = f"{time.time():.3f} {new.idempotency_key}"
+    try:
+        if conn.set(claim, value, nx=True, ex=MESSAGE_CLAIM_TTL):
+            return None
+        held = conn.get(claim)
+    except redis.RedisError:
+        return None  # SQL said no one answers it yet; the idempotency key still guards this delivery
+    held_s = held.decode() if isinstance(held, bytes) else str(held or "")
+    since, _, holder = held_s.partition(" ")
+    if holder == new.idempotency_key:
+        return None  # Slack's retry of the delivery that holds the claim
+    try:
+        young = time.time() - float(since) < CLAIM_IN_FLIGHT
+    except ValueError:
+        young = False
+    if young:
+        return f"in-flight:{holder}"
+    conn.set(claim, value, ex=MESSAGE_CLAIM_TTL)
+    return None
+
+
 def submit(
     deps: IngressDeps,
     new: NewTask,
@@ -99,8 +153,19 @@ def submit(
     channel: str | None = None,
     queue: str = INTERACTIVE,
     notify_denial: bool = True,
+    message: str | None = None,
 ) -> Submission:
-    """Create the task for a request exactly once and enqueue it, or record and report a denial."""
+    """Create the task for a request exactly once and enqueue it, or record and report a denial.
+
+    ``message``: the ``message_key`` of the person's Slack message; a second delivery of it under another
+    event_id is a duplicate too (``created`` False).
+    """
+    if message is not None:
+        existing_id = _claim_message(deps, new, message)
+        if existing_id is not None:
+            log.info("message %s already has task %s: delivery %s dropped", message, existing_id,
+                     new.idempotency_key)
+            return Submission(existing_id, created=False)
     policy = deps.policy.current
     origin = deps.policy.origin_of(new.requester) if new.surface != "email" else None
     if origin is not None:

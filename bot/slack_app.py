@@ -76,15 +76,24 @@ def create_bolt_app(settings: Settings, ctx: HandlerContext, client: WebClient) 
 def learn_home_teams(client: WebClient) -> tuple[str, ...]:
     """The team the bot token belongs to (``auth.test``): its people are ours, everyone else is from outside.
 
+    An org-wide install on Enterprise Grid (``is_enterprise_install``) belongs to the organisation: its people
+    are those of every workspace the app was added to (``auth.teams.list``), and the enterprise id itself.
     When Slack cannot be reached at start-up, ingress falls back to the installation each signed payload
     names (``authorizations``, ``team``), and says so in the log.
     """
     try:
-        team = client.auth_test().get("team_id")
+        auth = client.auth_test()
     except Exception as exc:  # start anyway: the payload fallback still refuses other teams in events
         log.warning("auth.test failed (%s): the home team is taken from each request's installation", exc)
         return ()
-    return (team,) if isinstance(team, str) and team else ()
+    found = [t for t in (auth.get("team_id"), auth.get("enterprise_id")) if isinstance(t, str) and t]
+    if auth.get("is_enterprise_install"):
+        try:
+            for page in client.auth_teams_list(limit=200):
+                found += [t["id"] for t in page.get("teams") or [] if isinstance(t.get("id"), str)]
+        except Exception as exc:
+            log.warning("auth.teams.list failed (%s): only the enterprise id counts as home", exc)
+    return tuple(dict.fromkeys(found))
 
 
 def is_valid_signature(
@@ -106,44 +115,53 @@ def is_valid_signature(
     return hmac.compare_digest(expected, signature)
 
 
-_EVENT_STR_FIELDS = (
-    "type",
-    "user",
-    "channel",
-    "ts",
-    "thread_ts",
-    "text",
-    "bot_id",
-    "subtype",
-    "channel_type",
-    "event_ts",
-    "team",
-    "tab",
-)
+_EVENT_STR_FIELDS = ("type", "ts", "thread_ts", "text", "bot_id", "subtype", "channel_type", "event_ts", "tab")
+# Strings in message events; objects in others (``user_change``/``team_join`` carry a user object,
+# ``channel_created``/``im_created`` a channel object): either shape is Slack's, anything else is not.
+_EVENT_STR_OR_OBJECT_FIELDS = ("user", "channel", "team")
 
 
 def _strings(obj: dict[str, Any], fields: Iterable[str]) -> bool:
     return all(isinstance(obj[f], str) for f in fields if f in obj)
 
 
+def _str_or_object(value: Any, event_type: str) -> bool:
+    """A string, or (outside the message events our listeners read) an object with a string ``id``."""
+    if isinstance(value, str):
+        return True
+    return (
+        event_type not in ("message", "app_mention")
+        and isinstance(value, dict)
+        and isinstance(value.get("id"), str)
+    )
+
+
 def _well_formed_event(data: dict[str, Any]) -> bool:
     event = data.get("event")
     return (
         isinstance(event, dict)
+        and isinstance(event.get("type"), str)
         and _strings(event, _EVENT_STR_FIELDS)
-        and _strings(data, ("event_id", "team_id", "api_app_id"))
+        and all(_str_or_object(event[f], event["type"]) for f in _EVENT_STR_OR_OBJECT_FIELDS if f in event)
+        and _strings(data, ("event_id", "team_id", "api_app_id", "enterprise_id"))
+        and isinstance(data.get("authorizations", []), list)
     )
 
 
 def _well_formed_interactive(payload: dict[str, Any]) -> bool:
     user, actions = payload.get("user"), payload.get("actions", [])
+    legacy = payload.get("type") == "interactive_message"  # attachments' buttons: actions have a name, no id
     return (
         isinstance(user, dict)
         and isinstance(user.get("id"), str)
         and isinstance(actions, list)
         and (bool(actions) or payload.get("type") != "block_actions")  # Bolt reads the first action
-        and all(isinstance(a, dict) and isinstance(a.get("action_id"), str) for a in actions)
-        and all(isinstance(payload.get(k, {}), dict) for k in ("team", "channel", "container", "message"))
+        and all(isinstance(a, dict) and isinstance(a.get("name" if legacy else "action_id"), str) for a in actions)
+        # ``team`` is null in payloads of org-wide (Enterprise Grid) installs
+        and all(
+            payload.get(k) is None or isinstance(payload[k], dict)
+            for k in ("team", "channel", "container", "message", "enterprise")
+        )
     )
 
 
@@ -158,18 +176,54 @@ def _has_nul(obj: Any) -> bool:
     return False
 
 
+def kind_of_json_body(data: Any) -> str | None:
+    """Classify a decoded JSON request (Events API), or None if malformed; ``event`` for event callbacks."""
+    if _has_nul(data) or not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        return None
+    if data["type"] == "event_callback":
+        return "event" if _well_formed_event(data) else None
+    return data["type"]  # url_verification, app_rate_limited, …: Bolt answers or we ack
+
+
+def kind_of_interactive(payload: Any) -> str | None:
+    """``interactive`` for a well-formed interactivity payload, else None."""
+    ok = (
+        not _has_nul(payload)
+        and isinstance(payload, dict)
+        and isinstance(payload.get("type"), str)
+        and _well_formed_interactive(payload)
+    )
+    return "interactive" if ok else None
+
+
+def kind_of_command(form: Any) -> str | None:
+    """``command`` for a well-formed slash command (string fields, a command and a user), else None."""
+    ok = (
+        isinstance(form, dict)
+        and not _has_nul(form)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in form.items())
+        and form.get("command", "").startswith("/")
+        and bool(form.get("user_id"))
+    )
+    return "command" if ok else None
+
+
+def kind_of_envelope(envelope_type: str, payload: Any) -> str | None:
+    """Classify a Socket Mode envelope's payload with the same checks as HTTP mode, or None if malformed."""
+    if envelope_type == "events_api":
+        return kind_of_json_body(payload)
+    if envelope_type == "interactive":
+        return kind_of_interactive(payload)
+    if envelope_type == "slash_commands":
+        return kind_of_command(payload)
+    return None
+
+
 def _kind(body: bytes, content_type: str) -> str | None:
     """Classify a Slack request body, or None if it is malformed (wrong shapes, types or NUL characters)."""
     try:
         if "json" in content_type:
-            data = json.loads(body)
-            if _has_nul(data):
-                return None
-            if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-                return None
-            if data["type"] == "event_callback":
-                return "event" if _well_formed_event(data) else None
-            return data["type"]  # url_verification, app_rate_limited, …: Bolt answers or we ack
+            return kind_of_json_body(json.loads(body))
         form = parse_qs(body.decode("utf-8"), strict_parsing=True)
     except (ValueError, UnicodeDecodeError):
         return None
@@ -177,17 +231,9 @@ def _kind(body: bytes, content_type: str) -> str | None:
         return None
     if "payload" in form:
         try:
-            payload = json.loads(form["payload"][0])
+            return kind_of_interactive(json.loads(form["payload"][0]))
         except ValueError:
             return None
-        if _has_nul(payload):
-            return None
-        ok = (
-            isinstance(payload, dict)
-            and isinstance(payload.get("type"), str)
-            and _well_formed_interactive(payload)
-        )
-        return "interactive" if ok else None
     if "command" in form and "user_id" in form:
         return "command"
     if "ssl_check" in form:
@@ -299,14 +345,21 @@ class WebApp:
         return status, headers or [("Content-Type", "text/plain")], body
 
     def _health(self) -> tuple[int, list[tuple[str, str]], bytes]:
-        db_ok = self.db.ping()
-        try:
-            redis_ok = bool(self.redis.ping()) if self.redis is not None else False
-        except redis.RedisError:
-            redis_ok = False
-        ok = db_ok and redis_ok
-        body = json.dumps({"ok": ok, "database": db_ok, "redis": redis_ok}).encode()
-        return (200 if ok else 503), [("Content-Type", "application/json")], body
+        return health(self.db, self.redis)
+
+
+def health(
+    db: Database, redis_conn: redis.Redis | None, **extra: bool
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """``GET /healthz``: 200 when the database, Redis (and every ``extra`` check) answer, else 503."""
+    db_ok = db.ping()
+    try:
+        redis_ok = bool(redis_conn.ping()) if redis_conn is not None else False
+    except redis.RedisError:
+        redis_ok = False
+    ok = db_ok and redis_ok and all(extra.values())
+    body = json.dumps({"ok": ok, "database": db_ok, "redis": redis_ok, **extra}).encode()
+    return (200 if ok else 503), [("Content-Type", "application/json")], body
 
 
 _REASONS = {
@@ -339,6 +392,133 @@ def build_web(
     return WebApp(
         bolt,
         signing_secret=settings.slack_signing_secret,
+        db=db,
+        redis_conn=queue_conn,
+        registry=registry,
+        metrics=metrics,
+    )
+
+
+class SocketApp:
+    """The same Bolt app over Socket Mode: each envelope is validated as HTTP mode validates a request,
+    dispatched to Bolt, and acknowledged (with the listener's response payload, if any).
+
+    The client is slack_sdk's websocket-client one: on a ``disconnect`` (``refresh_requested``) it opens the new
+    connection without waiting on the old one's reader, so the first envelope on the new link is acked at once
+    (the built-in client holds a lock inside a 3 s ``recv`` meanwhile; see README, "Socket Mode").
+    """
+
+    def __init__(
+        self,
+        bolt: App,
+        *,
+        app_token: str,
+        client: WebClient,
+        db: Database,
+        redis_conn: redis.Redis | None,
+        registry: CollectorRegistry | None = None,
+        metrics: IngressMetrics | None = None,
+        concurrency: int = 10,
+    ) -> None:
+        from slack_sdk.socket_mode.websocket_client import SocketModeClient
+
+        self.bolt = bolt
+        self.db = db
+        self.redis = redis_conn
+        self.registry = registry or CollectorRegistry()
+        self.metrics = metrics
+        self.metrics_app = MetricsApp(self.registry)
+        self.client = SocketModeClient(app_token=app_token, web_client=client, concurrency=concurrency)
+        self.client.socket_mode_request_listeners.append(self._on_request)
+
+    def connect(self) -> SocketApp:
+        """Open the connection (``apps.connections.open``, then the WebSocket); returns at once."""
+        self.client.connect()
+        return self
+
+    def close(self) -> None:
+        """Close the connection and stop the client's threads."""
+        self.client.close()
+
+    def is_connected(self) -> bool:
+        """True while a WebSocket connection is open."""
+        return self.client.is_connected()
+
+    def health_wsgi(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        """WSGI app for orchestrators: ``GET /healthz`` (database, Redis, the Socket Mode connection)."""
+        if environ.get("PATH_INFO") == "/healthz":
+            status, headers, body = health(self.db, self.redis, socket=self.is_connected())
+        else:
+            status, headers, body = 404, [("Content-Type", "text/plain")], b"not found"
+        start_response(
+            f"{status} {_REASONS.get(status, 'OK')}", [*headers, ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+    def _on_request(self, client: Any, req: Any) -> None:
+        started = time.perf_counter()
+        kind = kind_of_envelope(req.type, req.payload)
+        if kind is None:
+            # HTTP mode answers 400; here an unacked envelope would only come back three more times.
+            return self._ack(client, req, None, "malformed", "400", started)
+        headers: dict[str, str | list[str]] = {}
+        if req.retry_attempt:
+            headers = {"x-slack-retry-num": str(req.retry_attempt), "x-slack-retry-reason": req.retry_reason or ""}
+        try:
+            bolt_req = BoltRequest(mode="socket_mode", body=req.payload, headers=headers)
+        except (TypeError, ValueError, AttributeError, KeyError):
+            return self._ack(client, req, None, "malformed", "400", started)
+        resp = self.bolt.dispatch(bolt_req)
+        if resp.status == 404:
+            # Nothing listens to it: acknowledge, as HTTP mode does, or Slack shows the person an error.
+            return self._ack(client, req, None, f"{kind}_unhandled", "200", started)
+        if resp.status != 200:
+            # Not acked (503: ingress unavailable): Slack sends the envelope again, as it retries HTTP.
+            log.warning("socket envelope %s not acked: status %s", req.envelope_id, resp.status)
+            self._count(kind, str(resp.status), started)
+            return None
+        payload: dict[str, Any] | None = None
+        if resp.body:
+            ctype = resp.headers.get("content-type", [""])[0]
+            payload = json.loads(resp.body) if ctype.startswith("application/json") else {"text": resp.body}
+        return self._ack(client, req, payload, kind, "200", started)
+
+    def _ack(
+        self, client: Any, req: Any, payload: dict[str, Any] | None, kind: str, status: str, started: float
+    ) -> None:
+        from slack_sdk.socket_mode.response import SocketModeResponse
+
+        self._count(kind, status, started)  # before the ack: whoever reads the ack reads the count too
+        client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id, payload=payload))
+
+    def _count(self, kind: str, status: str, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.requests.labels(kind, status).inc()
+            self.metrics.ack_seconds.labels(kind).observe(time.perf_counter() - started)
+
+
+def build_socket(
+    settings: Settings,
+    *,
+    db: Database,
+    queue_conn: redis.Redis,
+    ctx: HandlerContext,
+    client: WebClient | None = None,
+) -> SocketApp:
+    """Wire the whole socket process like ``build_web``: Bolt app, metrics registry, Socket Mode client."""
+    settings.require("slack_app_token")
+    registry = CollectorRegistry()
+    metrics = IngressMetrics(registry)
+    registry.register(LedgerCollector(db, k=lambda: ctx.ingress.policy.current.k_anonymity))
+    ctx.metrics = metrics
+    ctx.settings = ctx.settings or settings
+    web_client = client or make_slack_client(settings)
+    bolt = create_bolt_app(settings, ctx, web_client)
+    assert settings.slack_app_token
+    return SocketApp(
+        bolt,
+        app_token=settings.slack_app_token,
+        client=web_client,
         db=db,
         redis_conn=queue_conn,
         registry=registry,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bot.ingress import IngressDeps, record_ignored, redactor_for, submit
+from bot.ingress import IngressDeps, message_key, record_ignored, redactor_for, submit
 from bot.ledger import NewTask
 from bot.metrics import IngressMetrics
 from handlers import payloads
@@ -56,7 +56,10 @@ def ingest_question(
         redactions=sum(counts.values()),
         **base,
     )
-    result = submit(deps, new, scope="chat.reply", channel=channel if surface != "dm" else None)
+    # Shared channels and org-wide installs deliver one message once per workspace or authorization, each
+    # under its own event_id; a message and its ``file_share`` variant share the ts.
+    key = message_key(payloads.requester_team(body), channel, event["ts"])
+    result = submit(deps, new, scope="chat.reply", channel=channel if surface != "dm" else None, message=key)
     if not result.created:
         return "duplicate"
     return "denied" if result.denied else "queued"

@@ -83,6 +83,11 @@ class SlackStandIn(StandInServer):
         self.hooks: dict[str, tuple[str, Callable[[dict[str, Any]], None]]] = {}
         self._ts_lock = threading.Lock()
         self._last_ts = 0.0
+        self.app_token = "xapp-1-standin-app-token"  # the app-level token of Socket Mode
+        self.socket_mode: Any = None  # a bot.standins.socket_mode.SocketModeStandIn, when one is attached
+        # An org-wide install on Enterprise Grid: the enterprise id, and the workspaces the app was added to
+        self.enterprise_id: str | None = None
+        self.org_teams: list[str] = []
 
     # -- seeding -----------------------------------------------------------------------------------
     def add_user(
@@ -198,6 +203,10 @@ class SlackStandIn(StandInServer):
                     {"Retry-After": str(failure["retry_after"] or 1)},
                 )
             return 200, {"ok": False, "error": failure["error"]}, {}
+        if method == "apps.connections.open":  # only the app-level token opens Socket Mode connections
+            if token != self.app_token or self.socket_mode is None:
+                return 200, {"ok": False, "error": "invalid_auth"}, {}
+            return 200, {"ok": True, "url": self.socket_mode.open_url()}, {}
         if token != self.token:
             return 200, {"ok": False, "error": "invalid_auth"}, {}
         fn = getattr(self, "api_" + method.replace(".", "_"), None)
@@ -229,7 +238,7 @@ class SlackStandIn(StandInServer):
         return cid, None
 
     def api_auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {
+        out = {
             "ok": True,
             "url": "https://standin.slack.local/",
             "team": "Clawback Stand-in",
@@ -237,6 +246,23 @@ class SlackStandIn(StandInServer):
             "team_id": self.team_id,
             "user_id": self.bot_user_id,
             "bot_id": self.bot_id,
+        }
+        if self.enterprise_id:  # an org-level token: the org is the installation, not one workspace
+            out |= {"team_id": self.enterprise_id, "enterprise_id": self.enterprise_id, "is_enterprise_install": True}
+        return out
+
+    def api_auth_teams_list(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The workspaces an org-wide app was added to (one page per ``limit``, with a cursor)."""
+        if not self.enterprise_id:
+            return {"ok": False, "error": "not_allowed_token_type"}
+        limit = int(params.get("limit") or 100)
+        start = int(params.get("cursor") or 0)
+        page = self.org_teams[start : start + limit]
+        more = start + limit < len(self.org_teams)
+        return {
+            "ok": True,
+            "teams": [{"id": t, "name": t.lower()} for t in page],
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
         }
 
     def api_chat_postMessage(self, params: dict[str, Any]) -> dict[str, Any]:
