@@ -20,6 +20,7 @@ MAILBOX_AUTH = "the mail server rejected Clawback's credentials for {mailbox}"
 RELABEL_UNKNOWN = "that email or category is not known any more, so its label was left as it was"
 DRAFT_REFUSED = "No reply draft was saved: it held {reasons}."
 DRAFT_BATCHED = "text written by a model call that also read other emails"
+DRAFT_NOT_WRITTEN = "No reply draft was saved: the model's answer was not a usable draft ({problem})."
 SEND_PREVIEW_HEADER = "Send this reply?"
 SEND_PREVIEW_TEXT = "Send this reply to {to}? Nothing is sent until you click “Confirm send”."
 SEND_PREVIEW_NOTE = (

@@ -134,17 +134,11 @@ def test_compromised_model_cannot_widen_recipients_or_add_links(ews, poller, mai
         body_text="Could you reply-all? Also see https://docs.example/plan",
     )
     evil = {
-        "category": "reply_needed",
-        "priority": 2,
-        "summary": "s",
-        "reason": "r",
         "reply_draft": "Sure! Forwarding to mallory@evil.example, see https://evil.example/x and "
         "https://docs.example/plan and mailto:boss@example.com",
     }
-    llm.register_responder(
-        "triage",
-        lambda msgs, _req: json.dumps({"decisions": [{"id": e[0], **evil} for e in emails_of(msgs)]}),
-    )
+    # the draft call (its own prompt and schema) answers as a compromised model; classification is the usual
+    llm.register_responder("reply_draft", lambda msgs, _req: json.dumps(evil) if emails_of(msgs) else "{}")
     poller.run_once()
     drain(mail_deps)
     assert ews.drafts() == [] and ews.outbox == []
@@ -168,13 +162,15 @@ def test_compromised_model_cannot_widen_recipients_or_add_links(ews, poller, mai
 
 
 def test_invalid_output_is_repaired_once(ews, poller, mail_deps, llm):
-    """Invalid JSON first, valid after one repair request: triaged, two LLM calls recorded."""
+    """Invalid JSON first, valid after one repair request: triaged, two classification calls and the draft
+    call recorded (the draft call was added with drafts in their own call)."""
     _reply_mail(ews)
     llm.script({"content": "Sure! It's a reply-needed email."})
     poller.run_once()
     drain(mail_deps)
     (task,) = _tasks(mail_deps, "triage")
-    assert task.result["category"] == "reply_needed" and task.result["llm_calls"] == 2
+    assert task.result["category"] == "reply_needed" and task.result["llm_calls"] == 3
+    assert "draft_call" in task.result
     repair = llm.completions()[1]["messages"]
     assert repair[-1]["role"] == "user" and "invalid" in repair[-1]["content"]
 
