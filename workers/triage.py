@@ -434,6 +434,8 @@ def _allowed(deps: WorkerDeps, task: Task, scope: str, address: str) -> bool:
 # share of the reported tokens) is stored on its own task, and each task's own job acts on it: its own
 # actions, audit entries and result. A claimed task whose job starts early waits for the decision; if the
 # leader fails it gives its claims back, and if it dies silently the claimed tasks take over after a lease.
+# The batch call only classifies; a reply draft is written afterwards by the email's own job, in a call of its
+# own that sees only that email (``write_draft``).
 
 DECIDED = "decided"
 FINAL = ("triaged", "needs_human", "skipped")
@@ -1034,6 +1036,17 @@ def act(
         skipped["mail.draft"] = "missing scope"
     elif draft is not None and draft.problem is not None:
         reason = mail_messages.DRAFT_NOT_WRITTEN.format(problem=draft.problem)
+        audit.record(
+            deps.db,
+            actor="clawback",
+            on_behalf_of=task.requester,
+            action="mail.draft",
+            decision="deny",
+            task_id=task.id,
+            target=cfg.address,
+            scope="mail.draft",
+            details={"reason": reason, "effect": "no draft saved", "call_id": draft.call_id},
+        )
         save_item(deps, task.id, draft_status="refused", reason=reason)
         skipped["mail.draft"] = reason
     elif draft is not None and draft.text is None:

@@ -161,6 +161,23 @@ def test_compromised_model_cannot_widen_recipients_or_add_links(ews, poller, mai
     assert "https://docs.example/plan" in draft.body_text and ews.outbox == []
 
 
+def test_an_unusable_draft_answer_saves_no_draft_and_says_why(ews, poller, mail_deps, llm, slack):
+    """The draft call answers off its schema: the email is still triaged and labelled, no draft is saved, the
+    refusal is audited and the digest says why."""
+    _reply_mail(ews)
+    llm.register_responder("reply_draft", lambda _m, _r: "Sure, here is a reply!")
+    poller.run_once()
+    drain(mail_deps)
+    (task,) = _tasks(mail_deps, "triage")
+    assert task.status == "done" and task.result["category"] == "reply_needed"
+    assert "mail.categorize" in task.result["actions"] and ews.drafts() == []
+    (item,) = _items(mail_deps).values()
+    assert item.draft_status == "refused" and "not a usable draft" in item.reason
+    assert any(a.action == "mail.draft" and a.task_id == task.id for a in _audit(mail_deps, "deny"))
+    digest = json.dumps([c["blocks"] for c in slack.calls("chat.postMessage") if c["channel"] == "D0EMMA"])
+    assert "not a usable draft" in digest
+
+
 def test_invalid_output_is_repaired_once(ews, poller, mail_deps, llm):
     """Invalid JSON first, valid after one repair request: triaged, two classification calls and the draft
     call recorded (the draft call was added with drafts in their own call)."""
