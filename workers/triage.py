@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 import prompts
 from bot import audit, ledger
 from bot.db import Task, utcnow
-from bot.errors import Denied, TransientError, UserFacingError
+from bot.errors import BudgetExceeded, Denied, RateLimited, TransientError, UserFacingError
 from bot.ingress import redactor_for
 from bot.mail import messages as mail_messages
 from bot.mail import text as mail_text
@@ -827,7 +827,8 @@ def _store(deps: WorkerDeps, task: Task, entries: Sequence[Entry], verdicts: dic
 
 @dataclass(frozen=True)
 class DraftAnswer:
-    """What the draft call wrote for one email (``text`` None: no reply fits) and its tokens."""
+    """What the draft call wrote for one email (``text`` None: no reply fits; ``problem``: why none was
+    written, for the owner) and its tokens."""
 
     text: str | None
     problem: str | None
@@ -873,18 +874,26 @@ def write_draft(deps: WorkerDeps, task: Task, cfg: MailboxConfig, msg: MailMessa
     boundary = "<<" + hashlib.sha256(f"draft:{task.id}".encode()).hexdigest()[:16] + ">>"
     block, _redactions = email_block(key, msg, _prepare(deps, msg), redactor_for(deps.policy))
     prompt = render_draft(key, boundary, block)
-    result = _call(
-        deps,
-        task,
-        DRAFT_STEP,
-        prompt,
-        prompt.messages(),
-        deps.settings.clawback_mail_max_triage_tokens,
-        DRAFT_RESPONSE_FORMAT,
-    )
+    try:
+        result = _call(
+            deps,
+            task,
+            DRAFT_STEP,
+            prompt,
+            prompt.messages(),
+            deps.settings.clawback_mail_max_triage_tokens,
+            DRAFT_RESPONSE_FORMAT,
+        )
+    except BudgetExceeded as exc:
+        if isinstance(exc, RateLimited) or exc.reason == "rate limited":  # a minute's wait: retry the job
+            raise TransientError("rate limited; writing the draft again shortly", retry_after=60) from exc
+        # the day's budget is spent: the email is triaged anyway, without a draft, and the owner told why
+        log.info("task %s: no draft call (%s)", task.id, exc.reason)
+        return DraftAnswer(None, mail_messages.DRAFT_NO_BUDGET.format(reason=exc.user_message), 0, 0, None)
     text, problem = parse_draft(result.content)
     if problem is not None:
         log.warning("task %s: invalid draft output (%s); no draft saved", task.id, problem)
+        problem = mail_messages.DRAFT_NOT_WRITTEN.format(problem=problem)
     return DraftAnswer(text, problem, result.prompt_tokens, result.completion_tokens, result.call_id)
 
 
@@ -1035,7 +1044,7 @@ def act(
     elif wants_draft and draft is None and not _allowed(deps, task, "mail.draft", cfg.address):
         skipped["mail.draft"] = "missing scope"
     elif draft is not None and draft.problem is not None:
-        reason = mail_messages.DRAFT_NOT_WRITTEN.format(problem=draft.problem)
+        reason = draft.problem
         audit.record(
             deps.db,
             actor="clawback",

@@ -21,6 +21,7 @@ RELABEL_UNKNOWN = "that email or category is not known any more, so its label wa
 DRAFT_REFUSED = "No reply draft was saved: it held {reasons}."
 DRAFT_BATCHED = "text written by a model call that also read other emails"
 DRAFT_NOT_WRITTEN = "No reply draft was saved: the model's answer was not a usable draft ({problem})."
+DRAFT_NO_BUDGET = "No reply draft was written: {reason}"
 SEND_PREVIEW_HEADER = "Send this reply?"
 SEND_PREVIEW_TEXT = "Send this reply to {to}? Nothing is sent until you click “Confirm send”."
 SEND_PREVIEW_NOTE = (

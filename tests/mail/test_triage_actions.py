@@ -178,6 +178,44 @@ def test_an_unusable_draft_answer_saves_no_draft_and_says_why(ews, poller, mail_
     assert "not a usable draft" in digest
 
 
+class SpentAfterFirstCall:
+    """The real budget, except that the day's budget runs out after the first reservation."""
+
+    def __init__(self, budget) -> None:
+        self.budget = budget
+        self.reserved = 0
+
+    def __getattr__(self, name):
+        return getattr(self.budget, name)
+
+    def reserve(self, user, amount, limits):
+        """Reserve the first call; refuse the next as a used-up daily budget."""
+        from datetime import UTC, datetime
+
+        from bot import messages
+        from bot.errors import BudgetExceeded
+
+        self.reserved += 1
+        if self.reserved > 1:
+            raise BudgetExceeded(messages.over_budget(datetime.now(UTC)), reason="daily token budget used up")
+        return self.budget.reserve(user, amount, limits)
+
+
+def test_a_spent_budget_skips_the_draft_call_but_not_the_triage(ews, poller, mail_deps, llm):
+    """The day's budget runs out between the classification call and the draft call: the email is still
+    labelled; no draft call is made and the item says why."""
+    _reply_mail(ews)
+    mail_deps.budget = SpentAfterFirstCall(mail_deps.budget)
+    poller.run_once()
+    drain(mail_deps)
+    (task,) = _tasks(mail_deps, "triage")
+    assert task.status == "done" and "mail.categorize" in task.result["actions"]
+    assert len(llm.completions()) == 1 and ews.drafts() == []
+    (item,) = _items(mail_deps).values()
+    assert item.draft_status == "refused" and item.reason.startswith("No reply draft was written:")
+    assert "token budget" in item.reason
+
+
 def test_invalid_output_is_repaired_once(ews, poller, mail_deps, llm):
     """Invalid JSON first, valid after one repair request: triaged, two classification calls and the draft
     call recorded (the draft call was added with drafts in their own call)."""
