@@ -116,11 +116,10 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
     from bot.deploy import demo as deploy_demo
     from bot.mail import demo as mail_demo
     from bot.slack_app import BackgroundWeb, build_web
-    from bot.standins import deploy_responder
+    from bot.standins import deploy_responder, triage_responder
     from bot.standins.ci import CIStandIn
     from bot.standins.ews import EwsStandIn
     from bot.standins.graph import GraphStandIn
-    from bot.standins.triage_responder import triage_responder
     from bot.worker import run_worker
     from handlers.context import HandlerContext
     from workers.deploy import build_clients
@@ -146,7 +145,7 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
             slack.add_user("U0FRANK", "frank")
             for server in (slack, llm, ews, graph, ci):
                 server.start()
-            llm.register_responder("triage", triage_responder)
+            triage_responder.register(llm)
             deploy_responder.register(llm)
             mail_demo.seed_demo(ews)
             mail_demo.seed_demo(graph)

@@ -1,7 +1,8 @@
 """Email triage: classify one email (structured output), act within the owner's scopes, tell the owner.
 
-Intents: ``triage`` (one email, created by the poller; short emails of one mailbox share a model call unless
-they may get a reply draft), ``mail_digest`` (the owner's digest DM, created by the poller after a poll),
+Intents: ``triage`` (one email, created by the poller; short emails of one mailbox share a classification
+call, and an email that may get a reply draft has it written by a call of its own that sees only that email),
+``mail_digest`` (the owner's digest DM, created by the poller after a poll),
 ``mail_preview`` (the owner clicked "Send draft": show the exact draft), ``mail_send`` (the owner clicked
 "Confirm send" under it) and ``mail_relabel`` (the owner picked the right category after "Wrong
 category"). The email is untrusted data: it decides nothing about which actions run, who a draft goes to, or
@@ -24,7 +25,7 @@ from sqlalchemy import select, update
 import prompts
 from bot import audit, ledger
 from bot.db import Task, utcnow
-from bot.errors import Denied, TransientError, UserFacingError
+from bot.errors import BudgetExceeded, Denied, RateLimited, TransientError, UserFacingError
 from bot.ingress import redactor_for
 from bot.mail import messages as mail_messages
 from bot.mail import text as mail_text
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 
 PROMPT = "triage"
 SCHEMA_NAME = "triage"
-DECISION_FIELDS = ("category", "priority", "summary", "reason", "reply_draft")
+DECISION_FIELDS = ("category", "priority", "summary", "reason")
 ITEM_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -64,7 +65,6 @@ ITEM_SCHEMA: dict[str, Any] = {
         "priority": {"type": "integer", "enum": [1, 2, 3]},
         "summary": {"type": "string"},
         "reason": {"type": "string"},
-        "reply_draft": {"type": ["string", "null"]},
     },
 }
 SCHEMA: dict[str, Any] = {
@@ -77,6 +77,22 @@ RESPONSE_FORMAT = {
     "type": "json_schema",
     "json_schema": {"name": SCHEMA_NAME, "strict": True, "schema": SCHEMA},
 }
+DRAFT_PROMPT = "draft"
+DRAFT_SCHEMA_NAME = "reply_draft"
+DRAFT_RESPONSE_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": DRAFT_SCHEMA_NAME,
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["reply_draft"],
+            "properties": {"reply_draft": {"type": ["string", "null"]}},
+        },
+    },
+}
+DRAFT_STEP = "draft"
 DRAFT_CATEGORIES = ("reply_needed", "action_required")
 MAX_DIGEST_ITEMS = 32  # shown one by one; the rest are summed up in one line
 _NO_REPLY = re.compile(r"(no-?reply|do-?not-?reply|mailer-daemon|postmaster|notifications?|bounce)", re.I)
@@ -101,13 +117,17 @@ class BatchLimits:
 
 @dataclass(frozen=True)
 class Decision:
-    """A validated triage decision."""
+    """A validated triage decision (classification only: a reply draft is written by its own call)."""
 
     category: str
     priority: int
     summary: str
     reason: str
-    reply_draft: str | None
+
+    @classmethod
+    def stored(cls, data: dict[str, Any]) -> Decision:
+        """A decision stored on a task (a draft stored by an older version is dropped, never used)."""
+        return cls(**{f: data[f] for f in DECISION_FIELDS})
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored for a batched email until its own job acts on it)."""
@@ -129,16 +149,12 @@ def check_decision(data: Any) -> tuple[Decision | None, str | None]:
     for key in ("summary", "reason"):
         if not isinstance(data[key], str) or not data[key].strip():
             return None, f"{key} must be a non-empty string"
-    draft = data["reply_draft"]
-    if draft is not None and not isinstance(draft, str):
-        return None, "reply_draft must be a string or null"
     return (
         Decision(
             data["category"],
             data["priority"],
             " ".join(data["summary"].split())[:300],
             " ".join(data["reason"].split())[:400],
-            draft.strip()[:4000] if isinstance(draft, str) and draft.strip() else None,
         ),
         None,
     )
@@ -161,10 +177,14 @@ class BatchAnswer:
     problems: dict[str, str]
     sizes: dict[str, int]  # estimated completion tokens of each id's entry (for apportioning)
     ignored: int = 0  # entries with ids that are not in this batch
+    drafts: set[str] = field(default_factory=set)  # ids whose entry carried a reply draft (discarded)
 
 
 def parse_batch(content: str, ids: Sequence[str]) -> BatchAnswer:
-    """Validate a batch answer against the ids this batch gave out; unknown ids are dropped, never mapped."""
+    """Validate a batch answer against the ids this batch gave out; unknown ids are dropped, never mapped.
+
+    A batch call classifies and writes no drafts: a ``reply_draft`` in an entry (off the schema) is dropped
+    before validation and its id noted in ``drafts`` (the caller audits it as refused; it is never saved)."""
     wanted = set(ids)
     try:
         data = json.loads(content)
@@ -176,6 +196,7 @@ def parse_batch(content: str, ids: Sequence[str]) -> BatchAnswer:
     problems: dict[str, str] = {}
     sizes: dict[str, int] = {}
     seen: set[str] = set()
+    drafts: set[str] = set()
     ignored = 0
     for entry in data["decisions"]:
         key = entry.get("id") if isinstance(entry, dict) else None
@@ -188,7 +209,9 @@ def parse_batch(content: str, ids: Sequence[str]) -> BatchAnswer:
             problems[key] = "answered more than once"
             continue
         seen.add(key)
-        decision, problem = check_decision({k: v for k, v in entry.items() if k != "id"})
+        if entry.get("reply_draft") is not None:
+            drafts.add(key)
+        decision, problem = check_decision({k: v for k, v in entry.items() if k not in ("id", "reply_draft")})
         if decision is None:
             problems[key] = problem or "invalid"
         else:
@@ -196,7 +219,7 @@ def parse_batch(content: str, ids: Sequence[str]) -> BatchAnswer:
     for key in ids:
         if key not in seen:
             problems[key] = "no decision for this email"
-    return BatchAnswer(decisions, problems, sizes, ignored)
+    return BatchAnswer(decisions, problems, sizes, ignored, drafts)
 
 
 def apportion(total: int, weights: Sequence[float]) -> list[int]:
@@ -309,7 +332,8 @@ def may_draft_to(sender: str, owner_address: str) -> bool:
 
 def may_get_draft(policy: Any, owner: str, address: str, msg: MailMessage) -> bool:
     """Whether triage may save a reply draft for ``msg``: its owner holds ``mail.draft`` and the sender takes
-    replies. Such an email is triaged in a call of its own: no other email's content can reach its draft."""
+    replies. Its draft is written by a call of its own (``write_draft``): no other email's content can reach
+    it, whichever batch classified the email."""
     return policy.has_scope(owner, "mail.draft") and may_draft_to(msg.sender_email, address)
 
 
@@ -410,6 +434,8 @@ def _allowed(deps: WorkerDeps, task: Task, scope: str, address: str) -> bool:
 # share of the reported tokens) is stored on its own task, and each task's own job acts on it: its own
 # actions, audit entries and result. A claimed task whose job starts early waits for the decision; if the
 # leader fails it gives its claims back, and if it dies silently the claimed tasks take over after a lease.
+# The batch call only classifies; a reply draft is written afterwards by the email's own job, in a call of its
+# own that sees only that email (``write_draft``).
 
 DECIDED = "decided"
 FINAL = ("triaged", "needs_human", "skipped")
@@ -459,6 +485,7 @@ class Verdict:
     calls: int = 0
     call_ids: list[int] = field(default_factory=list)
     redactions: int = 0
+    batch_draft: bool = False  # the classification call returned a reply draft for it (discarded)
 
 
 def _call(
@@ -468,6 +495,7 @@ def _call(
     prompt: prompts.RenderedPrompt,
     msgs: list[dict],
     max_tokens: int,
+    response_format: dict[str, Any] = RESPONSE_FORMAT,
 ) -> Any:
     policy = deps.policy.current
     reservation = deps.budget.reserve(
@@ -481,7 +509,7 @@ def _call(
             prompt=prompt,
             max_tokens=max_tokens,
             messages=msgs,
-            response_format=RESPONSE_FORMAT,
+            response_format=response_format,
         )
     finally:
         deps.budget.settle(reservation, 0 if result is None or result.reused else result.total_tokens)
@@ -558,6 +586,8 @@ def decide_batch(deps: WorkerDeps, task: Task, entries: Sequence[Entry], owner: 
     by_key = {v.key: v for v in verdicts}
     for key, decision in answer.decisions.items():
         by_key[key].decision = decision
+    for key in answer.drafts:
+        by_key[key].batch_draft = True
     bad = [v for v in verdicts if v.key in answer.problems]
     if bad:
         listed = "; ".join(f"{v.key}: {answer.problems[v.key]}" for v in bad)
@@ -575,6 +605,8 @@ def decide_batch(deps: WorkerDeps, task: Task, entries: Sequence[Entry], owner: 
         second = _call(deps, task, "repair" + tag, prompt, repair_msgs, per_email * len(bad))
         again = parse_batch(second.content, [v.key for v in bad])
         _shares(bad, second, [1.0] * len(bad), again.sizes)
+        for key in again.drafts:
+            by_key[key].batch_draft = True
         for v in bad:
             if v.key in again.decisions:
                 v.decision = again.decisions[v.key]
@@ -707,11 +739,7 @@ def _gather(
                     _cas(deps, rid, own, "pending")
             break
         entry = Entry(task_id, record_id, msg, _prepare(deps, msg), adopted) if msg is not None else None
-        if (
-            entry is None
-            or not may_join(limits, used, entry.prepared)
-            or may_get_draft(deps.policy.current, task.requester, cfg.address, entry.msg)
-        ):
+        if entry is None or not may_join(limits, used, entry.prepared):
             if adopted:
                 _cas(deps, record_id, own, "pending")  # its own job triages (or skips) it
             continue
@@ -756,6 +784,7 @@ def _store(deps: WorkerDeps, task: Task, entries: Sequence[Entry], verdicts: dic
             "sizes": e.sizes,
             "notes": e.prepared.notes,
             "redactions": v.redactions,
+            "batch_draft_discarded": v.batch_draft,
         }
         if e.task_id == task.id and len(entries) > 1:
             record["members"] = members
@@ -774,8 +803,98 @@ def _store(deps: WorkerDeps, task: Task, entries: Sequence[Entry], verdicts: dic
                 row = s.get(Task, e.task_id)
                 assert row is not None
                 row.result = {**(row.result or {}), "batch": record}
+                requester = row.requester
+        if changed == 1 and v.batch_draft:
+            audit.record(
+                deps.db,
+                actor="clawback",
+                on_behalf_of=requester,
+                action="mail.draft",
+                decision="deny",
+                task_id=e.task_id,
+                target=task.payload["mailbox"],
+                scope="mail.draft",
+                details={
+                    "reason": mail_messages.DRAFT_BATCHED,
+                    "effect": "discarded, never saved",
+                    "batch_size": len(entries),
+                    "leader": task.id,
+                },
+            )
         if changed != 1:
             log.warning("task %s: batched email %s was taken back before its decision", task.id, e.task_id)
+
+
+@dataclass(frozen=True)
+class DraftAnswer:
+    """What the draft call wrote for one email (``text`` None: no reply fits; ``problem``: why none was
+    written, for the owner) and its tokens."""
+
+    text: str | None
+    problem: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    call_id: int | None
+
+
+def render_draft(key: str, boundary: str, block: EmailBlock) -> prompts.RenderedPrompt:
+    """The draft prompt: one email's sender, subject and cleaned (redacted) text, and nothing else."""
+
+    def line(value: str) -> str:
+        return " ".join(value.replace(boundary, "").split())[:300]
+
+    return prompts.render(
+        DRAFT_PROMPT,
+        boundary=boundary,
+        key=key,
+        sender=line(block.sender),
+        subject=line(block.subject) or "(no subject)",
+        body=block.body.replace(boundary, "").strip() or "(no text)",
+    )
+
+
+def parse_draft(content: str | None) -> tuple[str | None, str | None]:
+    """(draft text or None, problem or None) from the draft call's JSON answer."""
+    try:
+        data = json.loads(content or "")
+    except (json.JSONDecodeError, TypeError) as exc:
+        return None, f"not JSON ({exc.__class__.__name__})"
+    if not isinstance(data, dict) or set(data) != {"reply_draft"}:
+        return None, 'not a JSON object with only "reply_draft"'
+    draft = data["reply_draft"]
+    if draft is not None and not isinstance(draft, str):
+        return None, "reply_draft must be a string or null"
+    return (draft.strip()[:4000] or None) if isinstance(draft, str) else None, None
+
+
+def write_draft(deps: WorkerDeps, task: Task, cfg: MailboxConfig, msg: MailMessage) -> DraftAnswer:
+    """Ask for ``msg``'s reply draft in a call that sees only this email (its sender, subject and cleaned
+    text), recorded on and budgeted to the email's own task (step ``draft``, reused when retried)."""
+    key = batch_keys(task.id, [task.id])[0]
+    boundary = "<<" + hashlib.sha256(f"draft:{task.id}".encode()).hexdigest()[:16] + ">>"
+    block, _redactions = email_block(key, msg, _prepare(deps, msg), redactor_for(deps.policy))
+    prompt = render_draft(key, boundary, block)
+    try:
+        result = _call(
+            deps,
+            task,
+            DRAFT_STEP,
+            prompt,
+            prompt.messages(),
+            deps.settings.clawback_mail_max_triage_tokens,
+            DRAFT_RESPONSE_FORMAT,
+        )
+    except BudgetExceeded as exc:
+        if isinstance(exc, RateLimited) or exc.reason == "rate limited":  # a minute's wait: retry the job
+            raise TransientError("rate limited; writing the draft again shortly", retry_after=60) from exc
+        # the day's budget is spent: the email is triaged anyway, without a draft, and the owner told why
+        log.info("task %s: no draft call (%s)", task.id, exc.reason)
+        return DraftAnswer(None, mail_messages.DRAFT_NO_BUDGET.format(reason=exc.user_message), 0, 0, None)
+    text, problem = parse_draft(result.content)
+    if problem is not None:
+        log.warning("task %s: invalid draft output (%s); no draft saved", task.id, problem)
+        problem = mail_messages.DRAFT_NOT_WRITTEN.format(problem=problem)
+    return DraftAnswer(text, problem, result.prompt_tokens, result.completion_tokens, result.call_id)
 
 
 def _skip(deps: WorkerDeps, task: Task, reason: str, **fields: Any) -> dict[str, Any]:
@@ -806,8 +925,7 @@ def triage(deps: WorkerDeps, task: Task) -> dict[str, Any]:
             reason = "attachments only, no subject or text" if msg.has_attachments else "empty message"
             return _skip(deps, task, reason, **lead.sizes)
         entries = [lead]
-        alone = may_get_draft(deps.policy.current, task.requester, address, msg)
-        if limits.max_emails > 1 and may_join(limits, 0, prepared) and not alone:
+        if limits.max_emails > 1 and may_join(limits, 0, prepared):
             entries += _gather(deps, task, cfg, mailbox, lead, limits)
         verdicts = decide_batch(deps, task, entries, f"<@{cfg.owner}>")
         _store(deps, task, entries, verdicts)
@@ -851,7 +969,16 @@ def conclude(
             "llm_calls": record["calls"],
             "batch": batch,
         }
-    decision = Decision(**record["decision"])
+    decision = Decision.stored(record["decision"])
+    calls = record["calls"]
+    draft: DraftAnswer | None = None
+    if decision.category in DRAFT_CATEGORIES and may_get_draft(
+        deps.policy.current, task.requester, cfg.address, msg
+    ):
+        draft = write_draft(deps, task, cfg, msg)
+        tokens["prompt_tokens"] += draft.prompt_tokens
+        tokens["completion_tokens"] += draft.completion_tokens
+        calls += 1
     save_item(
         deps,
         task.id,
@@ -861,7 +988,7 @@ def conclude(
         **sizes,
         **tokens,
     )
-    done, skipped = act(deps, task, cfg, mailbox, msg, decision, batch_size=record["size"])
+    done, skipped = act(deps, task, cfg, mailbox, msg, decision, draft)
     save_item(deps, task.id, status="triaged")
     result: dict[str, Any] = {
         "category": decision.category,
@@ -870,11 +997,17 @@ def conclude(
         "skipped_actions": skipped,
         "notes": record["notes"],
         "redactions": record["redactions"],
-        "llm_calls": record["calls"],
+        "llm_calls": calls,
         **sizes,
         **tokens,
         "batch": batch,
     }
+    if draft is not None:
+        result["draft_call"] = {
+            "prompt_tokens": draft.prompt_tokens,
+            "completion_tokens": draft.completion_tokens,
+            "call_id": draft.call_id,
+        }
     if decision.priority == 1:
         result["notified"] = notify_urgent(deps, task, cfg)
     return result
@@ -887,12 +1020,11 @@ def act(
     mailbox: Mailbox,
     msg: MailMessage,
     decision: Decision,
-    *,
-    batch_size: int = 1,
+    draft: DraftAnswer | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """Label, draft and move, each only with its scope; returns (done, skipped with reasons).
 
-    A draft is saved only when it came from a call that saw this email alone (``batch_size`` 1) and holds no
+    A draft is saved only when it came from ``write_draft`` (a call that saw this email alone) and holds no
     address, link or long number the email lacks (``bot.mail.drafts``); otherwise the item says why."""
     actuator = MailboxActuator(mailbox, cfg, deps.db, deps.policy)
     done: list[str] = []
@@ -906,12 +1038,31 @@ def act(
         done.append("mail.categorize")
     else:
         skipped["mail.categorize"] = "missing scope"
-    wants_draft = decision.reply_draft and decision.category in DRAFT_CATEGORIES
+    wants_draft = decision.category in DRAFT_CATEGORIES
     if wants_draft and not may_draft_to(msg.sender_email, cfg.address):
         skipped["mail.draft"] = "sender does not take replies"
-    elif wants_draft and _allowed(deps, task, "mail.draft", cfg.address):
-        body = (decision.reply_draft or "")[:4000]
-        problems = ([mail_messages.DRAFT_BATCHED] if batch_size > 1 else []) + check_draft(body, msg)
+    elif wants_draft and draft is None and not _allowed(deps, task, "mail.draft", cfg.address):
+        skipped["mail.draft"] = "missing scope"
+    elif draft is not None and draft.problem is not None:
+        reason = draft.problem
+        audit.record(
+            deps.db,
+            actor="clawback",
+            on_behalf_of=task.requester,
+            action="mail.draft",
+            decision="deny",
+            task_id=task.id,
+            target=cfg.address,
+            scope="mail.draft",
+            details={"reason": reason, "effect": "no draft saved", "call_id": draft.call_id},
+        )
+        save_item(deps, task.id, draft_status="refused", reason=reason)
+        skipped["mail.draft"] = reason
+    elif draft is not None and draft.text is None:
+        skipped["mail.draft"] = "the model found no reply to write"
+    elif draft is not None and draft.text is not None and _allowed(deps, task, "mail.draft", cfg.address):
+        body = draft.text[:4000]
+        problems = check_draft(body, msg)
         if problems:
             reason = mail_messages.DRAFT_REFUSED.format(reasons="; ".join(problems))
             audit.record(
@@ -923,7 +1074,7 @@ def act(
                 task_id=task.id,
                 target=cfg.address,
                 scope="mail.draft",
-                details={"reason": reason, "effect": "no draft saved", "batch_size": batch_size},
+                details={"reason": reason, "effect": "no draft saved", "call_id": draft.call_id},
             )
             save_item(deps, task.id, draft_status="refused", reason=reason)
             skipped["mail.draft"] = reason
@@ -933,7 +1084,7 @@ def act(
             )
             save_item(deps, task.id, draft_id=draft_id, draft_text=body, draft_status="open")
             done.append("mail.draft")
-    elif wants_draft:
+    elif draft is not None:
         skipped["mail.draft"] = "missing scope"
     folder = cfg.folder_for(decision.category)
     if folder and _allowed(deps, task, "mail.move", cfg.address):

@@ -1,9 +1,11 @@
-"""A deterministic triage "model" for the LLM stand-in: a keyword classifier answering the ``triage`` schema.
+"""A deterministic triage "model" for the LLM stand-in: a keyword classifier answering the ``triage`` schema
+(classification, no drafts) and the ``reply_draft`` schema (one email's reply draft).
 
-Register it with ``llm.register_responder("triage", triage_responder)``. It reads every email of the prompt
-(each starts at a line ``<<boundary>> <id>``; the list ends at ``<<boundary>> end``), whatever the prompt put
-there (stripped text or raw content), and answers ``{"decisions": [{"id": ..., ...}, ...]}``. Each email is
-classified on its own, so the same email always gets the same decision, alone or in a batch.
+Register both with ``register(llm)``. It reads every email of the prompt (each starts at a line
+``<<boundary>> <id>``; the list ends at ``<<boundary>> end``), whatever the prompt put there (stripped text or
+raw content), and answers ``{"decisions": [{"id": ..., ...}, ...]}``, or ``{"reply_draft": ...}`` for the
+draft prompt. Each email is classified on its own, so the same email always gets the same decision, alone or
+in a batch.
 """
 
 from __future__ import annotations
@@ -101,8 +103,9 @@ def emails_of(messages: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]
 def _split(lines: list[str]) -> tuple[str, str, str]:
     """(sender, subject, body) of one email's lines: header lines first, in the prompt's order."""
     n = 0
-    while n < len(lines) and n < len(_HEADERS) and lines[n].startswith(_HEADERS[n]):
-        n += 1
+    for header in _HEADERS:  # in the prompt's order; the draft prompt shows only From and Subject
+        if n < len(lines) and lines[n].startswith(header):
+            n += 1
     fields = dict(_FIELD.findall("\n".join(lines[:n])))
     return fields.get("From", ""), fields.get("Subject", ""), "\n".join(lines[n:]).strip()
 
@@ -140,8 +143,25 @@ def classify(sender: str, subject: str, body: str) -> dict[str, Any]:
 
 
 def triage_responder(messages: list[dict[str, Any]], request: dict[str, Any]) -> str:
-    """Structured-output responder for the ``triage`` JSON schema: one decision per email, by id."""
-    decisions = [
-        {"id": key, **classify(sender, subject, body)} for key, sender, subject, body in emails_of(messages)
-    ]
+    """Structured-output responder for the ``triage`` JSON schema: one decision per email, by id (no draft:
+    the schema has none)."""
+    decisions = []
+    for key, sender, subject, body in emails_of(messages):
+        decision = classify(sender, subject, body)
+        decision.pop("reply_draft")
+        decisions.append({"id": key, **decision})
     return json.dumps({"decisions": decisions}, ensure_ascii=False)
+
+
+def draft_responder(messages: list[dict[str, Any]], request: dict[str, Any]) -> str:
+    """Structured-output responder for the ``reply_draft`` JSON schema: the draft for the prompt's email
+    (null when it shows no email, or more than one)."""
+    emails = emails_of(messages)
+    draft = classify(*emails[0][1:])["reply_draft"] if len(emails) == 1 else None
+    return json.dumps({"reply_draft": draft}, ensure_ascii=False)
+
+
+def register(llm: Any) -> None:
+    """Register both responders on an ``LLMStandIn``."""
+    llm.register_responder("triage", triage_responder)
+    llm.register_responder("reply_draft", draft_responder)

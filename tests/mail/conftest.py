@@ -14,7 +14,7 @@ from bot.mail.graph import GraphMailbox
 from bot.mail.poller import MailPoller
 from bot.standins.ews import EwsStandIn
 from bot.standins.graph import GraphStandIn
-from bot.standins.triage_responder import triage_responder
+from bot.standins.triage_responder import register as register_triage
 
 OWNER_ADDRESS = "emma@example.com"
 OWNER = "U0EMMA"
@@ -96,7 +96,7 @@ def mail_deps(deps, ews: EwsStandIn, llm, mailboxes: dict[str, EwsMailbox]):
 
     made = mailboxes
     deps.extras["mailboxes"] = factory
-    llm.register_responder("triage", triage_responder)
+    register_triage(llm)
     return deps
 
 

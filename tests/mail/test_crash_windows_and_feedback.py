@@ -7,7 +7,7 @@ import json
 import pytest
 from sqlalchemy import select
 
-from bot.db import Action, AuditEntry
+from bot.db import Action, AuditEntry, LLMCall
 from bot.outcomes import DEFAULT_KINDS
 from tests.conftest import drain
 from tests.mail.conftest import OWNER, send_draft_confirmed
@@ -86,8 +86,15 @@ def test_digest_dm_is_posted_once_across_a_crash(ews, poller, mail_deps, slack, 
     assert {i.slack_ts for i in _items(mail_deps).values()} == set(ts)
 
 
-def test_reply_draft_is_created_once_across_a_crash(ews, poller, mail_deps):
-    """A worker dying after saving the draft: the retry finds the draft replying to the message."""
+def _schemas(llm) -> list[str]:
+    return [
+        (c.get("response_format") or {}).get("json_schema", {}).get("name", "") for c in llm.completions()
+    ]
+
+
+def test_reply_draft_is_created_once_across_a_crash(ews, poller, mail_deps, llm):
+    """A worker dying after saving the draft: the retry finds the draft replying to the message, and reuses
+    the recorded classification and draft calls (the model is asked once for each; tokens counted once)."""
     _reply_mail(ews)
     real = mail_deps.extras["mailboxes"]
     crashing = CrashingMailbox(real("emma@example.com"))
@@ -103,6 +110,26 @@ def test_reply_draft_is_created_once_across_a_crash(ews, poller, mail_deps):
     assert action.status == "done" and action.result["recovered"] is True
     assert action.result["draft_id"] == draft.item_id == _items(mail_deps)["Lunch on Thursday?"].draft_id
     assert [a.action for a in _audit(mail_deps)].count("mail.draft") == 1  # audited once, before acting
+    assert _schemas(llm) == ["triage", "reply_draft"]
+    with mail_deps.db.session() as s:
+        calls = list(s.execute(select(LLMCall).where(LLMCall.task_id == task.id)).scalars())
+    item = _items(mail_deps)["Lunch on Thursday?"]
+    assert sorted(c.step for c in calls) == ["draft", "triage"]
+    assert item.prompt_tokens == sum(c.prompt_tokens for c in calls)
+    assert item.completion_tokens == sum(c.completion_tokens for c in calls)
+
+
+def test_a_failed_draft_call_is_retried_without_deciding_again(ews, poller, mail_deps, llm):
+    """The model is down for the draft call (after the classification call): the job is retried; the stored
+    decision is used as is (no second classification call) and the draft is written and saved once."""
+    _reply_mail(ews)
+    llm.script({}, {"status": 500}, {"status": 500})  # classification ok; both tries of the draft call fail
+    poller.run_once()
+    drain(mail_deps)
+    (task,) = _tasks(mail_deps, "triage")
+    assert task.status == "done" and task.attempts == 2 and "mail.draft" in task.result["actions"]
+    assert _schemas(llm) == ["triage", "reply_draft", "reply_draft", "reply_draft"]
+    assert len(ews.drafts()) == 1 and task.result["llm_calls"] == 2
 
 
 def test_a_different_draft_to_the_same_message_is_not_taken_for_ours(ews, poller, mail_deps):

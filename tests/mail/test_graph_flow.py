@@ -17,7 +17,8 @@ from bot.mail import poller as mail_poller
 from bot.mail.config import mailbox_factory
 from bot.mail.models import MailItem, MailSyncState
 from bot.mail.poller import MailPoller
-from bot.standins.triage_responder import emails_of, triage_responder
+from bot.standins.triage_responder import emails_of
+from bot.standins.triage_responder import register as register_triage
 from tests.conftest import drain
 from tests.mail.conftest import (
     ALL_MAIL_SCOPES,
@@ -47,7 +48,7 @@ def policy_file(tmp_path: Path, graph_trust, mail_scopes: list[str]) -> Path:
 def mail_deps(deps, graph_trust, llm):
     """Worker deps without an injected mailbox: the worker builds GraphMailbox from the policy."""
     deps.extras.pop("mailboxes", None)
-    llm.register_responder("triage", triage_responder)
+    register_triage(llm)
     return deps
 
 

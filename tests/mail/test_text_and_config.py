@@ -129,8 +129,10 @@ def test_missing_auth_and_missing_secret():
 
 def test_decision_validation():
     """Only schema-valid decisions pass (what a draft may carry: tests/security/test_cross_email_drafts.py)."""
-    ok = {"category": "fyi", "priority": 3, "summary": "s", "reason": "r", "reply_draft": None}
+    ok = {"category": "fyi", "priority": 3, "summary": "s", "reason": "r"}
     assert parse_decision(json.dumps(ok))[0] is not None
+    # A classification decision carries no draft (drafts have their own call; parse_batch drops and notes one).
+    assert parse_decision(json.dumps({**ok, "reply_draft": None}))[0] is None
     assert parse_decision(json.dumps({**ok, "priority": True}))[0] is None
     assert parse_decision(json.dumps({**ok, "extra": 1}))[0] is None
     assert parse_decision("[]")[1] == "not a JSON object"

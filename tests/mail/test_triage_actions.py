@@ -134,17 +134,11 @@ def test_compromised_model_cannot_widen_recipients_or_add_links(ews, poller, mai
         body_text="Could you reply-all? Also see https://docs.example/plan",
     )
     evil = {
-        "category": "reply_needed",
-        "priority": 2,
-        "summary": "s",
-        "reason": "r",
         "reply_draft": "Sure! Forwarding to mallory@evil.example, see https://evil.example/x and "
         "https://docs.example/plan and mailto:boss@example.com",
     }
-    llm.register_responder(
-        "triage",
-        lambda msgs, _req: json.dumps({"decisions": [{"id": e[0], **evil} for e in emails_of(msgs)]}),
-    )
+    # the draft call (its own prompt and schema) answers as a compromised model; classification is the usual
+    llm.register_responder("reply_draft", lambda msgs, _req: json.dumps(evil) if emails_of(msgs) else "{}")
     poller.run_once()
     drain(mail_deps)
     assert ews.drafts() == [] and ews.outbox == []
@@ -167,14 +161,71 @@ def test_compromised_model_cannot_widen_recipients_or_add_links(ews, poller, mai
     assert "https://docs.example/plan" in draft.body_text and ews.outbox == []
 
 
+def test_an_unusable_draft_answer_saves_no_draft_and_says_why(ews, poller, mail_deps, llm, slack):
+    """The draft call answers off its schema: the email is still triaged and labelled, no draft is saved, the
+    refusal is audited and the digest says why."""
+    _reply_mail(ews)
+    llm.register_responder("reply_draft", lambda _m, _r: "Sure, here is a reply!")
+    poller.run_once()
+    drain(mail_deps)
+    (task,) = _tasks(mail_deps, "triage")
+    assert task.status == "done" and task.result["category"] == "reply_needed"
+    assert "mail.categorize" in task.result["actions"] and ews.drafts() == []
+    (item,) = _items(mail_deps).values()
+    assert item.draft_status == "refused" and "not a usable draft" in item.reason
+    assert any(a.action == "mail.draft" and a.task_id == task.id for a in _audit(mail_deps, "deny"))
+    digest = json.dumps([c["blocks"] for c in slack.calls("chat.postMessage") if c["channel"] == "D0EMMA"])
+    assert "not a usable draft" in digest
+
+
+class SpentAfterFirstCall:
+    """The real budget, except that the day's budget runs out after the first reservation."""
+
+    def __init__(self, budget) -> None:
+        self.budget = budget
+        self.reserved = 0
+
+    def __getattr__(self, name):
+        return getattr(self.budget, name)
+
+    def reserve(self, user, amount, limits):
+        """Reserve the first call; refuse the next as a used-up daily budget."""
+        from datetime import UTC, datetime
+
+        from bot import messages
+        from bot.errors import BudgetExceeded
+
+        self.reserved += 1
+        if self.reserved > 1:
+            raise BudgetExceeded(messages.over_budget(datetime.now(UTC)), reason="daily token budget used up")
+        return self.budget.reserve(user, amount, limits)
+
+
+def test_a_spent_budget_skips_the_draft_call_but_not_the_triage(ews, poller, mail_deps, llm):
+    """The day's budget runs out between the classification call and the draft call: the email is still
+    labelled; no draft call is made and the item says why."""
+    _reply_mail(ews)
+    mail_deps.budget = SpentAfterFirstCall(mail_deps.budget)
+    poller.run_once()
+    drain(mail_deps)
+    (task,) = _tasks(mail_deps, "triage")
+    assert task.status == "done" and "mail.categorize" in task.result["actions"]
+    assert len(llm.completions()) == 1 and ews.drafts() == []
+    (item,) = _items(mail_deps).values()
+    assert item.draft_status == "refused" and item.reason.startswith("No reply draft was written:")
+    assert "token budget" in item.reason
+
+
 def test_invalid_output_is_repaired_once(ews, poller, mail_deps, llm):
-    """Invalid JSON first, valid after one repair request: triaged, two LLM calls recorded."""
+    """Invalid JSON first, valid after one repair request: triaged, two classification calls and the draft
+    call recorded (the draft call was added with drafts in their own call)."""
     _reply_mail(ews)
     llm.script({"content": "Sure! It's a reply-needed email."})
     poller.run_once()
     drain(mail_deps)
     (task,) = _tasks(mail_deps, "triage")
-    assert task.result["category"] == "reply_needed" and task.result["llm_calls"] == 2
+    assert task.result["category"] == "reply_needed" and task.result["llm_calls"] == 3
+    assert "draft_call" in task.result
     repair = llm.completions()[1]["messages"]
     assert repair[-1]["role"] == "user" and "invalid" in repair[-1]["content"]
 

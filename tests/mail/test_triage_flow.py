@@ -104,16 +104,30 @@ def test_first_poll_triages_new_mail_acts_and_posts_a_digest(ews, poller, mail_d
     assert sorted(d.to[0] for d in drafts) == ["carol@example.com", "dave@example.com"]
     assert all(len(d.to) == 1 and d.cc == [] for d in drafts)
     assert ews.outbox == [] and ews.sent_items() == []  # triage never sends
-    # the owner holds mail.draft and every sender takes replies, so each email may get a draft: each was
-    # triaged in a call of its own (batching: test_triage_batch.py), and records exactly what its call reported
+    # the three short emails shared one classification call (batching: test_triage_batch.py); each email that
+    # may get a draft and needs a reply had its draft written by a call of its own, recorded on its own task
+    # (changed with drafts in their own call: they were triaged alone before)
     with mail_deps.db.session() as s:
         calls = list(s.execute(select(LLMCall).where(LLMCall.prompt_name == "triage")).scalars())
-    assert sorted(c.task_id for c in calls) == sorted(t.id for t in triage_tasks)
-    by_task = {c.task_id: c for c in calls}
-    assert all(i.prompt_tokens == by_task[i.task_id].prompt_tokens for i in items.values())
-    assert all(i.completion_tokens == by_task[i.task_id].completion_tokens for i in items.values())
+        drafting = list(s.execute(select(LLMCall).where(LLMCall.prompt_name == "draft")).scalars())
+    (batch_call,) = calls
     done = {t.id: t.result for t in _tasks(mail_deps, "triage")}
-    assert all(r["batch"]["leader"] == tid and r["batch"]["size"] == 1 for tid, r in done.items())
+    assert {r["batch"]["leader"] for r in done.values()} == {batch_call.task_id}
+    assert all(r["batch"]["size"] == 3 for r in done.values())
+    by_subject = {i.subject: i for i in items.values()}
+    drafted = [by_subject["Please approve the Q3 budget"], by_subject["Lunch on Thursday?"]]
+    assert sorted(c.task_id for c in drafting) == sorted(i.task_id for i in drafted)
+    assert all(c.step == "draft" for c in drafting)
+    own = {c.task_id: c for c in drafting}
+    # tokens: each email's share of the batch call (the shares add up to what it reported) plus its own draft call
+    shares = {tid: r["batch"] for tid, r in done.items()}
+    assert sum(i.prompt_tokens for i in items.values()) == batch_call.prompt_tokens + sum(
+        c.prompt_tokens for c in drafting
+    )
+    for i in items.values():
+        extra = own[i.task_id].completion_tokens if i.task_id in own else 0
+        assert i.completion_tokens == done[i.task_id]["completion_tokens"]
+        assert i.completion_tokens - extra >= 0 and shares[i.task_id]["size"] == 3
     assert all(i.body_tokens <= i.raw_tokens for i in items.values())
     # one digest DM to the owner with the buttons
     (digest,) = [c for c in slack.calls("chat.postMessage") if c["channel"] == "D0EMMA"]

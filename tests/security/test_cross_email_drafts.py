@@ -1,5 +1,7 @@
 """Attack (issue 11, item 3): one email's content lands in another email's reply draft, and "Send draft" is a
-blind click.
+blind click. Since emails are batched for classification whatever the owner's scopes, the attack is also a
+batch call that writes drafts: they are discarded (audited), and a draft is written only by a call that sees
+its own email alone.
 
 With batching on, a compromised model copied a bank's one-time code into the draft replying to the person who
 asked for it; ``clean_draft`` let bare-domain links through; the owner never saw the text before it was sent;
@@ -15,9 +17,11 @@ import re
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
-from bot.db import Task
+from bot.db import LLMCall, Task
 from bot.errors import Denied
+from bot.mail import messages as mail_messages
 from bot.mail.base import MailMessage
 from bot.mail.config import mailbox_config
 from bot.mail.drafts import check_draft
@@ -58,11 +62,13 @@ def _bank_and_friend(ews) -> None:
 
 
 def compromised_model(messages: list[dict[str, Any]], _request: dict[str, Any]) -> str:
-    """Answers every email of the prompt with a reply draft carrying any code it can see, a bare-domain
-    link and an address: what an injected or compromised model would do."""
+    """Answers every email of the prompt (batch or draft call) with a reply draft carrying any code it can
+    see, a bare-domain link and an address: what an injected or compromised model would do."""
     codes = re.findall(r"one-time code is (\d+)", json.dumps(messages))
     code = codes[0] if codes else "123456"
     draft = f"Sure! The code is {code}. Reset it at evil.test/reset or ask drop@evil.test."
+    if (_request.get("response_format") or {}).get("json_schema", {}).get("name") == "reply_draft":
+        return json.dumps({"reply_draft": draft})
     decisions = [
         {
             "id": key,
@@ -70,21 +76,43 @@ def compromised_model(messages: list[dict[str, Any]], _request: dict[str, Any]) 
             "priority": 2,
             "summary": "s",
             "reason": "r",
-            "reply_draft": draft,
+            "reply_draft": draft,  # off the batch schema: a batch call writes no drafts
         }
         for key, *_rest in emails_of(messages)
     ]
     return json.dumps({"decisions": decisions})
 
 
+def _schema(call: dict[str, Any]) -> str:
+    return (call.get("response_format") or {}).get("json_schema", {}).get("name", "")
+
+
+def _batch_draft_denials(mail_deps) -> list:
+    return [
+        a
+        for a in _audit(mail_deps, "deny")
+        if a.action == "mail.draft" and json.loads(a.details).get("reason") == mail_messages.DRAFT_BATCHED
+    ]
+
+
 def test_a_model_cannot_copy_one_emails_code_into_anothers_draft(ews, poller, mail_deps, llm, slack):
-    """The friend's email is triaged in a call that never sees the bank's email; the compromised draft (a
-    number, a bare-domain link and an address its email lacks) is not saved, and the digest says why."""
+    """Both emails share a classification call (drafts it returns are discarded and audited, never saved);
+    the friend's draft is written by a call that sees only the friend's email, so it cannot hold the bank's
+    code; its compromised draft (a number, a bare-domain link and an address its email lacks) is not saved,
+    and the digest says why."""
     _bank_and_friend(ews)
     llm.register_responder("triage", compromised_model)
+    llm.register_responder("reply_draft", compromised_model)
     poller.run_once()
     drain(mail_deps)
-    for call in llm.completions():
+    calls = llm.completions()
+    batches = [c for c in calls if _schema(c) == "triage"]
+    drafting = [c for c in calls if _schema(c) == "reply_draft"]
+    assert len(batches) == 1 and len(emails_of(batches[0]["messages"])) == 2  # classified together
+    assert "reply_draft" not in json.dumps(batches[0]["response_format"])  # the batch schema asks for none
+    assert len(drafting) == 2
+    for call in drafting:  # each draft call sees exactly one email
+        (email,) = emails_of(call["messages"])
         prompt = json.dumps(call["messages"])
         if "mallory@example.net" in prompt:
             assert CODE not in prompt and "bank.example" not in prompt
@@ -97,10 +125,55 @@ def test_a_model_cannot_copy_one_emails_code_into_anothers_draft(ews, poller, ma
     assert (
         task.status == "done" and "No reply draft was saved" in task.result["skipped_actions"]["mail.draft"]
     )
+    # the draft call is recorded on the friend's own task, under the draft prompt's name and version
+    with mail_deps.db.session() as s:
+        own = list(s.execute(select(LLMCall).where(LLMCall.task_id == task.id, LLMCall.step == "draft")))
+    assert len(own) == 1 and own[0][0].prompt_name == "draft" and own[0][0].prompt_version
     denied = [a for a in _audit(mail_deps, "deny") if a.action == "mail.draft" and a.task_id == task.id]
-    assert len(denied) == 1
+    assert len(denied) == 2  # the batch's draft (discarded) and its own call's draft (refused by the check)
+    assert len(_batch_draft_denials(mail_deps)) == 2  # one per email of the batch
     digest = json.dumps([c["blocks"] for c in slack.calls("chat.postMessage") if c["channel"] == "D0EMMA"])
     assert "No reply draft was saved" in digest and CODE not in digest
+
+
+def test_a_clean_draft_from_a_batch_call_is_never_saved(ews, poller, mail_deps, llm):
+    """A batch call that returns a harmless-looking draft (which the draft check would pass) still gets it
+    discarded and audited as refused; the email's draft comes only from its own call, here one that declines
+    to write one, so no draft is saved at all."""
+    _reply_mail(ews)
+    ews.add_message(
+        subject="Office closed", sender="erin@example.com", body_text="FYI the office is closed on Monday."
+    )
+
+    def batch_with_drafts(messages: list[dict[str, Any]], _request: dict[str, Any]) -> str:
+        decisions = [
+            {
+                "id": k,
+                "category": "reply_needed",
+                "priority": 2,
+                "summary": "s",
+                "reason": "r",
+                "reply_draft": "Sure, happy to help.",
+            }
+            for k, *_rest in emails_of(messages)
+        ]
+        return json.dumps({"decisions": decisions})
+
+    llm.register_responder("triage", batch_with_drafts)
+    llm.register_responder("reply_draft", lambda _m, _r: json.dumps({"reply_draft": None}))
+    poller.run_once()
+    drain(mail_deps)
+    assert ews.drafts() == []
+    items = _items(mail_deps)
+    assert all(i.draft_id is None and i.status == "triaged" for i in items.values())
+    denials = _batch_draft_denials(mail_deps)
+    assert sorted(a.task_id for a in denials) == sorted(i.task_id for i in items.values())
+    assert all(json.loads(a.details)["effect"] == "discarded, never saved" for a in denials)
+    tasks = {t.id: t for t in _tasks(mail_deps, "triage")}
+    for i in items.values():
+        result = tasks[i.task_id].result
+        assert result["batch"]["size"] == 2 and "mail.draft" not in result["actions"]
+        assert result["skipped_actions"]["mail.draft"] == "the model found no reply to write"
 
 
 @pytest.mark.parametrize(
