@@ -216,9 +216,9 @@ def report(
 ) -> None:
     """Outcomes per token: k-anonymous aggregates; per-person rows and flags need --as <audit.read holder>."""
     from bot.errors import Denied
+    from bot.measure.report import build_report, to_csv, viewer_for
     from bot.policy import load_policy
     from bot.progress import progress_bar
-    from bot.report import build_report, to_csv, viewer_for
 
     if fmt not in ("table", "json", "csv"):
         raise typer.BadParameter("--format must be table, json or csv")
@@ -242,7 +242,7 @@ def report(
         err.print(f"report refused: {exc.reason}. Per-person views need --as <user id holding audit.read>.")
         raise typer.Exit(2) from None
     if html is not None:
-        from bot.report_html import render_html
+        from bot.measure.report_html import render_html
 
         html.write_text(render_html(doc), encoding="utf-8")
         err.print(f"HTML report written to {html}")
@@ -296,7 +296,7 @@ def outcomes_sweep() -> None:
 
 def print_report_tables(doc: dict, *, wide: bool = False) -> None:
     """Render a report document as Rich tables: a narrow set of columns for 80 columns, or all (``wide``)."""
-    from bot.report import report_tables
+    from bot.measure.report import report_tables
 
     for table in report_tables(doc, wide=wide):
         if wide:

@@ -111,10 +111,10 @@ def _steps(sender: SlackEventSender, slack: SlackStandIn) -> list[tuple[str, Cal
 
 def run_demo(console: Console, *, keep: bool = False) -> int:
     """Run the demo; returns the process exit code."""
-    from bot import report as report_mod
     from bot.cli import print_report_tables
     from bot.deploy import demo as deploy_demo
     from bot.mail import demo as mail_demo
+    from bot.measure import report as report_mod
     from bot.slack_app import BackgroundWeb, build_web
     from bot.standins import deploy_responder
     from bot.standins.ci import CIStandIn
