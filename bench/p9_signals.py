@@ -42,10 +42,11 @@ from typing import Any
 from sqlalchemy import insert, select
 
 from bench.p9_workload import END, Event, Person, Workload, generate
-from bot.db import Database, LLMCall, Outcome, Task, ensure_schema
+from bot.db import Database, LLMCall, Outcome, Task
 from bot.measure import facts
 from bot.measure.outcomes import note_followup, parse_kinds, sweep_none
 from bot.measure.signals import Flag, Thresholds, detect
+from bot.migrate import ensure_schema
 from bot.settings import Settings
 
 TUNE_SEEDS = (1, 2, 3, 4, 5)

@@ -843,3 +843,32 @@ def report_tables(doc: dict[str, Any], *, wide: bool = False) -> list[Any]:
             table.add_row(*key_cells, *[format_metric(c, r.get(c)) for c, _ in cols])
         tables.append(table)
     return tables
+
+
+def print_report_tables(doc: dict[str, Any], console: Any, *, wide: bool = False) -> None:
+    """Print a report on ``console`` (Rich) as tables: narrow columns for 80 columns, or all (``wide``)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    for table in report_tables(doc, wide=wide):
+        if wide:
+            # As wide as the table needs (pipe it to `less -S`), never squeezed into "answ…".
+            needed = Console(width=10_000).measure(table).maximum
+            Console(width=max(console.width, needed), file=console.file).print(table)
+        else:
+            console.print(table)
+        console.print()
+    privacy = doc.get("privacy") or {}
+    if privacy.get("suppressed_groups"):
+        n, k = privacy["suppressed_groups"], privacy["k_anonymity"]
+        console.print(f"{n} group(s) hidden: fewer than {k} people.")
+    if doc.get("flags"):
+        table = Table(title="Flags (signals for a conversation, not verdicts)")
+        for c in ("kind", "subject", "explanation", "evidence"):
+            table.add_column(c)
+        for f in doc["flags"]:
+            table.add_row(f["kind"], f["subject"], f["explanation"], ", ".join(f["evidence"][:5]))
+        console.print(table)
+    elif doc.get("flags_summary"):
+        summary = ", ".join(f"{k}: {n}" for k, n in doc["flags_summary"].items())
+        console.print(f"Flags: {summary} (details need --as <audit.read holder>)")
