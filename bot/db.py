@@ -1,4 +1,4 @@
-"""The ledger's SQL layer: engine set-up, the ORM models of the core, schema checks.
+"""The ledger's SQL layer: engine set-up, sessions, and the ORM models of the core (schema checks: ``bot.migrate``).
 
 SQLite is the embedded default; PostgreSQL is used by URL. On SQLite every transaction starts with
 ``BEGIN IMMEDIATE`` so that writers (the audit chain above all) serialise instead of failing late.

@@ -1,4 +1,8 @@
-"""Schema migrations (Alembic), driven from code so ``clawback db upgrade`` needs no alembic.ini."""
+"""Schema migrations (Alembic), driven from code so ``clawback db upgrade`` needs no alembic.ini.
+
+Also ``ensure_schema``, the check every process runs at start: SQLite upgrades itself, an outdated
+PostgreSQL schema is refused. It imports ``bot.db``; ``bot.db`` never imports it.
+"""
 
 from __future__ import annotations
 
