@@ -188,3 +188,19 @@ def test_the_core_never_imports_listeners_or_workers():
     assert bad == []
     for module in WIRING:
         assert module in graph, f"{module} is named as wiring but does not exist"
+
+
+def test_rq_entry_points_keep_their_dotted_names():
+    """Jobs queued before workers/deploy became a package name ``workers.deploy.<fn>``: those names still resolve."""
+    from rq.utils import import_attribute
+
+    from handlers.deploy import CLICK_JOB
+    from handlers.home import PUBLISH_HOME
+    from workers.deploy import FOLLOW
+    from workers.deploy.clicks import handle_click
+    from workers.deploy.following import follow_run
+
+    assert (FOLLOW, CLICK_JOB) == ("workers.deploy.follow_run", "workers.deploy.handle_click")
+    assert import_attribute(FOLLOW) is follow_run
+    assert import_attribute(CLICK_JOB) is handle_click
+    assert callable(import_attribute(PUBLISH_HOME))
