@@ -16,8 +16,9 @@ from typing import Any
 import redis
 
 from bot import embedded_redis
-from bot.db import Database, ensure_schema
+from bot.db import Database
 from bot.ingress import IngressDeps
+from bot.migrate import ensure_schema
 from bot.settings import Settings
 from bot.standins.llm import LLMStandIn
 from bot.standins.slack import SlackStandIn

@@ -3,7 +3,7 @@
 Builds the ledger inside the database with one INSERT … SELECT per table (a recursive CTE on SQLite,
 ``generate_series`` on PostgreSQL), so generation takes seconds, not minutes. Then it times:
 
-- ``facts_build_s``: the one-off build of the facts table (``bot.facts.refresh`` from empty);
+- ``facts_build_s``: the one-off build of the facts table (``bot.measure.facts.refresh`` from empty);
 - ``report_s``: ``build_report(by="user,intent")`` as ``clawback report --by user,intent --as <auditor>``
   runs it
   (incremental facts refresh, totals, rows, by intent, by surface, timeline), median of several runs after a
@@ -35,10 +35,11 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
-from bot import facts, migrate
+from bot import migrate
 from bot.db import Database
-from bot.outcomes import parse_kinds
-from bot.report import Viewer, build_report
+from bot.measure import facts
+from bot.measure.outcomes import parse_kinds
+from bot.measure.report import Viewer, build_report
 
 USERS = 300
 DAYS = 30

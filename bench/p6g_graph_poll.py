@@ -45,11 +45,12 @@ folders = {{ action = "Action" }}
 def _measure(backend: str, n: int, idle_polls: int, home: Path) -> dict[str, Any]:
     """First sync and idle polls of an ``n``-message inbox on one backend."""
     from bot import embedded_redis
-    from bot.db import Database, ensure_schema
+    from bot.db import Database
     from bot.ingress import IngressDeps
     from bot.mail.ews import EwsMailbox
     from bot.mail.graph import GraphMailbox
     from bot.mail.poller import MailPoller
+    from bot.migrate import ensure_schema
     from bot.queue import TaskQueue, connect_redis
     from bot.settings import Settings
     from bot.standins.ews import EwsStandIn

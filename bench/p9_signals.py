@@ -1,7 +1,7 @@
 """P9: gaming signals' precision and recall, per person, on a labelled workload (``bench/p9_workload.py``).
 
 42 simulated people over 10 days (about 5,900 Slack messages a seed): 15 gaming in one known way, 27 honest,
-many of them hard cases built to look like a pattern. For each seed, the signals (``bot.signals.detect``,
+many of them hard cases built to look like a pattern. For each seed, the signals (``bot.measure.signals.detect``,
 default thresholds) run over the ledger and every person is scored: flagged by any gaming signal or not.
 
 - precision = gaming people flagged / people flagged; recall = gaming people flagged / gaming people;
@@ -14,7 +14,7 @@ How the ledger is populated:
 
 - ``ledger`` (every seed): the rows the pipeline writes for each message — task (payload text or the app's
   ``bot_id``/``app_id``, trigger, status ``ignored`` for app posts), one LLM call with its tokens, explicit
-  outcomes for clicks, weak follow-up outcomes by the worker's own rule (``bot.outcomes.note_followup``),
+  outcomes for clicks, weak follow-up outcomes by the worker's own rule (``bot.measure.outcomes.note_followup``),
   the ``none`` sweep — inserted directly at their simulated times;
 - ``pipeline`` (one held-out seed, ``--pipeline``): every message is a signed Slack event sent over HTTP to the
   real web app (``clawback web``'s WSGI app under waitress), every task runs in the real worker (RQ, the LLM
@@ -42,11 +42,12 @@ from typing import Any
 from sqlalchemy import insert, select
 
 from bench.p9_workload import END, Event, Person, Workload, generate
-from bot import facts
-from bot.db import Database, LLMCall, Outcome, Task, ensure_schema
-from bot.outcomes import note_followup, parse_kinds, sweep_none
+from bot.db import Database, LLMCall, Outcome, Task
+from bot.measure import facts
+from bot.measure.outcomes import note_followup, parse_kinds, sweep_none
+from bot.measure.signals import Flag, Thresholds, detect
+from bot.migrate import ensure_schema
 from bot.settings import Settings
-from bot.signals import Flag, Thresholds, detect
 
 TUNE_SEEDS = (1, 2, 3, 4, 5)
 HELDOUT_SEEDS = (101, 102, 103, 104, 105)

@@ -12,7 +12,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from bot.errors import ClawbackError
 
@@ -45,7 +44,8 @@ def _settings():
 
 
 def _db(settings, *, check: bool = True):
-    from bot.db import Database, ensure_schema
+    from bot.db import Database
+    from bot.migrate import ensure_schema
 
     db = Database(settings.database_url)
     if check:
@@ -245,9 +245,9 @@ def report(
 ) -> None:
     """Outcomes per token: k-anonymous aggregates; per-person rows and flags need --as <audit.read holder>."""
     from bot.errors import Denied
+    from bot.measure.report import build_report, print_report_tables, to_csv, viewer_for
     from bot.policy import load_policy
     from bot.progress import progress_bar
-    from bot.report import build_report, to_csv, viewer_for
 
     if fmt not in ("table", "json", "csv"):
         raise typer.BadParameter("--format must be table, json or csv")
@@ -271,7 +271,7 @@ def report(
         err.print(f"report refused: {exc.reason}. Per-person views need --as <user id holding audit.read>.")
         raise typer.Exit(2) from None
     if html is not None:
-        from bot.report_html import render_html
+        from bot.measure.report_html import render_html
 
         html.write_text(render_html(doc), encoding="utf-8")
         err.print(f"HTML report written to {html}")
@@ -280,7 +280,7 @@ def report(
     elif fmt == "csv":
         sys.stdout.write(to_csv(doc))
     else:
-        print_report_tables(doc, wide=wide)
+        print_report_tables(doc, console, wide=wide)
 
 
 @app.command()
@@ -321,34 +321,6 @@ def outcomes_sweep() -> None:
     settings = _settings()
     n = sweep(_db(settings), settings)
     console.print(f"{n} task(s) marked none (window {settings.clawback_outcome_window_hours:g} h)")
-
-
-def print_report_tables(doc: dict, *, wide: bool = False) -> None:
-    """Render a report document as Rich tables: a narrow set of columns for 80 columns, or all (``wide``)."""
-    from bot.report import report_tables
-
-    for table in report_tables(doc, wide=wide):
-        if wide:
-            # As wide as the table needs (pipe it to `less -S`), never squeezed into "answ…".
-            needed = Console(width=10_000).measure(table).maximum
-            Console(width=max(console.width, needed), file=console.file).print(table)
-        else:
-            console.print(table)
-        console.print()
-    privacy = doc.get("privacy") or {}
-    if privacy.get("suppressed_groups"):
-        n, k = privacy["suppressed_groups"], privacy["k_anonymity"]
-        console.print(f"{n} group(s) hidden: fewer than {k} people.")
-    if doc.get("flags"):
-        table = Table(title="Flags (signals for a conversation, not verdicts)")
-        for c in ("kind", "subject", "explanation", "evidence"):
-            table.add_column(c)
-        for f in doc["flags"]:
-            table.add_row(f["kind"], f["subject"], f["explanation"], ", ".join(f["evidence"][:5]))
-        console.print(table)
-    elif doc.get("flags_summary"):
-        summary = ", ".join(f"{k}: {n}" for k, n in doc["flags_summary"].items())
-        console.print(f"Flags: {summary} (details need --as <audit.read holder>)")
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""The ledger's SQL layer: engine set-up, the ORM models of the core, schema checks.
+"""The ledger's SQL layer: engine set-up, sessions, and the ORM models of the core (schema checks: ``bot.migrate``).
 
 SQLite is the embedded default; PostgreSQL is used by URL. On SQLite every transaction starts with
 ``BEGIN IMMEDIATE`` so that writers (the audit chain above all) serialise instead of failing late.
@@ -31,7 +31,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from bot.errors import SchemaOutdated, ServiceUnavailable
+from bot.errors import ServiceUnavailable
 
 
 def utcnow() -> datetime:
@@ -306,18 +306,3 @@ class Database:
     def dispose(self) -> None:
         """Close all pooled connections."""
         self.engine.dispose()
-
-
-def ensure_schema(db: Database, *, auto_upgrade_sqlite: bool = True) -> None:
-    """Upgrade SQLite automatically; refuse to run on an outdated PostgreSQL schema."""
-    from bot import migrate  # local import: alembic is only needed here
-
-    current, head = migrate.current_revision(db), migrate.head_revision()
-    if current == head:
-        return
-    if db.is_sqlite and auto_upgrade_sqlite:
-        migrate.upgrade(db)
-        return
-    raise SchemaOutdated(
-        f"database schema is at {current or 'nothing'}, this code needs {head}: run `clawback db upgrade`"
-    )

@@ -19,8 +19,9 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 from bot import audit, embedded_redis
-from bot.db import Database, ensure_schema
+from bot.db import Database
 from bot.ingress import IngressDeps
+from bot.migrate import ensure_schema
 from bot.settings import Settings
 from bot.standins.llm import LLMStandIn
 from bot.standins.slack import SlackStandIn
@@ -111,10 +112,9 @@ def _steps(sender: SlackEventSender, slack: SlackStandIn) -> list[tuple[str, Cal
 
 def run_demo(console: Console, *, keep: bool = False) -> int:
     """Run the demo; returns the process exit code."""
-    from bot import report as report_mod
-    from bot.cli import print_report_tables
     from bot.deploy import demo as deploy_demo
     from bot.mail import demo as mail_demo
+    from bot.measure import report as report_mod
     from bot.slack_app import BackgroundWeb, build_web
     from bot.standins import deploy_responder, triage_responder
     from bot.standins.ci import CIStandIn
@@ -218,7 +218,9 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
         console.print("[bold]5. The ledger (clawback report)[/]")
         # The demo operator reads as an auditor: with only a handful of demo people every team-sized group
         # would be suppressed (k-anonymity); the reads are audited like any other.
-        print_report_tables(report_mod.build_report(db, viewer=report_mod.Viewer.auditor("demo-operator")))
+        report_mod.print_report_tables(
+            report_mod.build_report(db, viewer=report_mod.Viewer.auditor("demo-operator")), console
+        )
         audit.checkpoint(db, AUDIT_KEY)
         verdict = audit.verify(db, key=AUDIT_KEY)
         console.print(

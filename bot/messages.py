@@ -1,4 +1,5 @@
-"""Every string a person sees from Clawback, in one place."""
+"""Every string a person sees from the core and the chat surfaces, in one place (the domain packages keep
+theirs beside them: ``bot/mail/messages.py``, ``bot/deploy/messages.py``)."""
 
 from __future__ import annotations
 

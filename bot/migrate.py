@@ -1,4 +1,8 @@
-"""Schema migrations (Alembic), driven from code so ``clawback db upgrade`` needs no alembic.ini."""
+"""Schema migrations (Alembic), driven from code so ``clawback db upgrade`` needs no alembic.ini.
+
+Also ``ensure_schema``, the check every process runs at start: SQLite upgrades itself, an outdated
+PostgreSQL schema is refused. It imports ``bot.db``; ``bot.db`` never imports it.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from bot.db import Database
+from bot.errors import SchemaOutdated
 
 _SCRIPTS = Path(__file__).with_name("migrations")
 
@@ -36,3 +41,16 @@ def current_revision(db: Database) -> str | None:
 def upgrade(db: Database, revision: str = "head") -> None:
     """Bring the schema up to ``revision``."""
     command.upgrade(_config(db), revision)
+
+
+def ensure_schema(db: Database, *, auto_upgrade_sqlite: bool = True) -> None:
+    """Upgrade SQLite automatically; refuse to run on an outdated PostgreSQL schema."""
+    current, head = current_revision(db), head_revision()
+    if current == head:
+        return
+    if db.is_sqlite and auto_upgrade_sqlite:
+        upgrade(db)
+        return
+    raise SchemaOutdated(
+        f"database schema is at {current or 'nothing'}, this code needs {head}: run `clawback db upgrade`"
+    )

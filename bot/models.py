@@ -12,5 +12,5 @@ from bot.db import (  # noqa: F401
     Task,
 )
 from bot.deploy.models import DeployApproval, DeployHistory, DeployLock, DeployRequest  # noqa: F401,E402
-from bot.facts import MeasureState, TaskFact  # noqa: F401,E402  (measurement)
 from bot.mail.models import MailItem, MailSyncState  # noqa: F401,E402
+from bot.measure.facts import MeasureState, TaskFact  # noqa: F401,E402  (measurement)

@@ -104,9 +104,9 @@ class Settings(BaseSettings):
         return self.env_secret(env_name)
 
     # -- measurement settings (reports, outcomes, signals) --
-    clawback_outcome_kinds: str | None = None  # JSON (or a path): overlay of bot.outcomes.DEFAULT_KINDS
+    clawback_outcome_kinds: str | None = None  # JSON (or a path): overlay of bot.measure.outcomes.DEFAULT_KINDS
     clawback_followup_minutes: float = Field(default=10.0, gt=0)  # follow-up in thread = weak "not resolved"
-    clawback_signal_thresholds: str | None = None  # JSON overlay of bot.signals.Thresholds
+    clawback_signal_thresholds: str | None = None  # JSON overlay of bot.measure.signals.Thresholds
     clawback_reporting_dates: str = "month-end"  # "month-end" or comma-separated ISO dates
 
     @field_validator("slack_api_url")

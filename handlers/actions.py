@@ -7,9 +7,10 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot import audit, outcomes
+from bot import audit
 from bot.blocks import FEEDBACK_NOT_HELPFUL, FEEDBACK_RESOLVED
 from bot.db import Task
+from bot.measure import outcomes
 from bot.queue import INTERACTIVE
 from handlers.context import HandlerContext
 

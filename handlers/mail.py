@@ -17,13 +17,14 @@ from typing import Any
 from slack_bolt import Ack, App
 from sqlalchemy import select
 
-from bot import audit, outcomes
+from bot import audit
 from bot.db import Outcome, Task
 from bot.ingress import submit
 from bot.ledger import NewTask
 from bot.mail.blocks import MAIL_CONFIRM_SEND, MAIL_DISCARD_DRAFT, MAIL_RIGHT, MAIL_SEND_DRAFT, MAIL_WRONG
 from bot.mail.config import CATEGORIES, CATEGORY_LABELS
 from bot.mail.models import MailItem
+from bot.measure import outcomes
 from bot.queue import INTERACTIVE
 from handlers.context import HandlerContext
 

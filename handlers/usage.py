@@ -11,10 +11,10 @@ from slack_bolt import Ack, App
 
 from bot.db import utcnow
 from bot.errors import Denied, ServiceUnavailable
-from bot.report import own_usage
+from bot.measure.report import own_usage
+from bot.measure.usage import build_usage_text
 from handlers import payloads
 from handlers.context import HandlerContext
-from workers.measure import build_usage_text
 
 log = logging.getLogger(__name__)
 

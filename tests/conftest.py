@@ -11,8 +11,9 @@ import redis
 from sqlalchemy import text
 
 from bot import embedded_redis
-from bot.db import Base, Database, ensure_schema
+from bot.db import Base, Database
 from bot.ingress import IngressDeps
+from bot.migrate import ensure_schema
 from bot.settings import Settings
 from bot.slack_app import BackgroundWeb
 from bot.standins.llm import LLMStandIn

@@ -11,11 +11,12 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 
 import prompts
-from bot import ledger, messages, outcomes
+from bot import ledger, messages
 from bot.blocks import split_answer_messages
 from bot.db import Task
 from bot.ingress import redactor_for
 from bot.llm import LLMResult
+from bot.measure import outcomes
 from bot.safety import sanitize, urls_in
 from bot.tokens import ContextLine, estimate_messages, trim_context
 from workers.actuators import SlackActuator, _classify

@@ -12,9 +12,10 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from sqlalchemy import or_, select
 
-from bot import facts, outcomes
 from bot.db import Action, Database, Task, utcnow
-from bot.report import own_usage
+from bot.measure import facts, outcomes
+from bot.measure.report import own_usage
+from bot.measure.usage import _money
 from workers import runtime
 from workers.actuators import _classify
 
@@ -28,34 +29,6 @@ HOME_PRIVACY = (
     "Only you see these numbers. Team reports are aggregates over at least {k} people; "
     "nobody is ranked by tokens."
 )
-
-
-def _money(v: float | None) -> str:
-    return "—" if v is None else f"${v:,.4f}"
-
-
-def _pct(v: float | None) -> str:
-    return "—" if v is None else f"{v:.0%}"
-
-
-def build_usage_text(numbers: dict[str, Any], days: int) -> str:
-    """The ``/usage`` answer: the person's own totals and per-intent lines (mrkdwn)."""
-    t = numbers["totals"]
-    lines = [
-        f"*Your usage, last {days} day{'s' if days != 1 else ''}*",
-        f"{t['tasks']:,} tasks · {t['total_tokens']:,} tokens · {_money(t['cost'])}",
-        f"Accepted outcomes: {t['accepted_outcomes']:,} (acceptance {_pct(t['acceptance_rate'])}) · "
-        f"cost per accepted outcome {_money(t['cost_per_accepted_outcome'])}",
-    ]
-    for r in numbers["by_intent"]:
-        lines.append(
-            f"• {r['intent']}: {r['tasks']:,} tasks, {r['total_tokens']:,} tokens, "
-            f"{r['accepted_outcomes']:,} accepted, {_money(r['cost_per_accepted_outcome'])} per accepted"
-        )
-    if not numbers["by_intent"]:
-        lines.append("No requests in this window.")
-    lines.append("_Only you can see this._")
-    return "\n".join(lines)
 
 
 def build_home_view(numbers: dict[str, Any], receipts: list[dict[str, Any]], *, k: int) -> dict[str, Any]:

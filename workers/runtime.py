@@ -11,8 +11,9 @@ from slack_sdk import WebClient
 
 from bot import audit, ledger
 from bot.budget import Budget
-from bot.db import Database, ensure_schema
+from bot.db import Database
 from bot.llm import LLMGateway, make_client
+from bot.migrate import ensure_schema
 from bot.policy import Policy, PolicyStore
 from bot.queue import Lease, TaskQueue, connect_redis
 from bot.settings import Settings, load_settings

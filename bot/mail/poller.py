@@ -706,8 +706,8 @@ class MailPoller:
 
 def main(settings: Settings, once: bool) -> int:
     """``clawback mail-poll [--once]``."""
-    from bot.db import ensure_schema
     from bot.mail.config import mailbox_factory
+    from bot.migrate import ensure_schema
     from bot.queue import TaskQueue, connect_redis
     from workers.runtime import policy_store
 

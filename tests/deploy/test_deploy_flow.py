@@ -172,7 +172,7 @@ def test_expired_approval_does_not_count_at_execution(slack, llm, ci, sender, de
             )
         )
         s.execute(update(DeployRequest).values(status="executing"))
-    from workers.deploy import _submit_execution
+    from workers.deploy.request import _submit_execution
 
     _submit_execution(deps, requests(deps)[0], approved_by=["U0BOB"])
     drain(deps)

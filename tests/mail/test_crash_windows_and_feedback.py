@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.db import Action, AuditEntry, LLMCall
-from bot.outcomes import DEFAULT_KINDS
+from bot.measure.outcomes import DEFAULT_KINDS
 from tests.conftest import drain
 from tests.mail.conftest import OWNER, send_draft_confirmed
 from tests.mail.test_triage_actions import _action_mail, _digest_ts, _reply_mail
@@ -184,7 +184,7 @@ def test_send_draft_click_records_unchanged_or_edited(ews, poller, mail_deps, sl
 
 
 def test_every_mail_outcome_kind_is_one_the_measurement_knows(ews, poller, mail_deps, slack, sender):
-    """Right, Wrong, Send (unchanged), Discard and the implicit signals: all kinds are in bot.outcomes."""
+    """Right, Wrong, Send (unchanged), Discard and the implicit signals: all kinds are in bot.measure.outcomes."""
     _action_mail(ews)
     _reply_mail(ews, "Lunch on Thursday?", "dave@example.com")
     _reply_mail(ews, "Coffee on Friday?", "erin@example.com")

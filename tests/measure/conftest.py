@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from bot.db import Database
-from bot.outcomes import sweep_none
+from bot.measure.outcomes import sweep_none
 from bot.settings import Settings
 from tests.measure.workload import END, REPORTING_DATE, Workload, build
 

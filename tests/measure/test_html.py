@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.report import Viewer, build_report
-from bot.report_html import render_html
+from bot.measure.report import Viewer, build_report
+from bot.measure.report_html import render_html
 from tests.measure.workload import END
 
 CHROMIUM_FLAGS = [

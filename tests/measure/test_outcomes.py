@@ -11,7 +11,7 @@ from bot import ledger
 from bot.db import Outcome
 from bot.errors import ConfigError
 from bot.ledger import NewTask
-from bot.outcomes import DEFAULT_KINDS, FOLLOWUP, decisive, note_followup, parse_kinds, sweep_none
+from bot.measure.outcomes import DEFAULT_KINDS, FOLLOWUP, decisive, note_followup, parse_kinds, sweep_none
 
 
 def _done(db, key, who="U0ALICE", *, thread="1700000000.000100", channel="C0GENERAL"):

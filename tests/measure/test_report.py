@@ -9,14 +9,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import insert, select
 
-from bot import facts
 from bot.audit import checkpoint, verify
 from bot.db import AuditEntry, LLMCall, Outcome, Task
 from bot.errors import Denied
-from bot.facts import bucket_of, bucket_value
-from bot.outcomes import parse_kinds
-from bot.policy import parse_policy
-from bot.report import (
+from bot.measure import facts
+from bot.measure.facts import bucket_of, bucket_value
+from bot.measure.outcomes import parse_kinds
+from bot.measure.report import (
     METRIC_COLUMNS,
     SCHEMA,
     Viewer,
@@ -26,6 +25,7 @@ from bot.report import (
     to_csv,
     viewer_for,
 )
+from bot.policy import parse_policy
 
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 

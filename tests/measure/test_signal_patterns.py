@@ -9,11 +9,11 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from bot import facts
 from bot.db import Database
-from bot.outcomes import parse_kinds, sweep_none
+from bot.measure import facts
+from bot.measure.outcomes import parse_kinds, sweep_none
+from bot.measure.signals import Flag, detect, near_duplicate, resemblance
 from bot.settings import Settings
-from bot.signals import Flag, detect, near_duplicate, resemblance
 from tests.measure.workload import Workload, _vocab
 
 END = datetime(2026, 3, 20, 18, 0, tzinfo=UTC)

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from bot import facts
 from bot.errors import ConfigError
-from bot.outcomes import parse_kinds
-from bot.signals import (
+from bot.measure import facts
+from bot.measure.outcomes import parse_kinds
+from bot.measure.signals import (
     Thresholds,
     compression_ratio,
     detect,

@@ -62,7 +62,7 @@ def test_web_and_worker_processes_answer_once_with_the_reported_tokens(slack, ll
 def test_outdated_schema_is_refused_with_what_to_run(tmp_path):
     """With automatic upgrades off (PostgreSQL's rule), an old schema stops start-up and names the command."""
     from bot import migrate
-    from bot.db import ensure_schema
+    from bot.migrate import ensure_schema
 
     old = Database(f"sqlite:///{tmp_path / 'old.db'}")
     migrate.upgrade(old, "0001")

@@ -3,7 +3,7 @@
 A validly signed "Resolved" click whose value is the id of one's own *failed deploy* turned ``deploy_failed``
 into an accepted task (an explicit outcome outranks an implicit one). Feedback buttons rate answers only, and
 nobody records an outcome on someone else's task: both are checked in the one shared rule
-(``bot.outcomes.click_refusal``) that every click-recorded outcome goes through.
+(``bot.measure.outcomes.click_refusal``) that every click-recorded outcome goes through.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from bot import messages
 from bot.db import AuditEntry, Outcome, Task
-from bot.outcomes import config_from_settings, decisive
+from bot.measure.outcomes import config_from_settings, decisive
 from tests.conftest import drain
 
 
@@ -92,7 +92,7 @@ def test_resolved_click_on_someone_elses_answer_is_refused(slack, llm, sender, d
 
 def test_the_shared_rule_covers_mail_clicks_on_answers(deps):
     """The mail buttons use the same rule: "Right" on an answer task is not a triage outcome."""
-    from bot.outcomes import click_refusal
+    from bot.measure.outcomes import click_refusal
 
     answer = Task(requester="U0ALICE", intent="answer", surface="mention", idempotency_key="k")
     triage = Task(requester="U0ALICE", intent="triage", surface="email", idempotency_key="k2")

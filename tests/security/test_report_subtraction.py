@@ -175,9 +175,9 @@ def test_no_published_subtraction_recovers_a_small_group_on_a_generated_ledger(d
     of the operator's report has zero or at least two suppressed cells under it, covering at least k people."""
     from collections import defaultdict
 
-    from bot.outcomes import sweep_none
+    from bot.measure.outcomes import sweep_none
+    from bot.measure.report import Viewer, build_report
     from bot.policy import parse_policy
-    from bot.report import Viewer, build_report
     from tests.measure.workload import END, HONEST, build
 
     build().insert(db)

@@ -7,8 +7,8 @@ import io
 
 from rich.console import Console
 
+from bot.measure.report import METRIC_COLUMNS, NARROW_COLUMNS, format_metric, report_tables
 from bot.progress import progress_bar, wanted
-from bot.report import METRIC_COLUMNS, NARROW_COLUMNS, format_metric, report_tables
 
 
 def _row(**keys) -> dict:
@@ -110,7 +110,7 @@ def test_audit_verify_reports_progress(db):
 
 
 def test_report_reports_progress_steps(db):
-    from bot.report import build_report
+    from bot.measure.report import build_report
 
     steps: list[tuple[int, int, str]] = []
     build_report(db, progress=lambda done, total, step: steps.append((done, total, step)))

@@ -89,8 +89,8 @@ from sqlalchemy import select
 
 from bot.db import Database, Task, utcnow
 from bot.errors import ConfigError
-from bot.facts import TaskFact
-from bot.outcomes import STRENGTHS, OutcomeConfig
+from bot.measure.facts import TaskFact
+from bot.measure.outcomes import STRENGTHS, OutcomeConfig
 
 EVIDENCE_MAX = 20
 _WORD = re.compile(r"\w+", re.UNICODE)

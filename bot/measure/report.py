@@ -1,11 +1,11 @@
 """Reports from the ledger: what the agent achieved per token, grouped, private by design.
 
-Numbers come from ``measure_task_facts`` (``bot.facts``), aggregated in SQL and finished in Python from a
+Numbers come from ``measure_task_facts`` (``bot.measure.facts``), aggregated in SQL and finished in Python from a
 few thousand grouped rows, so a month of a million LLM calls reports in well under a second.
 
 Metrics per group (see ``METRIC_COLUMNS``): tasks, tokens, cost; the share of tokens spent on tasks that got a
 real outcome (explicit, implicit or weak — not a timeout); accepted and rejected outcomes (decisive outcome
-per task, see ``bot.outcomes``), acceptance rate (accepted / judged) and its weighted form; tokens and cost
+per task, see ``bot.measure.outcomes``), acceptance rate (accepted / judged) and its weighted form; tokens and cost
 per accepted outcome; label correction rate (corrected / (kept + corrected)); draft use rate (used / (used +
 discarded)); deploy success and rollback rates (over succeeded + failed + rolled back); median and p95
 latency, estimated from a histogram with ≤ 5% error (task latency created → finished for task dimensions,
@@ -38,11 +38,11 @@ from typing import Any
 
 from sqlalchemy import String, func, literal, select
 
-from bot import facts
 from bot.db import Database, LLMCall, utcnow
 from bot.errors import Denied
-from bot.facts import TaskFact, bucket_value
-from bot.outcomes import STRENGTHS, OutcomeConfig, config_from_settings
+from bot.measure import facts
+from bot.measure.facts import TaskFact, bucket_value
+from bot.measure.outcomes import STRENGTHS, OutcomeConfig, config_from_settings
 from bot.policy import Policy, load_policy
 
 SCHEMA = "clawback.report/1"
@@ -625,7 +625,7 @@ def build_report(
     doc["outcome_mix"] = None if totals_hidden else _outcome_mix(total, config)
     doc["definitions"] = {"outcome_kinds": config.as_dict(), "strengths": STRENGTHS}
     if include_flags and not viewer.self_only:
-        from bot import signals
+        from bot.measure import signals
 
         step("looking for signals")
         found = signals.detect(db, since=since, until=until, settings=settings, config=config)
@@ -694,8 +694,8 @@ def own_usage(db: Database, user: str, *, since: datetime, settings: Any | None 
     from sqlalchemy import and_
 
     from bot.db import Outcome, Task
-    from bot.facts import bucket_of
-    from bot.outcomes import decisive
+    from bot.measure.facts import bucket_of
+    from bot.measure.outcomes import decisive
 
     config = config_from_settings(settings)
     mine = and_(Task.requester == user, Task.created_at >= since, Task.status != "ignored")
@@ -843,3 +843,32 @@ def report_tables(doc: dict[str, Any], *, wide: bool = False) -> list[Any]:
             table.add_row(*key_cells, *[format_metric(c, r.get(c)) for c, _ in cols])
         tables.append(table)
     return tables
+
+
+def print_report_tables(doc: dict[str, Any], console: Any, *, wide: bool = False) -> None:
+    """Print a report on ``console`` (Rich) as tables: narrow columns for 80 columns, or all (``wide``)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    for table in report_tables(doc, wide=wide):
+        if wide:
+            # As wide as the table needs (pipe it to `less -S`), never squeezed into "answ…".
+            needed = Console(width=10_000).measure(table).maximum
+            Console(width=max(console.width, needed), file=console.file).print(table)
+        else:
+            console.print(table)
+        console.print()
+    privacy = doc.get("privacy") or {}
+    if privacy.get("suppressed_groups"):
+        n, k = privacy["suppressed_groups"], privacy["k_anonymity"]
+        console.print(f"{n} group(s) hidden: fewer than {k} people.")
+    if doc.get("flags"):
+        table = Table(title="Flags (signals for a conversation, not verdicts)")
+        for c in ("kind", "subject", "explanation", "evidence"):
+            table.add_column(c)
+        for f in doc["flags"]:
+            table.add_row(f["kind"], f["subject"], f["explanation"], ", ".join(f["evidence"][:5]))
+        console.print(table)
+    elif doc.get("flags_summary"):
+        summary = ", ".join(f"{k}: {n}" for k, n in doc["flags_summary"].items())
+        console.print(f"Flags: {summary} (details need --as <audit.read holder>)")

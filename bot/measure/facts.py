@@ -9,7 +9,7 @@ changes (its digest is stored) or on ``refresh(db, full=True)``.
 
 Each fact holds the task's dimensions, its token and cost sums, its latency (created → finished, for
 done and failed tasks) with a histogram bucket, and its **state**: the decisive outcome kind (see
-``bot.outcomes``) or, without one, ``~<status>``.
+``bot.measure.outcomes``) or, without one, ``~<status>``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, aliased, mapped_column
 
 from bot.db import Base, Database, LLMCall, Outcome, Task, UTCDateTime, utcnow
-from bot.outcomes import OutcomeConfig, strength_case
+from bot.measure.outcomes import OutcomeConfig, strength_case
 
 OVERLAP = timedelta(minutes=15)
 CHUNK = timedelta(days=1)  # a full rebuild works through task creation time a day per transaction
