@@ -1013,6 +1013,23 @@ def conclude(
     return result
 
 
+def _refuse_draft(deps: WorkerDeps, task: Task, address: str, reason: str, call_id: Any) -> str:
+    """Record a reply draft that will not be saved (audited, the item says why); returns the reason."""
+    audit.record(
+        deps.db,
+        actor="clawback",
+        on_behalf_of=task.requester,
+        action="mail.draft",
+        decision="deny",
+        task_id=task.id,
+        target=address,
+        scope="mail.draft",
+        details={"reason": reason, "effect": "no draft saved", "call_id": call_id},
+    )
+    save_item(deps, task.id, draft_status="refused", reason=reason)
+    return reason
+
+
 def act(
     deps: WorkerDeps,
     task: Task,
@@ -1044,20 +1061,7 @@ def act(
     elif wants_draft and draft is None and not _allowed(deps, task, "mail.draft", cfg.address):
         skipped["mail.draft"] = "missing scope"
     elif draft is not None and draft.problem is not None:
-        reason = draft.problem
-        audit.record(
-            deps.db,
-            actor="clawback",
-            on_behalf_of=task.requester,
-            action="mail.draft",
-            decision="deny",
-            task_id=task.id,
-            target=cfg.address,
-            scope="mail.draft",
-            details={"reason": reason, "effect": "no draft saved", "call_id": draft.call_id},
-        )
-        save_item(deps, task.id, draft_status="refused", reason=reason)
-        skipped["mail.draft"] = reason
+        skipped["mail.draft"] = _refuse_draft(deps, task, cfg.address, draft.problem, draft.call_id)
     elif draft is not None and draft.text is None:
         skipped["mail.draft"] = "the model found no reply to write"
     elif draft is not None and draft.text is not None and _allowed(deps, task, "mail.draft", cfg.address):
@@ -1065,19 +1069,7 @@ def act(
         problems = check_draft(body, msg)
         if problems:
             reason = mail_messages.DRAFT_REFUSED.format(reasons="; ".join(problems))
-            audit.record(
-                deps.db,
-                actor="clawback",
-                on_behalf_of=task.requester,
-                action="mail.draft",
-                decision="deny",
-                task_id=task.id,
-                target=cfg.address,
-                scope="mail.draft",
-                details={"reason": reason, "effect": "no draft saved", "call_id": draft.call_id},
-            )
-            save_item(deps, task.id, draft_status="refused", reason=reason)
-            skipped["mail.draft"] = reason
+            skipped["mail.draft"] = _refuse_draft(deps, task, cfg.address, reason, draft.call_id)
         else:
             draft_id = actuator.draft_reply(
                 task, msg.item_id, body, source=msg, internet_message_id=msg.internet_message_id or None
