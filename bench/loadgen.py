@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 
 from bot.standins.slack_events import SlackEventSender
@@ -74,6 +75,7 @@ def run_load(
     lock = threading.Lock()
     start = time.perf_counter() + 0.2
     next_index = iter(range(total))
+    ts_base = 1_700_000_000 + zlib.crc32(prefix.encode()) % 100_000_000  # each run (prefix) its own messages
 
     def worker() -> None:
         sender = SlackEventSender(url, secret, timeout=10)
@@ -96,7 +98,7 @@ def run_load(
                             channel,
                             f"load question {i}",
                             event_id=event_id,
-                            ts=f"1700000000.{i:06d}",
+                            ts=f"{ts_base}.{i:06d}",  # unique per run, as Slack ts are per channel
                             retry_num=retry,
                         )
                         status = reply.status

@@ -98,7 +98,10 @@ class Task(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
-    __table_args__ = (Index("ix_tasks_status_created", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_tasks_status_created", "status", "created_at"),
+        Index("ix_tasks_channel_message", "channel_id", "message_ts"),  # one message, several deliveries
+    )
 
 
 class LLMCall(Base):
