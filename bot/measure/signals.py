@@ -467,6 +467,19 @@ def near_duplicates(rows: list[_Row], t: Thresholds) -> list[Flag]:
     return flags
 
 
+def _densest(items: list[_Row], window: timedelta) -> list[_Row]:
+    """The largest run of rows (in time order) that fits within ``window``: the earliest such run on ties."""
+    best: list[_Row] = []
+    dq: deque[_Row] = deque()
+    for r in items:
+        dq.append(r)
+        while r.created_at - dq[0].created_at > window:
+            dq.popleft()
+        if len(dq) > len(best):
+            best = list(dq)
+    return best
+
+
 def bursts(rows: list[_Row], t: Thresholds) -> list[Flag]:
     """Many requests from one person within a couple of minutes (faster than anyone reads the answers)."""
     window = timedelta(seconds=t.burst_window_seconds)
@@ -476,14 +489,7 @@ def bursts(rows: list[_Row], t: Thresholds) -> list[Flag]:
             by[r.requester].append(r)
     flags = []
     for who, items in sorted(by.items()):
-        best: list[_Row] = []
-        dq: deque[_Row] = deque()
-        for r in items:
-            dq.append(r)
-            while r.created_at - dq[0].created_at > window:
-                dq.popleft()
-            if len(dq) > len(best):
-                best = list(dq)
+        best = _densest(items, window)
         if len(best) >= t.burst_min_tasks:
             span = (best[-1].created_at - best[0].created_at).total_seconds()
             distinct = len({r.text if r.text is not None else r.id for r in best})
@@ -522,14 +528,7 @@ def repeated_summaries(rows: list[_Row], t: Thresholds) -> list[Flag]:
             by[(r.requester, r.channel_id or "", r.thread_ts)].append(r)
     worst: dict[str, tuple[list[_Row], str, str]] = {}
     for (who, channel, thread), items in sorted(by.items()):
-        best: list[_Row] = []
-        dq: deque[_Row] = deque()
-        for r in items:
-            dq.append(r)
-            while r.created_at - dq[0].created_at > window:
-                dq.popleft()
-            if len(dq) > len(best):
-                best = list(dq)
+        best = _densest(items, window)
         if len(best) >= t.resum_min_tasks and len(best) > len(worst.get(who, ([], "", ""))[0]):
             worst[who] = (best, channel, thread)
     flags = []
@@ -592,14 +591,7 @@ def bot_loops(rows: list[_Row], t: Thresholds) -> list[Flag]:
             by[(r.requester, bot or "", app or "", r.channel_id or "")].append(r)
     flags = []
     for (who, _bot, _app, channel), items in sorted(by.items()):
-        best: list[_Row] = []
-        dq: deque[_Row] = deque()
-        for r in items:
-            dq.append(r)
-            while r.created_at - dq[0].created_at > window:
-                dq.popleft()
-            if len(dq) > len(best):
-                best = list(dq)
+        best = _densest(items, window)
         if len(best) >= t.loop_min_messages:
             bot, app, person = _bot_actor(best[0])
             actor = (
