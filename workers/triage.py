@@ -47,7 +47,7 @@ from bot.mail.models import MailItem
 from bot.tokens import estimate_messages, estimate_tokens
 from workers import runtime
 from workers.actuators import SlackActuator, _classify
-from workers.mail_actuator import MailboxActuator, mail_errors, post_owner_dm
+from workers.mail.actuator import MailboxActuator, mail_errors, post_owner_dm
 from workers.runtime import WorkerDeps
 
 log = logging.getLogger(__name__)
