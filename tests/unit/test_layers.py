@@ -19,9 +19,6 @@ WIRING = {
     "bot.worker": "the worker process: runs worker jobs, resumes deploy followers, sweeps outcomes",
     "bot.demo": "drives the real web app, workers and stand-ins end to end (clawback demo)",
     "bot.cli": "the command line: starts the worker, runs jobs by hand (outcome sweep)",
-    # Process main of `clawback mail-poll`: builds its policy store with workers.runtime.policy_store. That
-    # factory belongs in bot/ (it only uses bot.policy, bot.audit, bot.usergroups); move it there and drop this.
-    "bot.mail.poller": "the mail-poll process main takes the policy store factory from workers.runtime",
 }
 
 
