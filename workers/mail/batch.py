@@ -63,8 +63,6 @@ def may_join(limits: BatchLimits, used: int, prepared: mail_text.PreparedEmail) 
 # own that sees only that email (``write_draft``).
 
 DECIDED = "decided"
-
-
 FINAL = ("triaged", "needs_human", "skipped")
 
 

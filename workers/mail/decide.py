@@ -24,16 +24,9 @@ from workers.runtime import WorkerDeps
 
 log = logging.getLogger(__name__)
 
-
 PROMPT = "triage"
-
-
 SCHEMA_NAME = "triage"
-
-
 DECISION_FIELDS = ("category", "priority", "summary", "reason")
-
-
 ITEM_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -46,16 +39,12 @@ ITEM_SCHEMA: dict[str, Any] = {
         "reason": {"type": "string"},
     },
 }
-
-
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["decisions"],
     "properties": {"decisions": {"type": "array", "items": ITEM_SCHEMA}},
 }
-
-
 RESPONSE_FORMAT = {
     "type": "json_schema",
     "json_schema": {"name": SCHEMA_NAME, "strict": True, "schema": SCHEMA},

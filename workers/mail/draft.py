@@ -23,13 +23,8 @@ from workers.runtime import WorkerDeps
 
 log = logging.getLogger(__name__)
 
-
 DRAFT_PROMPT = "draft"
-
-
 DRAFT_SCHEMA_NAME = "reply_draft"
-
-
 DRAFT_RESPONSE_FORMAT = {
     "type": "json_schema",
     "json_schema": {
@@ -43,14 +38,8 @@ DRAFT_RESPONSE_FORMAT = {
         },
     },
 }
-
-
 DRAFT_STEP = "draft"
-
-
 DRAFT_CATEGORIES = ("reply_needed", "action_required")
-
-
 _NO_REPLY = re.compile(r"(no-?reply|do-?not-?reply|mailer-daemon|postmaster|notifications?|bounce)", re.I)
 
 
