@@ -71,8 +71,8 @@ class BenchEnv:
 
     def ingress(self) -> IngressDeps:
         """Ingress dependencies on this environment."""
+        from bot.policy import policy_store
         from bot.queue import TaskQueue
-        from workers.runtime import policy_store
 
         return IngressDeps(
             db=self.db, queue=TaskQueue(self.redis), policy=policy_store(self.settings, self.db)

@@ -7,7 +7,7 @@ counts the stand-in reports (``bot.tokens``):
 - naive: one email per call with its raw content (HTML and all, quoted history and signatures included);
 - single: one email per call with the prepared text (``bot.mail.text``);
 - ours: what the worker does: prepared text, and short emails of the queue sharing one classification call,
-  planned with the worker's own rule (``workers.triage.may_join`` and ``BatchLimits``) and split back per
+  planned with the worker's own rule (``workers.mail.batch.may_join`` and ``BatchLimits``) and split back per
   email with its own apportioning (``split_usage``), so the per-email shares add up to what each call
   reported; with ``mail.draft``, each email that may get a draft and needs a reply also gets its own draft
   call (``prompts/draft.md``, that email only), whose tokens are all that email's.
@@ -39,20 +39,17 @@ from bot.mail.text import PreparedEmail, prepare
 from bot.standins.llm import count_prompt, count_tokens
 from bot.standins.triage_responder import draft_responder, triage_responder
 from bot.tokens import estimate_tokens
-from workers.triage import (
-    DRAFT_CATEGORIES,
-    BatchLimits,
+from workers.mail.batch import BatchLimits, may_join
+from workers.mail.decide import (
     EmailBlock,
     batch_keys,
     email_cost,
-    may_draft_to,
-    may_join,
     parse_batch,
     prompt_weights,
     render_batch,
-    render_draft,
     split_usage,
 )
+from workers.mail.draft import DRAFT_CATEGORIES, may_draft_to, render_draft
 
 BUDGET = 600  # CLAWBACK_MAIL_BODY_TOKENS' default
 BOUNDARY = "<<" + "0" * 16 + ">>"
@@ -263,7 +260,7 @@ def run(
     """Measure tokens per email (prompt + completion): batched prepared text vs naive raw, same decisions.
 
     ``draft_scope``: the owner holds ``mail.draft``, so each email whose sender takes replies and whose
-    decision calls for a reply also gets its own draft call (``workers.triage.write_draft``); batching is
+    decision calls for a reply also gets its own draft call (``workers.mail.draft.write_draft``); batching is
     the same either way."""
     limits = limits or BatchLimits()
     emails = corpus(n)

@@ -48,10 +48,10 @@ def run(n_messages: int = N_MESSAGES, idle_polls: int = 5) -> dict[str, Any]:
     from bot.mail.models import MailItem
     from bot.mail.poller import MailPoller
     from bot.migrate import ensure_schema
+    from bot.policy import policy_store
     from bot.queue import TaskQueue, connect_redis
     from bot.settings import Settings
     from bot.standins.ews import EwsStandIn
-    from workers.runtime import policy_store
 
     home = Path(tempfile.mkdtemp(prefix="clawback-p6-"))
     ews = EwsStandIn(address=ADDRESS, username=ADDRESS, password=PASSWORD).start()

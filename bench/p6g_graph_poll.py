@@ -51,11 +51,11 @@ def _measure(backend: str, n: int, idle_polls: int, home: Path) -> dict[str, Any
     from bot.mail.graph import GraphMailbox
     from bot.mail.poller import MailPoller
     from bot.migrate import ensure_schema
+    from bot.policy import policy_store
     from bot.queue import TaskQueue, connect_redis
     from bot.settings import Settings
     from bot.standins.ews import EwsStandIn
     from bot.standins.graph import GraphStandIn
-    from workers.runtime import policy_store
 
     work = home / f"{backend}-{n}"
     work.mkdir(parents=True)

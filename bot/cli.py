@@ -86,10 +86,10 @@ def web(
     import waitress
 
     from bot.ingress import IngressDeps
+    from bot.policy import policy_store
     from bot.queue import TaskQueue, connect_redis
     from bot.slack_app import SERVER_LIMITS, BackgroundWeb, build_web
     from handlers.context import HandlerContext
-    from workers.runtime import policy_store
 
     _logging()
     settings = _settings()
@@ -140,10 +140,10 @@ def socket(
     import threading
 
     from bot.ingress import IngressDeps
+    from bot.policy import policy_store
     from bot.queue import TaskQueue, connect_redis
     from bot.slack_app import BackgroundWeb, build_socket
     from handlers.context import HandlerContext
-    from workers.runtime import policy_store
 
     _logging()
     settings = _settings()

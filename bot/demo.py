@@ -115,6 +115,7 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
     from bot.deploy import demo as deploy_demo
     from bot.mail import demo as mail_demo
     from bot.measure import report as report_mod
+    from bot.policy import policy_store
     from bot.slack_app import BackgroundWeb, build_web
     from bot.standins import deploy_responder, triage_responder
     from bot.standins.ci import CIStandIn
@@ -123,7 +124,7 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
     from bot.worker import run_worker
     from handlers.context import HandlerContext
     from workers.deploy import build_clients
-    from workers.runtime import build_deps, policy_store
+    from workers.runtime import build_deps
 
     home = Path(tempfile.mkdtemp(prefix="clawback-demo-"))
     slack, llm = SlackStandIn(token=BOT_TOKEN), LLMStandIn()

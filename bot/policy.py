@@ -15,10 +15,16 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot import messages
 from bot.errors import Denied, PolicyError
+
+if TYPE_CHECKING:
+    import redis
+
+    from bot.db import Database
+    from bot.settings import Settings
 
 SCOPES: dict[str, str] = {
     "chat.reply": "answer mentions and DMs in Slack (post in the thread or DM where asked)",
@@ -529,3 +535,22 @@ class PolicyStore:
                 self._members = members
                 self._policy = self._policy.with_usergroup_members(members)
         return self._policy
+
+
+def policy_store(settings: Settings, db: Database, conn: redis.Redis | None = None) -> PolicyStore:
+    """The policy store; file changes are audited with the file's hash; usergroups come from the Redis cache."""
+    from bot import audit, usergroups
+
+    def audited(old: Policy, new: Policy) -> None:
+        audit.record(
+            db,
+            actor="system",
+            action="policy.changed",
+            decision="info",
+            target=new.source,
+            details={"old_sha256": old.digest, "new_sha256": new.digest},
+        )
+
+    prefix = settings.clawback_queue_prefix
+    members = (lambda: usergroups.read_members(conn, prefix)) if conn is not None else None
+    return PolicyStore(settings.clawback_policy, on_change=audited, memberships=members)

@@ -30,7 +30,7 @@ from handlers.context import HandlerContext
 
 log = logging.getLogger(__name__)
 
-REFRESH = "workers.triage.refresh_mail_message"
+REFRESH = "workers.mail.refresh_mail_message"  # RQ job by name (listeners never import workers)
 _OUTCOME_OF = {"right": "label_kept", "wrong": "label_corrected", "discard": "draft_discarded"}
 _FINGERPRINT = re.compile(r"[0-9a-f]{32}")
 

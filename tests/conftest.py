@@ -14,12 +14,13 @@ from bot import embedded_redis
 from bot.db import Base, Database
 from bot.ingress import IngressDeps
 from bot.migrate import ensure_schema
+from bot.policy import policy_store
 from bot.settings import Settings
 from bot.slack_app import BackgroundWeb
 from bot.standins.llm import LLMStandIn
 from bot.standins.slack import SlackStandIn
 from bot.standins.slack_events import SlackEventSender
-from workers.runtime import WorkerDeps, build_deps, policy_store
+from workers.runtime import WorkerDeps, build_deps
 
 SIGNING_SECRET = "test-signing-secret"
 BOT_TOKEN = "xoxb-test-token"

@@ -32,9 +32,9 @@ Core = Callable[[runtime.WorkerDeps, Task], dict[str, Any]]
 
 def _intents() -> dict[str, tuple[str, Core]]:
     """Intent → (scope it needs, core function), across every surface."""
-    from workers import answer, deploy, triage
+    from workers import answer, deploy, mail
 
-    return {"answer": ("chat.reply", answer.answer), **triage.INTENTS, **deploy.INTENTS}
+    return {"answer": ("chat.reply", answer.answer), **mail.INTENTS, **deploy.INTENTS}
 
 
 def _is_last_attempt() -> bool:

@@ -9,12 +9,12 @@ from typing import Any
 import redis
 from slack_sdk import WebClient
 
-from bot import audit, ledger
+from bot import ledger
 from bot.budget import Budget
 from bot.db import Database
 from bot.llm import LLMGateway, make_client
 from bot.migrate import ensure_schema
-from bot.policy import Policy, PolicyStore
+from bot.policy import PolicyStore, policy_store
 from bot.queue import Lease, TaskQueue, connect_redis
 from bot.settings import Settings, load_settings
 
@@ -40,25 +40,6 @@ class WorkerDeps:
         if self.pid != os.getpid():
             self.db.after_fork()
             self.pid = os.getpid()
-
-
-def policy_store(settings: Settings, db: Database, conn: redis.Redis | None = None) -> PolicyStore:
-    """The policy store; file changes are audited with the file's hash; usergroups come from the Redis cache."""
-    from bot import usergroups
-
-    def audited(old: Policy, new: Policy) -> None:
-        audit.record(
-            db,
-            actor="system",
-            action="policy.changed",
-            decision="info",
-            target=new.source,
-            details={"old_sha256": old.digest, "new_sha256": new.digest},
-        )
-
-    prefix = settings.clawback_queue_prefix
-    members = (lambda: usergroups.read_members(conn, prefix)) if conn is not None else None
-    return PolicyStore(settings.clawback_policy, on_change=audited, memberships=members)
 
 
 def build_deps(

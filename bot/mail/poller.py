@@ -708,8 +708,8 @@ def main(settings: Settings, once: bool) -> int:
     """``clawback mail-poll [--once]``."""
     from bot.mail.config import mailbox_factory
     from bot.migrate import ensure_schema
+    from bot.policy import policy_store
     from bot.queue import TaskQueue, connect_redis
-    from workers.runtime import policy_store
 
     db = Database(settings.database_url)
     ensure_schema(db)

@@ -136,7 +136,7 @@ def test_a_different_draft_to_the_same_message_is_not_taken_for_ours(ews, poller
     """After a crash before saving, an owner's own reply draft is not mistaken for the one triage saves."""
     from bot.mail.ews import EwsMailbox
     from tests.mail.conftest import OWNER_ADDRESS, PASSWORD
-    from workers.mail_actuator import MailboxActuator
+    from workers.mail.actuator import MailboxActuator
 
     _reply_mail(ews)
     poller.run_once()
@@ -150,7 +150,7 @@ def test_a_different_draft_to_the_same_message_is_not_taken_for_ours(ews, poller
         s.get(
             Action, s.execute(select(Action.id).where(Action.kind == "mail.draft")).scalar_one()
         ).status = "pending"
-    from workers.triage import config_for, mailbox_for
+    from workers.mail.items import config_for, mailbox_for
 
     cfg = config_for(mail_deps, OWNER_ADDRESS)
     actuator = MailboxActuator(mailbox_for(mail_deps, OWNER_ADDRESS), cfg, mail_deps.db, mail_deps.policy)

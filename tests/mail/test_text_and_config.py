@@ -12,7 +12,7 @@ from bot.mail.blocks import ItemView, build_digest_pages, build_item_blocks
 from bot.mail.config import connect, mailbox_config, validate_section
 from bot.policy import parse_policy
 from bot.standins.triage_responder import classify
-from workers.triage import parse_decision
+from workers.mail.decide import parse_decision
 
 pytestmark = pytest.mark.nopg
 

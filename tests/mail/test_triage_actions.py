@@ -77,7 +77,7 @@ def test_actuator_refuses_without_scope_and_audits_before_acting(ews, mail_deps)
     from bot.mail.config import mailbox_config
     from bot.policy import PolicyStore
     from tests.mail.conftest import policy_text
-    from workers.mail_actuator import MailboxActuator
+    from workers.mail.actuator import MailboxActuator
 
     item_id = _action_mail(ews)
     path = mail_deps.settings.clawback_policy

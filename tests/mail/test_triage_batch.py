@@ -20,7 +20,8 @@ from bot.standins.triage_responder import classify, emails_of, triage_responder
 from tests.conftest import drain
 from tests.mail.test_triage_flow import _tasks
 from workers import execute
-from workers.triage import BatchLimits, batch_keys
+from workers.mail.batch import BatchLimits
+from workers.mail.decide import batch_keys
 
 # Here the owner does not hold mail.draft, so the only calls are classification calls (with it, emails are
 # batched the same and each draft has a call of its own: test_with_mail_draft_drafts_get_calls_of_their_own).
@@ -332,7 +333,7 @@ def test_a_failing_leader_gives_its_claims_back(ews, poller, mail_deps, llm, cap
     leader, *others = _tasks(mail_deps, "triage")
     llm.script({"status": 500}, {"status": 500})  # both tries of the client's one retry
     with (
-        caplog.at_level("INFO", logger="workers.triage"),
+        caplog.at_level("INFO", logger="workers.mail.triage"),
         pytest.raises(Exception, match="model unavailable"),
     ):
         execute(mail_deps, leader.id, last_attempt=False)
@@ -348,7 +349,7 @@ def test_a_failing_leader_gives_its_claims_back(ews, poller, mail_deps, llm, cap
 
 def test_standin_responder_answers_each_email_of_a_batch_by_id():
     """The stand-in finds every email block (not the header's mention of the marker) and keeps ids."""
-    from workers.triage import EmailBlock, render_batch
+    from workers.mail.decide import EmailBlock, render_batch
 
     blocks = [
         EmailBlock(

@@ -30,7 +30,7 @@ from tests.conftest import drain
 from tests.mail import conftest as mail_fixtures
 from tests.mail.conftest import OWNER
 from tests.mail.test_triage_flow import _audit, _items, _outcomes, _tasks
-from workers.mail_actuator import MailboxActuator
+from workers.mail.actuator import MailboxActuator
 
 # The mail surface's fixtures (its conftest is not this directory's).
 ews = mail_fixtures.ews

@@ -19,9 +19,6 @@ WIRING = {
     "bot.worker": "the worker process: runs worker jobs, resumes deploy followers, sweeps outcomes",
     "bot.demo": "drives the real web app, workers and stand-ins end to end (clawback demo)",
     "bot.cli": "the command line: starts the worker, runs jobs by hand (outcome sweep)",
-    # Process main of `clawback mail-poll`: builds its policy store with workers.runtime.policy_store. That
-    # factory belongs in bot/ (it only uses bot.policy, bot.audit, bot.usergroups); move it there and drop this.
-    "bot.mail.poller": "the mail-poll process main takes the policy store factory from workers.runtime",
 }
 
 
@@ -204,3 +201,15 @@ def test_rq_entry_points_keep_their_dotted_names():
     assert import_attribute(FOLLOW) is follow_run
     assert import_attribute(CLICK_JOB) is handle_click
     assert callable(import_attribute(PUBLISH_HOME))
+
+
+def test_mail_refresh_resolves_under_its_old_and_new_names():
+    """A message refresh queued before the mail jobs became ``workers/mail/`` (``workers.triage.…``) still runs."""
+    from rq.utils import import_attribute
+
+    from handlers.mail import REFRESH
+    from workers.mail.digest import refresh_mail_message
+
+    assert REFRESH == "workers.mail.refresh_mail_message"
+    assert import_attribute(REFRESH) is refresh_mail_message
+    assert import_attribute("workers.triage.refresh_mail_message") is refresh_mail_message
