@@ -335,17 +335,13 @@ def _set(
 ) -> AutonomyChange:
     """Store the new level (the rules start counting afresh) and its history row; expire pending offers."""
     row = _row(s, user, action, category)
-    now = utcnow()
+    now, last = utcnow(), _max_decision(s)
+    fields = {"level": to_level, "since": now, "since_decision": last, "set_by": actor, "reason": kind}
     if row is None:
-        row = AutonomyLevel(user=user, action=action, category=category)
-        s.add(row)
-    row.level, row.since, row.since_decision, row.set_by, row.reason = (
-        to_level,
-        now,
-        _max_decision(s),
-        actor,
-        kind,
-    )
+        s.add(AutonomyLevel(user=user, action=action, category=category, **fields))
+    else:
+        for key, value in fields.items():
+            setattr(row, key, value)
     s.execute(
         update(AutonomyOffer)
         .where(
