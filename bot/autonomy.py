@@ -44,7 +44,8 @@ from sqlalchemy.orm import Session
 
 from bot import audit, controls
 from bot.db import AutonomyChange, AutonomyDecision, AutonomyLevel, AutonomyOffer, Database, utcnow
-from bot.policy import GOVERNED_ACTIONS, LEVELS, NEVER_AUTONOMOUS, AutonomyRule, Policy
+from bot.mail.config import CATEGORIES
+from bot.policy import GOVERNED_ACTIONS, LEVELS, MAIL_ACTIONS, NEVER_AUTONOMOUS, AutonomyRule, Policy
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,13 @@ def _check_action(action: str) -> None:
         raise ValueError(f"unknown action {action!r} (governed: {', '.join(GOVERNED_ACTIONS)})")
 
 
+def _check_category(action: str, category: str | None) -> None:
+    if category and (action not in MAIL_ACTIONS or category not in CATEGORIES):
+        raise ValueError(
+            f"category {category!r} does not apply to {action} (mail actions: {', '.join(CATEGORIES)})"
+        )
+
+
 def rule_for(policy: Policy, action: str, category: str | None = None) -> AutonomyRule | None:
     """The rule governing ``action`` (the category's override first); None when it runs at the default."""
     _check_action(action)
@@ -229,6 +237,7 @@ def record_decision(
 ) -> int:
     """Record one governed decision made at ``level``; returns its id (pass it to ``judge`` later)."""
     _check_action(action)
+    _check_category(action, category)
     if level not in LEVELS:
         raise ValueError(f"bad level {level!r}")
     with db.session() as s:
@@ -622,6 +631,7 @@ def set_level(
     """An admin sets the level (never above ``max``; audited); returns the history row's id."""
     if level not in LEVELS:
         raise ValueError(f"bad level {level!r} (use {', '.join(LEVELS)})")
+    _check_category(action, category)
     rule = rule_for(policy, action, category)
     if rule is None:
         raise ValueError(f"{action} is not governed by the policy's [autonomy] section")
