@@ -257,6 +257,8 @@ def report(
 ) -> None:
     """Outcomes per token: k-anonymous aggregates; per-person rows and flags need --as <audit.read holder>."""
     from bot.errors import Denied
+    from bot.measure.adoption import build_adoption, print_adoption
+    from bot.measure.outcomes import config_from_settings
     from bot.measure.report import build_report, print_report_tables, to_csv, viewer_for
     from bot.policy import load_policy
     from bot.progress import progress_bar
@@ -265,18 +267,27 @@ def report(
         raise typer.BadParameter("--format must be table, json or csv")
     settings = _settings()
     policy = load_policy(settings.clawback_policy)
+    start = parse_since(since)
     try:
         viewer = viewer_for(policy, as_user)
         with progress_bar("building the report", enabled=None if fmt == "table" else False) as update:
             doc = build_report(
                 _db(settings),
-                since=parse_since(since),
+                since=start,
                 by=by,
                 viewer=viewer,
                 policy=policy,
                 settings=settings,
                 progress=update,
             )
+        doc["adoption"] = build_adoption(
+            _db(settings),
+            since=start,
+            until=None,
+            viewer=viewer,
+            policy=policy,
+            config=config_from_settings(settings),
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     except Denied as exc:
@@ -293,6 +304,7 @@ def report(
         sys.stdout.write(to_csv(doc))
     else:
         print_report_tables(doc, console, wide=wide)
+        print_adoption(doc["adoption"], console)
 
 
 @app.command()
