@@ -60,3 +60,38 @@ def build_feedback_done_blocks(blocks: list[dict[str, Any]], note: str) -> list[
     """The same message with its buttons replaced by a note saying who rated it and how."""
     kept = [b for b in blocks if b.get("type") != "actions"]
     return [*kept, _context(note)]
+
+
+AUTONOMY_YES = "autonomy_yes"
+AUTONOMY_NOT_NOW = "autonomy_not_now"
+
+
+def build_offer_blocks(offer_id: int, text: str) -> list[dict[str, Any]]:
+    """A promotion offer: its text with the evidence, a **Yes** button (label starts with "Yes") and "Not now"."""
+    return [
+        _section(text),
+        {
+            "type": "actions",
+            "block_id": f"autonomy:{offer_id}",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": AUTONOMY_YES,
+                    "value": str(offer_id),
+                    "style": "primary",
+                    "text": {"type": "plain_text", "text": "Yes, go ahead"},
+                },
+                {
+                    "type": "button",
+                    "action_id": AUTONOMY_NOT_NOW,
+                    "value": str(offer_id),
+                    "text": {"type": "plain_text", "text": "Not now"},
+                },
+            ],
+        },
+    ]
+
+
+def build_offer_answered_blocks(text: str, note: str) -> list[dict[str, Any]]:
+    """The offer after its answer: the text, no buttons, a note saying what was decided."""
+    return [_section(text), _context(note)]

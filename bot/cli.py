@@ -24,10 +24,14 @@ audit_app = typer.Typer(help="Verify and export the tamper-evident audit log.", 
 policy_app = typer.Typer(help="Check policy files.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 redis_app = typer.Typer(help="The embedded Redis server.", no_args_is_help=True)
+autonomy_app = typer.Typer(
+    help="Earned autonomy: levels per person, action and mail category.", no_args_is_help=True
+)
 app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
 app.add_typer(db_app, name="db")
 app.add_typer(redis_app, name="redis")
+app.add_typer(autonomy_app, name="autonomy")
 
 console = Console()
 err = Console(stderr=True)
@@ -76,10 +80,13 @@ def web(
     threads: Annotated[int, typer.Option(help="Request threads")] = 16,
     metrics_port: Annotated[
         int | None,
-        typer.Option(help="Serve GET /metrics on this port, apart from Slack's listener (default: not served)"),
+        typer.Option(
+            help="Serve GET /metrics on this port, apart from Slack's listener (default: not served)"
+        ),
     ] = None,
     metrics_host: Annotated[
-        str, typer.Option(help="Interface of the metrics listener (keep it private: loopback or an internal one)")
+        str,
+        typer.Option(help="Interface of the metrics listener (keep it private: loopback or an internal one)"),
     ] = "127.0.0.1",
 ) -> None:
     """Serve the Slack app over HTTP (POST /slack/events, GET /healthz); GET /metrics on --metrics-port."""
@@ -124,7 +131,9 @@ def web(
 def socket(
     health_port: Annotated[
         int | None,
-        typer.Option(help="Serve GET /healthz (database, Redis, the Socket Mode link) on this port, for orchestrators"),
+        typer.Option(
+            help="Serve GET /healthz (database, Redis, the Socket Mode link) on this port, for orchestrators"
+        ),
     ] = None,
     health_host: Annotated[str, typer.Option(help="Interface of the health listener")] = "127.0.0.1",
     metrics_port: Annotated[
@@ -132,7 +141,8 @@ def socket(
         typer.Option(help="Serve GET /metrics on this port (default: not served)"),
     ] = None,
     metrics_host: Annotated[
-        str, typer.Option(help="Interface of the metrics listener (keep it private: loopback or an internal one)")
+        str,
+        typer.Option(help="Interface of the metrics listener (keep it private: loopback or an internal one)"),
     ] = "127.0.0.1",
 ) -> None:
     """Run the same Slack app over Socket Mode (no public URL needed; needs SLACK_APP_TOKEN). Stops on SIGTERM."""
@@ -230,7 +240,9 @@ def report(
         typer.Option(help="Group by user|intent|surface|team|prompt|model|channel|day (comma-separated)"),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
-    wide: Annotated[bool, typer.Option("--wide", help="Tables with every metric (wider than 80 columns)")] = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Tables with every metric (wider than 80 columns)")
+    ] = False,
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report here")
     ] = None,
@@ -245,6 +257,8 @@ def report(
 ) -> None:
     """Outcomes per token: k-anonymous aggregates; per-person rows and flags need --as <audit.read holder>."""
     from bot.errors import Denied
+    from bot.measure.adoption import build_adoption, print_adoption
+    from bot.measure.outcomes import config_from_settings
     from bot.measure.report import build_report, print_report_tables, to_csv, viewer_for
     from bot.policy import load_policy
     from bot.progress import progress_bar
@@ -253,18 +267,27 @@ def report(
         raise typer.BadParameter("--format must be table, json or csv")
     settings = _settings()
     policy = load_policy(settings.clawback_policy)
+    start = parse_since(since)
     try:
         viewer = viewer_for(policy, as_user)
         with progress_bar("building the report", enabled=None if fmt == "table" else False) as update:
             doc = build_report(
                 _db(settings),
-                since=parse_since(since),
+                since=start,
                 by=by,
                 viewer=viewer,
                 policy=policy,
                 settings=settings,
                 progress=update,
             )
+        doc["adoption"] = build_adoption(
+            _db(settings),
+            since=start,
+            until=None,
+            viewer=viewer,
+            policy=policy,
+            config=config_from_settings(settings),
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     except Denied as exc:
@@ -281,6 +304,7 @@ def report(
         sys.stdout.write(to_csv(doc))
     else:
         print_report_tables(doc, console, wide=wide)
+        print_adoption(doc["adoption"], console)
 
 
 @app.command()
@@ -301,7 +325,9 @@ def doctor(
     try:
         settings = load_settings()
     except ClawbackError as exc:
-        console.print(doc.format_line(doc.CheckResult("settings", "fail", str(exc))), soft_wrap=True, markup=False)
+        console.print(
+            doc.format_line(doc.CheckResult("settings", "fail", str(exc))), soft_wrap=True, markup=False
+        )
         raise typer.Exit(1) from None
     checks = doc.plan_checks(settings, timeout=timeout, socket_mode=socket_mode)
     results = doc.run_checks(checks, timeout=timeout)
@@ -445,6 +471,60 @@ def db_upgrade() -> None:
     db = _db(_settings(), check=False)
     migrate.upgrade(db)
     console.print(f"database at revision {migrate.current_revision(db)}")
+
+
+@autonomy_app.command("show")
+def autonomy_show(user: Annotated[str | None, typer.Option(help="Only this Slack user id")] = None) -> None:
+    """Levels in force (person, action, category), accepted/judged at that level, and what would change them."""
+    from rich.table import Table
+
+    from bot import autonomy
+    from bot.policy import load_policy
+
+    settings = _settings()
+    policy = load_policy(settings.clawback_policy)
+    rows = autonomy.standings(_db(settings), policy, user)
+    if not policy.autonomy.configured:
+        console.print("no [autonomy] section in the policy: every action runs at " + policy.autonomy.default)
+    table = Table(title="Earned autonomy", show_lines=False, expand=False)
+    for name in ("user", "action", "level", "ok/judged", "next"):
+        table.add_column(name, overflow="fold")
+    for r in rows:
+        action = f"{r.action} ({r.category})" if r.category else r.action
+        table.add_row(r.user, action, f"{r.level} ≤{r.max}", f"{r.accepted}/{r.judged}", r.next_step)
+    console.print(table, width=min(console.width, 80))
+
+
+@autonomy_app.command("set")
+def autonomy_set(
+    user: Annotated[str, typer.Option(help="Slack user id")],
+    action: Annotated[str, typer.Option(help="mail.categorize, mail.move, mail.draft or chat.reply.channel")],
+    level: Annotated[str, typer.Option(help="shadow, suggest or auto (never above the policy's max)")],
+    category: Annotated[str | None, typer.Option(help="Mail category (mail actions only)")] = None,
+) -> None:
+    """Set a person's level (audited with the operating-system user as the actor)."""
+    from bot import autonomy
+    from bot.measure.report import _os_user
+    from bot.policy import load_policy
+
+    settings = _settings()
+    policy = load_policy(settings.clawback_policy)
+    actor = f"cli:{_os_user() or 'unknown'}"
+    try:
+        change = autonomy.set_level(
+            _db(settings),
+            policy,
+            user=user,
+            action=action,
+            category=category,
+            level=level,
+            actor=actor,
+            details={"os_user": _os_user()},
+        )
+    except ValueError as exc:
+        err.print(f"autonomy set refused: {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"{user} {action}{f' ({category})' if category else ''}: {level} (change {change})")
 
 
 @redis_app.command("stop")

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
     create_engine,
     event,
     text,
@@ -143,6 +144,7 @@ class Action(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending done failed denied
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    autonomy_level: Mapped[str | None] = mapped_column(String(8))  # shadow suggest auto; None = not governed
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -215,6 +217,88 @@ class Pause(Base):
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+# -- earned autonomy (bot/autonomy.py) ------------------------------------------------------------------------
+
+
+class AutonomyLevel(Base):
+    """The level in force for one (person, action, category); no row = the policy's start level."""
+
+    __tablename__ = "autonomy_levels"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    category: Mapped[str] = mapped_column(String(32), default="")  # '' = the action as a whole
+    level: Mapped[str] = mapped_column(String(8))
+    since: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Decisions up to this id were made before the change: the rules count only later ones.
+    since_decision: Mapped[int] = mapped_column(Integer, default=0)
+    set_by: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(32))  # promotion demotion admin
+
+    __table_args__ = (UniqueConstraint("user", "action", "category", name="uq_autonomy_levels_key"),)
+
+
+class AutonomyChange(Base):
+    """History of level changes (promotions, demotions, admin changes), with the evidence that justified each."""
+
+    __tablename__ = "autonomy_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user: Mapped[str] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    category: Mapped[str] = mapped_column(String(32), default="")
+    from_level: Mapped[str] = mapped_column(String(8))
+    to_level: Mapped[str] = mapped_column(String(8))
+    kind: Mapped[str] = mapped_column(String(16))  # promotion demotion admin
+    actor: Mapped[str] = mapped_column(String(64))
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AutonomyDecision(Base):
+    """One governed decision at the level then in force, and how the person judged it."""
+
+    __tablename__ = "autonomy_decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(String(32), ForeignKey("tasks.id"), index=True)
+    user: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    category: Mapped[str] = mapped_column(String(32), default="")
+    level: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    verdict: Mapped[str | None] = mapped_column(String(8))  # None (not yet), accepted, rejected, none
+    outcome_id: Mapped[int | None] = mapped_column(Integer)
+    judged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (Index("ix_autonomy_decisions_key", "user", "action", "category", "level", "id"),)
+
+
+class AutonomyOffer(Base):
+    """A promotion offered to a person: pending, accepted or declined (``judged`` when it was made)."""
+
+    __tablename__ = "autonomy_offers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    category: Mapped[str] = mapped_column(String(32), default="")
+    from_level: Mapped[str] = mapped_column(String(8))
+    to_level: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending accepted declined expired
+    judged: Mapped[int] = mapped_column(Integer)  # judged decisions at from_level when the offer was made
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    answered_by: Mapped[str | None] = mapped_column(String(64))
+    slack_channel: Mapped[str | None] = mapped_column(String(32))
+    slack_ts: Mapped[str | None] = mapped_column(String(32))
+
+    __table_args__ = (Index("ix_autonomy_offers_key", "user", "action", "category", "status"),)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

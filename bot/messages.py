@@ -73,3 +73,12 @@ def footer(model: str, prompt_tokens: int, completion_tokens: int, cost: float, 
         f"{model} · tokens in {prompt_tokens:,} / out {completion_tokens:,} / total {total:,}"
         f" · est. ${cost:.4f} · task `{task_id}`"
     )
+
+
+# Earned autonomy (bot/autonomy.py, workers/autonomy.py)
+AUTONOMY_NOT_YOURS = "Only the person this offer was made to can answer it, so nothing changed."
+AUTONOMY_ACCEPTED = (
+    "<@{user}> said yes: Clawback now works at *{level}* here. Corrections bring it back at once."
+)
+AUTONOMY_DECLINED = "<@{user}> said not now. Clawback will ask again after {n} more judged decisions."
+AUTONOMY_EXPIRED = "This offer no longer applies (the level or its cap changed since), so nothing changed."

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot import messages
 from bot.errors import Denied, PolicyError
+from bot.mail.config import CATEGORIES
 
 if TYPE_CHECKING:
     import redis
@@ -95,6 +96,49 @@ class ChannelRule:
         return "*" in self.allow or scope in self.allow
 
 
+# -- earned autonomy (the rules; the level in force and the bookkeeping live in bot/autonomy.py) -------------
+LEVELS = ("shadow", "suggest", "auto")  # ordered: each acts on more than the one before
+GOVERNED_ACTIONS = ("mail.categorize", "mail.move", "mail.draft", "chat.reply.channel")
+MAIL_ACTIONS = frozenset({"mail.categorize", "mail.move", "mail.draft"})  # these may have per-category rules
+RULE_KEYS = ("start", "max", "promote_after", "promote_min_acceptance", "window", "demote_after")
+NEVER_AUTONOMOUS = "deploys are never autonomous: every deploy keeps its human clicks"
+
+
+@dataclass(frozen=True)
+class AutonomyRule:
+    """How one governed action (or one mail category of it) earns and loses autonomy."""
+
+    start: str = "suggest"  # where everyone starts
+    max: str = "auto"  # the most a person can earn (an admin cap)
+    promote_after: int = 20  # judged decisions at the current level before promotion is considered
+    promote_min_acceptance: float = 0.9  # accepted / judged over the last promote_after
+    window: int = 10  # the last N judged decisions at auto ...
+    demote_after: int = 2  # ... with this many rejections demote to suggest at once
+
+
+@dataclass(frozen=True)
+class AutonomyPolicy:
+    """The ``[autonomy]`` section: the default level and the rules per action and per (action, category).
+
+    Absent section: ``default`` is ``auto`` and no action is governed (today's behaviour).
+    """
+
+    default: str = "auto"
+    actions: dict[str, AutonomyRule] = field(default_factory=dict)
+    categories: dict[tuple[str, str], AutonomyRule] = field(default_factory=dict)
+
+    @property
+    def configured(self) -> bool:
+        """True when at least one action is governed."""
+        return bool(self.actions)
+
+    def rule(self, action: str, category: str | None = None) -> AutonomyRule | None:
+        """The rule of ``action`` (the category's override first); None when the action is not governed."""
+        if category and (action, category) in self.categories:
+            return self.categories[(action, category)]
+        return self.actions.get(action)
+
+
 @dataclass(frozen=True)
 class RedactionPattern:
     """A site-specific secret shape from the policy file."""
@@ -121,6 +165,7 @@ class Policy:
     usergroup_members: dict[str, frozenset[str]] = field(default_factory=dict)  # synced from Slack
     teams: dict[str, tuple[str, ...]] = field(default_factory=dict)  # other organisations' team id -> roles
     home_teams: frozenset[str] = frozenset()  # teams besides the bot token's own treated as ours
+    autonomy: AutonomyPolicy = field(default_factory=AutonomyPolicy)
     # User id -> their team, for users of other teams only: bound by the PolicyStore from verified payloads
     # and task rows (a Slack user id belongs to one team), shared by every policy the store hands out.
     outside_users: dict[str, str] = field(default_factory=dict, repr=False)
@@ -233,6 +278,7 @@ _KNOWN_TOP = {
     "mailboxes",
     "services",
     "teams",
+    "autonomy",
 }
 
 
@@ -399,6 +445,8 @@ def parse_policy(text: str, *, source: str = "policy") -> Policy:
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise fail("privacy.k_anonymity must be an integer >= 2", "k_anonymity")
 
+    autonomy = _parse_autonomy(raw.get("autonomy"), fail) if "autonomy" in raw else AutonomyPolicy()
+
     digest = hashlib.sha256(text.encode()).hexdigest()
     return Policy(
         roles,
@@ -414,7 +462,92 @@ def parse_policy(text: str, *, source: str = "policy") -> Policy:
         usergroups,
         teams=teams,
         home_teams=frozenset(home_teams),
+        autonomy=autonomy,
     )
+
+
+def _parse_autonomy(table: dict[str, Any], fail: Callable[..., PolicyError]) -> AutonomyPolicy:
+    """Validate ``[autonomy]``: levels ordered shadow < suggest < auto, ``max`` >= ``start``, numbers in range,
+    unknown keys and actions named with their line; any deploy action is refused."""
+    unknown = set(table) - {"default", "actions"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise fail(f"[autonomy]: unknown key {key!r} (known: default, actions)", "[autonomy]", key)
+    default = table.get("default", "auto")
+    if default not in LEVELS:
+        raise fail(f"autonomy.default must be one of {', '.join(LEVELS)}", "[autonomy]", "default")
+    actions_raw = table.get("actions", {})
+    if not isinstance(actions_raw, dict):
+        raise fail("autonomy.actions must be a table of actions", "[autonomy]", "actions")
+    actions: dict[str, AutonomyRule] = {}
+    categories: dict[tuple[str, str], AutonomyRule] = {}
+    for action, spec in actions_raw.items():
+        header = f'"{action}"'
+        if action.startswith("deploy"):
+            raise fail(f"autonomy: {action!r}: {NEVER_AUTONOMOUS}", header)
+        if action not in GOVERNED_ACTIONS:
+            raise fail(
+                f"autonomy: unknown action {action!r} (governed: {', '.join(GOVERNED_ACTIONS)})", header
+            )
+        if not isinstance(spec, dict):
+            raise fail(f"autonomy action {action!r} must be a table", header)
+        cats = spec.get("categories", {})
+        keys = {k: v for k, v in spec.items() if k != "categories"}
+        rule = _autonomy_rule(AutonomyRule(), keys, f"autonomy action {action!r}", fail, header)
+        actions[action] = rule
+        if not isinstance(cats, dict) or "categories" in spec and action not in MAIL_ACTIONS:
+            raise fail(
+                f"autonomy action {action!r}: categories is a table of mail categories (mail actions only)",
+                header,
+                "categories",
+            )
+        for cat, cat_spec in cats.items():
+            where = f"autonomy action {action!r} category {cat!r}"
+            if cat not in CATEGORIES:
+                raise fail(f"{where}: unknown category (known: {', '.join(CATEGORIES)})", header, cat)
+            if not isinstance(cat_spec, dict):
+                raise fail(f"{where} must be a table", header, cat)
+            categories[(action, cat)] = _autonomy_rule(rule, cat_spec, where, fail, header, cat)
+    return AutonomyPolicy(default, actions, categories)
+
+
+def _autonomy_rule(
+    base: AutonomyRule, spec: dict[str, Any], where: str, fail: Callable[..., PolicyError], *needles: str
+) -> AutonomyRule:
+    """``base`` with the keys of ``spec`` applied, validated."""
+    unknown = set(spec) - set(RULE_KEYS)
+    if unknown:
+        key = sorted(unknown)[0]
+        raise fail(f"{where}: unknown key {key!r} (known: {', '.join(RULE_KEYS)})", *needles, key)
+    for key in ("start", "max"):
+        if key in spec and spec[key] not in LEVELS:
+            raise fail(f"{where}: {key} must be one of {', '.join(LEVELS)}", *needles, key)
+    for key in ("promote_after", "window", "demote_after"):
+        if key in spec:
+            value = spec[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10000:
+                raise fail(f"{where}: {key} must be an integer from 1 to 10000", *needles, key)
+    if "promote_min_acceptance" in spec:
+        value = spec["promote_min_acceptance"]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+            raise fail(
+                f"{where}: promote_min_acceptance must be a number in (0, 1]",
+                *needles,
+                "promote_min_acceptance",
+            )
+    values = {k: spec[k] for k in RULE_KEYS if k in spec}
+    if "promote_min_acceptance" in values:
+        values["promote_min_acceptance"] = float(values["promote_min_acceptance"])
+    rule = replace(base, **values)
+    if LEVELS.index(rule.max) < LEVELS.index(rule.start):
+        raise fail(f"{where}: max {rule.max!r} is below start {rule.start!r}", *needles, "max")
+    if rule.demote_after > rule.window:
+        raise fail(
+            f"{where}: demote_after ({rule.demote_after}) cannot exceed window ({rule.window})",
+            *needles,
+            "demote_after",
+        )
+    return rule
 
 
 def load_policy(path: Path | None) -> Policy:

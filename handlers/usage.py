@@ -9,6 +9,7 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
+from bot import autonomy
 from bot.db import utcnow
 from bot.errors import Denied, ServiceUnavailable
 from bot.measure.report import own_usage
@@ -51,6 +52,11 @@ def handle_usage(
     except ServiceUnavailable:
         log.warning("/usage for %s: database unavailable", user)
         return USAGE_UNAVAILABLE
+    policy = ctx.ingress.policy.current
+    if policy.autonomy.configured:
+        lines = autonomy.build_standing_lines(autonomy.standings(ctx.ingress.db, policy, user))
+        if lines:
+            return build_usage_text(numbers, days, autonomy=lines)
     return build_usage_text(numbers, days)
 
 

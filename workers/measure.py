@@ -12,6 +12,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from sqlalchemy import or_, select
 
+from bot import autonomy
 from bot.db import Action, Database, Task, utcnow
 from bot.measure import facts, outcomes
 from bot.measure.report import own_usage
@@ -25,14 +26,28 @@ HOME_DAYS = 7
 RECEIPTS_MAX = 15
 NO_USAGE_SCOPE = "Your role does not include seeing usage (scope `usage.self`). Ask an admin if you need it."
 HOME_TITLE = "Your week with Clawback"
+AUTONOMY_TITLE = "What Clawback may do for you"
+AUTONOMY_MAX = 20  # lines of the autonomy section (the view holds 100 blocks)
+LEVEL_WORDS = {
+    "shadow": "watches and learns (shows nothing)",
+    "suggest": "suggests, you apply",
+    "auto": "acts, you can correct or undo",
+}
 HOME_PRIVACY = (
     "Only you see these numbers. Team reports are aggregates over at least {k} people; "
     "nobody is ranked by tokens."
 )
 
 
-def build_home_view(numbers: dict[str, Any], receipts: list[dict[str, Any]], *, k: int) -> dict[str, Any]:
-    """The Home tab view: own week, outcome mix, cost per accepted outcome, receipts of actions taken."""
+def build_home_view(
+    numbers: dict[str, Any],
+    receipts: list[dict[str, Any]],
+    *,
+    k: int,
+    standings: list[autonomy.Standing] | None = None,
+) -> dict[str, Any]:
+    """The Home tab view: own week, outcome mix, cost per accepted outcome, receipts of actions taken, and
+    (with an ``[autonomy]`` policy) what Clawback may do for the person."""
     t = numbers["totals"]
 
     def section(text: str) -> dict[str, Any]:
@@ -62,6 +77,17 @@ def build_home_view(numbers: dict[str, Any], receipts: list[dict[str, Any]], *, 
                 f"{r['accepted_outcomes']:,} accepted · {_money(r['cost_per_accepted_outcome'])} each"
             )
         )
+    if standings:
+        blocks.append({"type": "divider"})
+        blocks.append(section(f"*{AUTONOMY_TITLE}*"))
+        for r in standings[:AUTONOMY_MAX]:
+            what = f"{r.action} ({r.category.replace('_', ' ')})" if r.category else r.action
+            blocks.append(
+                section(
+                    f"*{what}*: {LEVEL_WORDS.get(r.level, r.level)} · {r.accepted}/{r.judged} accepted "
+                    f"at this level\n_{r.next_step}_"
+                )
+            )
     blocks.append({"type": "divider"})
     blocks.append(section("*What Clawback did on your behalf*"))
     if not receipts:
@@ -113,7 +139,10 @@ def show_home(deps: runtime.WorkerDeps, user: str) -> str:
     else:
         since = utcnow() - timedelta(days=HOME_DAYS)
         numbers = own_usage(deps.db, user, since=since, settings=deps.settings)
-        view = build_home_view(numbers, receipts_for(deps.db, user, since), k=policy.k_anonymity)
+        rows = autonomy.standings(deps.db, policy, user) if policy.autonomy.configured else None
+        view = build_home_view(
+            numbers, receipts_for(deps.db, user, since), k=policy.k_anonymity, standings=rows
+        )
         result = "published"
     try:
         deps.slack.views_publish(user_id=user, view=view)

@@ -19,7 +19,9 @@ correction rate, draft use rate, deploy success and rollback rates). Unknown kin
 strength taken from the outcome's source.
 
 Configure with ``CLAWBACK_OUTCOME_KINDS``: a JSON object (or a path to one) overlaying the table below,
-e.g. ``{"draft_sent_edited": {"weight": 0.5}, "ticket_closed": {"class": "accepted"}}``.
+e.g. ``{"draft_sent_edited": {"weight": 0.5}, "ticket_closed": {"class": "accepted", "minutes_saved": 10}}``.
+``minutes_saved`` (estimated minutes one such outcome saves; defaults beside ``DEFAULT_KINDS``) feeds the adoption
+KPIs (``bot.measure.adoption``).
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ class OutcomeKind:
     strength: str = "implicit"  # explicit, implicit, weak, timeout
     family: str | None = None  # label, draft, deploy
     role: str | None = None  # kept/corrected, used/discarded, succeeded/failed/rolled_back/cancelled
+    minutes_saved: float = (
+        0.0  # estimated minutes of the person's time one such outcome saves (adoption KPIs)
+    )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready description."""
@@ -62,19 +67,24 @@ class OutcomeKind:
             "strength": self.strength,
             "family": self.family,
             "role": self.role,
+            "minutes_saved": self.minutes_saved,
         }
 
 
+# Estimated minutes saved (``minutes_saved``) by default, per accepted kind: an answer that resolved a question
+# saves a search or a colleague's interruption (5); a label kept saves sorting one message (0.5); a draft sent
+# unchanged saves writing a reply (4), an edited one part of it (2.5). Rejected and neutral kinds save nothing.
+# Deploys are never autonomous and save nothing here. Override per site in CLAWBACK_OUTCOME_KINDS.
 DEFAULT_KINDS: dict[str, OutcomeKind] = {
     k.name: k
     for k in (
-        OutcomeKind("resolved", "accepted", 1.0, "explicit"),
+        OutcomeKind("resolved", "accepted", 1.0, "explicit", minutes_saved=5.0),
         OutcomeKind("not_helpful", "rejected", 1.0, "explicit"),
-        OutcomeKind("label_kept", "accepted", 1.0, "implicit", "label", "kept"),
+        OutcomeKind("label_kept", "accepted", 1.0, "implicit", "label", "kept", minutes_saved=0.5),
         OutcomeKind("label_corrected", "rejected", 1.0, "implicit", "label", "corrected"),
-        OutcomeKind("draft_sent", "accepted", 1.0, "implicit", "draft", "used"),
-        OutcomeKind("draft_sent_unchanged", "accepted", 1.0, "implicit", "draft", "used"),
-        OutcomeKind("draft_sent_edited", "accepted", 0.7, "implicit", "draft", "used"),
+        OutcomeKind("draft_sent", "accepted", 1.0, "implicit", "draft", "used", minutes_saved=3.0),
+        OutcomeKind("draft_sent_unchanged", "accepted", 1.0, "implicit", "draft", "used", minutes_saved=4.0),
+        OutcomeKind("draft_sent_edited", "accepted", 0.7, "implicit", "draft", "used", minutes_saved=2.5),
         OutcomeKind("draft_discarded", "rejected", 1.0, "implicit", "draft", "discarded"),
         OutcomeKind("deploy_succeeded", "accepted", 1.0, "implicit", "deploy", "succeeded"),
         OutcomeKind("deploy_failed", "rejected", 1.0, "implicit", "deploy", "failed"),
@@ -130,7 +140,7 @@ def parse_kinds(raw: str | None) -> OutcomeConfig:
         if not isinstance(spec, dict):
             raise ConfigError(f"CLAWBACK_OUTCOME_KINDS[{name!r}] must be an object")
         base = kinds.get(name) or OutcomeKind(name, "neutral", 1.0, "implicit")
-        unknown = set(spec) - {"class", "weight", "strength", "family", "role"}
+        unknown = set(spec) - {"class", "weight", "strength", "family", "role", "minutes_saved"}
         if unknown:
             raise ConfigError(f"CLAWBACK_OUTCOME_KINDS[{name!r}]: unknown key {sorted(unknown)[0]!r}")
         cls = spec.get("class", base.cls)
@@ -144,6 +154,11 @@ def parse_kinds(raw: str | None) -> OutcomeConfig:
             )
         if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
             raise ConfigError(f"CLAWBACK_OUTCOME_KINDS[{name!r}]: weight must be a number >= 0")
+        minutes = spec.get("minutes_saved", base.minutes_saved)
+        if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not 0 <= minutes <= 1440:
+            raise ConfigError(
+                f"CLAWBACK_OUTCOME_KINDS[{name!r}]: minutes_saved must be a number from 0 to 1440"
+            )
         kinds[name] = replace(
             base,
             cls=cls,
@@ -151,6 +166,7 @@ def parse_kinds(raw: str | None) -> OutcomeConfig:
             strength=strength,
             family=spec.get("family", base.family),
             role=spec.get("role", base.role),
+            minutes_saved=float(minutes),
         )
     return OutcomeConfig(kinds)
 

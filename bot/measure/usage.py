@@ -16,8 +16,9 @@ def _pct(v: float | None) -> str:
     return "—" if v is None else f"{v:.0%}"
 
 
-def build_usage_text(numbers: dict[str, Any], days: int) -> str:
-    """The ``/usage`` answer: the person's own totals and per-intent lines (mrkdwn)."""
+def build_usage_text(numbers: dict[str, Any], days: int, *, autonomy: list[str] | None = None) -> str:
+    """The ``/usage`` answer: the person's own totals and per-intent lines (mrkdwn), and their autonomy
+    levels in brief when given (``bot.autonomy.build_standing_lines``)."""
     t = numbers["totals"]
     lines = [
         f"*Your usage, last {days} day{'s' if days != 1 else ''}*",
@@ -32,5 +33,8 @@ def build_usage_text(numbers: dict[str, Any], days: int) -> str:
         )
     if not numbers["by_intent"]:
         lines.append("No requests in this window.")
+    if autonomy:
+        lines.append("*What Clawback may do for you* (accepted/judged at the level):")
+        lines.extend(autonomy)
     lines.append("_Only you can see this._")
     return "\n".join(lines)
