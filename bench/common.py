@@ -15,10 +15,10 @@ from typing import Any
 
 import redis
 
-from bot import embedded_redis
 from bot.db import Database
 from bot.ingress import IngressDeps
 from bot.migrate import ensure_schema
+from bot.ops import embedded_redis
 from bot.settings import Settings
 from bot.standins.llm import LLMStandIn
 from bot.standins.slack import SlackStandIn
@@ -122,7 +122,7 @@ class ServedWeb:
     """The production WSGI app under waitress on a loopback port, in this process."""
 
     def __init__(self, env: BenchEnv, threads: int = 16) -> None:
-        from bot.slack_app import BackgroundWeb, build_web
+        from bot.slack.app import BackgroundWeb, build_web
         from handlers.context import HandlerContext
 
         wsgi = build_web(env.settings, db=env.db, queue_conn=env.redis, ctx=HandlerContext(env.ingress()))

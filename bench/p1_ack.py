@@ -50,7 +50,7 @@ def run(seconds: float = 20.0, rates: tuple[int, ...] = RATES) -> dict:
             "CLAWBACK_HOME": str(env.home),
         }
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "web", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "bot.ops.cli", "web", "--host", "127.0.0.1", "--port", str(port)],
             env=child_env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -44,7 +44,7 @@ def bare_job(llm_url: str, slack_url: str, token: str, channel: str, text: str) 
 
 
 def _pipeline_run(n: int) -> float:
-    from bot.worker import run_worker
+    from bot.ops.worker import run_worker
     from workers.runtime import build_deps
 
     env = make_env(clawback_job_retries=0)

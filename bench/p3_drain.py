@@ -87,7 +87,7 @@ def drain(tasks: int, workers: int, *, fork: bool = False) -> dict:
         mode = "--fork" if fork else "--no-fork"
         procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "bot.cli", "worker", mode, "--name", f"p3-{w}"],
+                [sys.executable, "-m", "bot.ops.cli", "worker", mode, "--name", f"p3-{w}"],
                 env=child_env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

@@ -2,7 +2,7 @@
 
 Three ways to triage the same corpus, in the same run, with the same template (``prompts/triage.md``), the
 same model stand-in (the deterministic keyword classifier answering the ``triage`` schema) and the same token
-counts the stand-in reports (``bot.tokens``):
+counts the stand-in reports (``bot.text.tokens``):
 
 - naive: one email per call with its raw content (HTML and all, quoted history and signatures included);
 - single: one email per call with the prepared text (``bot.mail.text``);
@@ -38,7 +38,7 @@ from bench.mail_corpus import corpus as labelled_corpus
 from bot.mail.text import PreparedEmail, prepare
 from bot.standins.llm import count_prompt, count_tokens
 from bot.standins.triage_responder import draft_responder, triage_responder
-from bot.tokens import estimate_tokens
+from bot.text.tokens import estimate_tokens
 from workers.mail.batch import BatchLimits, may_join
 from workers.mail.decide import (
     EmailBlock,

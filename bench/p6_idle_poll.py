@@ -41,13 +41,13 @@ folders = {{ action = "Action" }}
 
 def run(n_messages: int = N_MESSAGES, idle_polls: int = 5) -> dict[str, Any]:
     """Count EWS requests per idle poll; returns the figures."""
-    from bot import embedded_redis
     from bot.db import Database
     from bot.ingress import IngressDeps
     from bot.mail.ews import EwsMailbox
     from bot.mail.models import MailItem
     from bot.mail.poller import MailPoller
     from bot.migrate import ensure_schema
+    from bot.ops import embedded_redis
     from bot.policy import policy_store
     from bot.queue import TaskQueue, connect_redis
     from bot.settings import Settings

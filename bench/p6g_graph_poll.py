@@ -44,13 +44,13 @@ folders = {{ action = "Action" }}
 
 def _measure(backend: str, n: int, idle_polls: int, home: Path) -> dict[str, Any]:
     """First sync and idle polls of an ``n``-message inbox on one backend."""
-    from bot import embedded_redis
     from bot.db import Database
     from bot.ingress import IngressDeps
     from bot.mail.ews import EwsMailbox
     from bot.mail.graph import GraphMailbox
     from bot.mail.poller import MailPoller
     from bot.migrate import ensure_schema
+    from bot.ops import embedded_redis
     from bot.policy import policy_store
     from bot.queue import TaskQueue, connect_redis
     from bot.settings import Settings
@@ -169,7 +169,7 @@ def _measure(backend: str, n: int, idle_polls: int, home: Path) -> dict[str, Any
 
 def run(sizes: tuple[int, ...] = SIZES, idle_polls: int = 5) -> dict[str, Any]:
     """Graph and EWS figures for each size; returns them with Graph/EWS ratios."""
-    from bot import embedded_redis
+    from bot.ops import embedded_redis
 
     home = Path(tempfile.mkdtemp(prefix="clawback-p6g-"))
     try:

@@ -151,7 +151,7 @@ def record_followups(db: Database) -> int:
 def run_pipeline(db_env: Any, w: Workload) -> dict[str, Any]:
     """Send every event through the real web app and worker, click, then move each task to its simulated time."""
     from bench.common import SIGNING_SECRET, ServedWeb
-    from bot.blocks import FEEDBACK_NOT_HELPFUL, FEEDBACK_RESOLVED
+    from bot.slack.blocks import FEEDBACK_NOT_HELPFUL, FEEDBACK_RESOLVED
     from bot.standins.slack_events import SlackEventSender
     from workers.runtime import build_deps
 
@@ -165,7 +165,7 @@ def run_pipeline(db_env: Any, w: Workload) -> dict[str, Any]:
     web = ServedWeb(env)
     sender = SlackEventSender(web.url, SIGNING_SECRET)
     deps = build_deps(env.settings, db=env.db, redis_conn=env.redis)
-    from bot.worker import run_worker
+    from bot.ops.worker import run_worker
 
     t0 = time.perf_counter()
     keys: dict[str, Event] = {}

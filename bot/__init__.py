@@ -3,20 +3,20 @@
 Layers (``tests/unit/test_layers.py`` holds them: no import circles; ``bot`` never imports ``handlers`` or
 ``workers`` except the wiring modules it names):
 
-- **Core** — one concern each, used by every surface:
-  ``settings`` (the only reader of the environment), ``errors`` (the exception tree), ``messages`` (what a
-  person reads), ``db`` and ``models`` (the SQL layer, every table), ``migrate`` (Alembic, schema checks),
-  ``ledger`` (tasks, LLM calls, actions, outcomes), ``audit`` (the hash-chained log), ``policy`` and
-  ``usergroups`` (who may do what), ``budget`` (tokens and rate, in Redis), ``controls`` (kill switch),
-  ``queue`` (RQ), ``llm`` (the model gateway), ``ingress`` (request → task), ``tokens``, ``redact``,
-  ``safety`` (pure text checks), ``blocks`` (Block Kit builders), ``metrics`` (Prometheus).
-- **Domains** — a package per concern: ``bot.mail`` (mailboxes, the poller, drafts), ``bot.deploy`` (plans,
-  requests, executors), ``bot.measure`` (outcomes, facts, signals, reports, the ``/usage`` text).
-- **Processes and wiring** (may import listeners and workers): ``slack_app`` (the web app), ``worker`` (the RQ
-  worker), ``cli`` (``clawback``), ``demo`` (``clawback demo``), and the CLI's helpers ``doctor``,
-  ``progress``, ``manifest`` (the shipped Slack manifest, which ``doctor`` checks against).
-- **Local stand-ins**: ``bot.standins`` (Slack, LLM, Exchange, Graph, CI over real HTTP) and
-  ``embedded_redis``, for the demo, the tests and machines without services.
+- **Core** (the modules at this level), one concern each, used by every surface: ``settings`` (the only reader
+  of the environment), ``errors`` (the exception tree), ``messages`` (what a person reads), ``db`` and
+  ``models`` (the SQL layer, every table), ``migrate`` (Alembic, schema checks), ``ledger`` (tasks, LLM calls,
+  actions, outcomes), ``audit`` (the hash-chained log), ``policy`` (who may do what), ``autonomy`` (what the
+  agent may do on its own, earned per person and action), ``controls`` (kill switch), ``budget`` (tokens and
+  rate, in Redis), ``queue`` (RQ), ``llm`` (the model gateway), ``ingress`` (request → task).
+- **Plumbing**: ``bot.slack`` (the Bolt app, Block Kit builders, the shipped manifest, usergroups),
+  ``bot.text`` (pure text: token estimates, redaction, output hygiene).
+- **Domains**, a package per concern: ``bot.mail`` (mailboxes, the poller, drafts), ``bot.deploy`` (plans,
+  requests, executors), ``bot.measure`` (outcomes, facts, signals, reports, adoption, the ``/usage`` text).
+- **Processes and wiring** (may import listeners and workers): ``bot.slack.app`` (the web and Socket Mode
+  app) and ``bot.ops`` (``cli``, ``demo``, ``doctor``, ``worker``, ``metrics``, ``progress``, and
+  ``embedded_redis`` for machines without a Redis).
+- **Local stand-ins**: ``bot.standins`` (Slack, LLM, Exchange, Graph, CI over real HTTP).
 
 Listeners live in ``handlers/`` (acknowledge and enqueue), jobs in ``workers/`` (think and act).
 """

@@ -20,7 +20,7 @@ from bot.errors import Denied, ServiceUnavailable
 from bot.ledger import NewTask
 from bot.policy import PolicyStore
 from bot.queue import INTERACTIVE, TaskQueue
-from bot.redact import Redactor
+from bot.text.redact import Redactor
 
 log = logging.getLogger(__name__)
 

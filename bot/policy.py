@@ -48,7 +48,7 @@ _ENV_SCOPE = re.compile(r"deploy\.approve\.[a-z0-9][a-z0-9_-]*")
 _TEAM_ID = re.compile(r"T[A-Z0-9]{2,}")
 OTHER_TEAM_REASON = "no roles for users of team"
 # Usergroup memberships last read from the cache grant roles for at most this long while the cache is
-# unreachable (the cache itself drops entries Slack has not confirmed within a day: bot/usergroups.py).
+# unreachable (the cache itself drops entries Slack has not confirmed within a day: bot/slack/usergroups.py).
 MEMBERS_MAX_AGE = 24 * 3600.0
 
 DEFAULT_POLICY = """
@@ -672,7 +672,8 @@ class PolicyStore:
 
 def policy_store(settings: Settings, db: Database, conn: redis.Redis | None = None) -> PolicyStore:
     """The policy store; file changes are audited with the file's hash; usergroups come from the Redis cache."""
-    from bot import audit, usergroups
+    from bot import audit
+    from bot.slack import usergroups
 
     def audited(old: Policy, new: Policy) -> None:
         audit.record(

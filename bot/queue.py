@@ -19,9 +19,9 @@ from rq.job import Job, JobStatus
 from rq.registry import DeferredJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from sqlalchemy import select
 
-from bot import embedded_redis
 from bot.db import Database, Task, utcnow
 from bot.errors import ServiceUnavailable
+from bot.ops import embedded_redis
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)

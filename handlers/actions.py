@@ -8,10 +8,10 @@ from typing import Any
 from slack_bolt import Ack, App
 
 from bot import audit
-from bot.blocks import FEEDBACK_NOT_HELPFUL, FEEDBACK_RESOLVED
 from bot.db import Task
 from bot.measure import outcomes
 from bot.queue import INTERACTIVE
+from bot.slack.blocks import FEEDBACK_NOT_HELPFUL, FEEDBACK_RESOLVED
 from handlers.context import HandlerContext
 
 log = logging.getLogger(__name__)

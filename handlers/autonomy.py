@@ -12,8 +12,8 @@ from typing import Any
 from slack_bolt import Ack, App
 
 from bot import autonomy
-from bot.blocks import AUTONOMY_NOT_NOW, AUTONOMY_YES
 from bot.queue import INTERACTIVE
+from bot.slack.blocks import AUTONOMY_NOT_NOW, AUTONOMY_YES
 from handlers.context import HandlerContext
 
 log = logging.getLogger(__name__)

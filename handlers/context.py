@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.ingress import IngressDeps
-from bot.metrics import IngressMetrics
+from bot.ops.metrics import IngressMetrics
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Any
 
 from bot.ingress import IngressDeps, message_key, record_ignored, redactor_for, submit
 from bot.ledger import NewTask
-from bot.metrics import IngressMetrics
+from bot.ops.metrics import IngressMetrics
 from handlers import payloads
 
 log = logging.getLogger(__name__)

@@ -10,13 +10,13 @@ import pytest
 import redis
 from sqlalchemy import text
 
-from bot import embedded_redis
 from bot.db import Base, Database
 from bot.ingress import IngressDeps
 from bot.migrate import ensure_schema
+from bot.ops import embedded_redis
 from bot.policy import policy_store
 from bot.settings import Settings
-from bot.slack_app import BackgroundWeb
+from bot.slack.app import BackgroundWeb
 from bot.standins.llm import LLMStandIn
 from bot.standins.slack import SlackStandIn
 from bot.standins.slack_events import SlackEventSender
@@ -148,7 +148,7 @@ WebServer = BackgroundWeb  # ``with WebServer(wsgi) as web: web.url``
 @pytest.fixture
 def web(settings: Settings, deps: WorkerDeps, ingress: IngressDeps) -> Iterator[WebServer]:
     """The web app on real HTTP."""
-    from bot.slack_app import build_web
+    from bot.slack.app import build_web
     from handlers.context import HandlerContext
 
     wsgi = build_web(settings, db=deps.db, queue_conn=deps.redis, ctx=HandlerContext(ingress))
@@ -166,6 +166,6 @@ def sender(web: WebServer) -> Iterator[SlackEventSender]:
 
 def drain(deps: WorkerDeps, max_wait: float = 30.0) -> None:
     """Run an in-process worker until the queues (and due retries) are empty."""
-    from bot.worker import run_worker
+    from bot.ops.worker import run_worker
 
     run_worker(deps, burst=True, fork=False, max_wait=max_wait)

@@ -16,11 +16,11 @@ from typing import Any
 from rq import get_current_job
 
 from bot import audit, controls, ledger, messages
-from bot.blocks import build_feedback_done_blocks
 from bot.db import Outcome, Task
 from bot.errors import BudgetExceeded, Denied, RateLimited, Superseded, TransientError, UserFacingError
 from bot.policy import OTHER_TEAM_REASON
 from bot.queue import LEASE_META
+from bot.slack.blocks import build_feedback_done_blocks
 from workers import runtime
 from workers.actuators import SlackActuator
 

@@ -12,13 +12,13 @@ from slack_sdk.errors import SlackApiError
 
 import prompts
 from bot import ledger, messages
-from bot.blocks import split_answer_messages
 from bot.db import Task
 from bot.ingress import redactor_for
 from bot.llm import LLMResult
 from bot.measure import outcomes
-from bot.safety import sanitize, urls_in
-from bot.tokens import ContextLine, estimate_messages, trim_context
+from bot.slack.blocks import split_answer_messages
+from bot.text.safety import sanitize, urls_in
+from bot.text.tokens import ContextLine, estimate_messages, trim_context
 from workers.actuators import SlackActuator, _classify
 from workers.runtime import WorkerDeps
 from workers.tools import run_tool_call, scopes_in_task, tools_for

@@ -13,10 +13,10 @@ from slack_sdk.errors import SlackApiError
 from sqlalchemy import select
 
 from bot import autonomy, messages
-from bot.blocks import build_offer_answered_blocks, build_offer_blocks
 from bot.db import AutonomyChange, AutonomyDecision, AutonomyOffer
 from bot.mail.blocks import escape
 from bot.mail.models import MailItem
+from bot.slack.blocks import build_offer_answered_blocks, build_offer_blocks
 from workers import runtime
 from workers.actuators import _classify
 

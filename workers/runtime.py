@@ -50,7 +50,7 @@ def build_deps(
     redis_conn: redis.Redis | None = None,
 ) -> WorkerDeps:
     """Build worker dependencies from settings (clients may be injected)."""
-    from bot.slack_app import make_slack_client
+    from bot.slack.app import make_slack_client
 
     db = db or Database(settings.database_url)
     ensure_schema(db)

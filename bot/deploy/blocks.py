@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.blocks import build_feedback_done_blocks
+from bot.slack.blocks import build_feedback_done_blocks
 
 REQUEST_DEPLOY = "deploy_request"
 CANCEL_PLAN = "deploy_cancel_plan"

@@ -8,7 +8,7 @@ from typing import Any
 
 from bot.mail import messages
 from bot.mail.config import CATEGORIES, CATEGORY_LABELS
-from bot.safety import sanitize
+from bot.text.safety import sanitize
 
 MAIL_RIGHT = "mail_right"
 MAIL_WRONG = "mail_wrong"

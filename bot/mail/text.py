@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from html import unescape
 from urllib.parse import urlparse
 
-from bot.tokens import estimate_tokens
+from bot.text.tokens import estimate_tokens
 
 # Bounds applied before any parsing, so a 10 MB body costs milliseconds, not seconds.
 MAX_HTML_CHARS = 400_000

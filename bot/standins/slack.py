@@ -225,7 +225,7 @@ class SlackStandIn(StandInServer):
     def _scopes(self) -> list[str]:
         if self.granted_scopes is not None:
             return list(self.granted_scopes)
-        from bot.manifest import manifest_bot_scopes
+        from bot.slack.manifest import manifest_bot_scopes
 
         return manifest_bot_scopes()
 

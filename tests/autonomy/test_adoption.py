@@ -7,11 +7,11 @@ import json
 from typer.testing import CliRunner
 
 from bot import autonomy
-from bot.cli import app
 from bot.db import LLMCall, Outcome
 from bot.measure.adoption import build_adoption
 from bot.measure.outcomes import parse_kinds
 from bot.measure.report import Viewer
+from bot.ops.cli import app
 from tests.autonomy.conftest import POLICY, policy, task
 
 MOVERS = [f"U0MOVER{i}" for i in range(5)]

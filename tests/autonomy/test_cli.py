@@ -9,8 +9,8 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from bot import autonomy
-from bot.cli import app
 from bot.db import AuditEntry
+from bot.ops.cli import app
 from tests.autonomy.conftest import POLICY, decide, policy
 
 

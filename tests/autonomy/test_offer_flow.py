@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from bot import autonomy
-from bot.blocks import AUTONOMY_NOT_NOW, AUTONOMY_YES
 from bot.db import AuditEntry, AutonomyOffer
+from bot.slack.blocks import AUTONOMY_NOT_NOW, AUTONOMY_YES
 from tests.autonomy.conftest import POLICY, decide
 from tests.conftest import drain
 from workers import autonomy as jobs

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from bot.cli import app
 from bot.errors import PolicyError
+from bot.ops.cli import app
 from bot.policy import AutonomyRule, parse_policy
 from tests.autonomy.conftest import POLICY
 

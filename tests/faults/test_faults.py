@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from bot.db import Action, Database, LLMCall, Task
 from bot.ingress import IngressDeps
-from bot.slack_app import build_web
+from bot.slack.app import build_web
 from bot.standins.slack_events import SlackEventSender
 from handlers.context import HandlerContext
 from tests.conftest import SIGNING_SECRET, WebServer, drain
@@ -60,7 +60,7 @@ def _start_worker(
 ) -> subprocess.Popen:
     """A `clawback worker` process (``args``: e.g. ``--fork``); burst by default (it exits when idle)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "worker", *(["--burst"] if burst else []), *args],
+        [sys.executable, "-m", "bot.ops.cli", "worker", *(["--burst"] if burst else []), *args],
         env=_worker_env(settings, **env),
         cwd=tmp_path,
         start_new_session=True,

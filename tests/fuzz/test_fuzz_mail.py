@@ -35,7 +35,7 @@ def test_fuzz_html_to_text(doc):
        budget=st.integers(50, 600))
 def test_fuzz_prepare_is_bounded_and_clean(subject, body, html, budget):
     """What reaches the model is bounded by the token budget and has no NUL bytes."""
-    from bot.tokens import estimate_tokens
+    from bot.text.tokens import estimate_tokens
 
     prepared = mailtext.prepare(subject, body, html, budget_tokens=budget)
     assert "\x00" not in prepared.text

@@ -40,7 +40,7 @@ def start_web(settings, tmp_path, port: int) -> subprocess.Popen:
         [
             sys.executable,
             "-m",
-            "bot.cli",
+            "bot.ops.cli",
             "web",
             "--host",
             "127.0.0.1",

@@ -145,11 +145,11 @@ def test_policy_check_cli(tmp_path: Path):
     good.write_text(GOOD)
     bad.write_text(GOOD.replace('tenant_id = "contoso.onmicrosoft.com"', 'tenant_id = "contoso onmicrosoft"'))
     ok = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "policy", "check", str(good)], capture_output=True, text=True
+        [sys.executable, "-m", "bot.ops.cli", "policy", "check", str(good)], capture_output=True, text=True
     )
     assert ok.returncode == 0, ok.stderr
     failed = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "policy", "check", str(bad)], capture_output=True, text=True
+        [sys.executable, "-m", "bot.ops.cli", "policy", "check", str(bad)], capture_output=True, text=True
     )
     assert failed.returncode == 1
     out = " ".join((failed.stdout + failed.stderr).split())

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bot.cli import app
+from bot.ops.cli import app
 from tests.conftest import drain
 
 POLICY = """

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot.slack_app import SocketApp, build_socket
+from bot.slack.app import SocketApp, build_socket
 from bot.standins.socket_mode import SocketModeStandIn
 from handlers.context import HandlerContext
 

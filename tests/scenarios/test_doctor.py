@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bot import doctor
 from bot.db import Database
+from bot.ops import doctor
 from bot.standins.base import QuietHandler, RecordedRequest, StandInServer
 from bot.standins.ci import CIStandIn
 from bot.standins.ews import EwsStandIn
@@ -117,7 +117,7 @@ def test_wrong_slack_token(healthy, slack, llm, ews, ci):
 
 
 def test_missing_scope_fails_and_extra_scope_warns(healthy, slack, llm, ews, ci):
-    """Scopes come from Slack's x-oauth-scopes header and are compared with bot/slack_manifest.yaml."""
+    """Scopes come from Slack's x-oauth-scopes header and are compared with bot/slack/slack_manifest.yaml."""
     slack.granted_scopes = ["app_mentions:read", "chat:write", "commands"]
     detail = failed(run(healthy))["slack.scopes"]
     assert detail.startswith("missing channels:history, groups:history") and "reinstall" in detail
@@ -229,7 +229,7 @@ def test_a_github_that_does_not_answer_fails_within_the_timeout(healthy, slack, 
 
 def test_cli_prints_one_line_per_check_and_exits_1(healthy, slack, llm, ews, ci, monkeypatch):
     """``clawback doctor`` from the environment: one line per check, a summary, exit 1 on a failure."""
-    from bot.cli import app
+    from bot.ops.cli import app
 
     env = {
         "SLACK_BOT_TOKEN": "xoxb-wrong",
@@ -257,7 +257,7 @@ def test_cli_prints_one_line_per_check_and_exits_1(healthy, slack, llm, ews, ci,
 
 
 def test_cli_invalid_settings_is_one_failed_line(monkeypatch):
-    from bot.cli import app
+    from bot.ops.cli import app
 
     monkeypatch.setenv("CLAWBACK_LLM_TIMEOUT", "-1")
     result = CliRunner().invoke(app, ["doctor"])

@@ -210,7 +210,7 @@ def test_housekeeping_marks_stale_tasks_none_and_runs_once_at_a_time(slack, llm,
     from sqlalchemy import update
 
     from bot.db import utcnow
-    from bot.worker import housekeeping_once
+    from bot.ops.worker import housekeeping_once
 
     sender.mention("U0ALICE", "C0GENERAL", "old question")
     drain(deps)

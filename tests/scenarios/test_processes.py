@@ -30,7 +30,7 @@ def test_web_and_worker_processes_answer_once_with_the_reported_tokens(slack, ll
            "CLAWBACK_HOME": str(settings.clawback_home)}
     port = free_port()
     web = start_web(settings, tmp_path, port)
-    worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env, cwd=tmp_path,
+    worker = subprocess.Popen([sys.executable, "-m", "bot.ops.cli", "worker"], env=env, cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / "worker.log", "w"))
     try:
         sender = SlackEventSender(f"http://127.0.0.1:{port}/slack/events", SIGNING_SECRET)

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.db import Outcome, Task
-from bot.slack_app import build_socket
+from bot.slack.app import build_socket
 from bot.standins.slack_events import SlackEventSender
 from handlers.context import HandlerContext
 from tests.conftest import drain
@@ -238,7 +238,7 @@ def test_socket_process_wires_health_metrics_and_stops_on_sigterm(slack, setting
            "DATABASE_URL": settings.database_url, "CLAWBACK_HOME": str(settings.clawback_home)}
     health, metrics = free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "socket", "--health-port", str(health), "--metrics-port", str(metrics)],
+        [sys.executable, "-m", "bot.ops.cli", "socket", "--health-port", str(health), "--metrics-port", str(metrics)],
         env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "socket.log", "w"),
     )
     try:

@@ -146,7 +146,7 @@ def test_export_jsonl_has_the_documented_fields(db):
 def _cli(args: list[str], db: Database, tmp_path) -> subprocess.CompletedProcess:
     env = {**os.environ, "DATABASE_URL": db.url, "CLAWBACK_AUDIT_KEY": KEY, "CLAWBACK_HOME": str(tmp_path)}
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args],
+        [sys.executable, "-m", "bot.ops.cli", *args],
         capture_output=True,
         text=True,
         env=env,

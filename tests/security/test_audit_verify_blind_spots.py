@@ -37,7 +37,7 @@ def _verify(
     if copy is not None:
         env["CLAWBACK_AUDIT_CHECKPOINTS"] = str(copy)
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", "audit", "verify", *args],
+        [sys.executable, "-m", "bot.ops.cli", "audit", "verify", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from bot.db import LLMCall, Task
 from bot.standins.llm import count_prompt
-from bot.tokens import estimate_messages
+from bot.text.tokens import estimate_messages
 
 LIMIT = 20_000
 
@@ -68,7 +68,7 @@ def _worker(settings, tmp_path: Path, n: int) -> subprocess.Popen:
         "CLAWBACK_JOB_RETRIES": "0",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "worker", "--burst"],
+        [sys.executable, "-m", "bot.ops.cli", "worker", "--burst"],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,

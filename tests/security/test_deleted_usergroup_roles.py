@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bot import usergroups
 from bot.db import AuditEntry, Task
+from bot.slack import usergroups
 from tests.conftest import drain
 
 POLICY = """
@@ -51,7 +51,7 @@ def _last_task(deps) -> Task:
 
 
 def _housekeeping(deps) -> dict[str, int]:
-    from bot.worker import housekeeping_once
+    from bot.ops.worker import housekeeping_once
 
     deps.redis.delete(f"{deps.settings.clawback_queue_prefix}:housekeeping")  # the next periodic pass
     return housekeeping_once(deps)

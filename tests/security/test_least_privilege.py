@@ -335,7 +335,7 @@ def test_slack_usergroup_membership_synced_by_housekeeping_grants_scopes(
     slack, llm, sender, deps, ingress, policy_file
 ):
     """Dave gets chat.reply through a Slack usergroup once the workers' housekeeping has synced its members."""
-    from bot.worker import housekeeping_once
+    from bot.ops.worker import housekeeping_once
 
     policy_file.write_text(
         POLICY.replace(

@@ -43,7 +43,7 @@ def _start(settings, tmp_path, *args: str) -> tuple[subprocess.Popen, int]:
         "DATABASE_URL": settings.database_url,
         "CLAWBACK_HOME": str(settings.clawback_home),
     }
-    cmd = [sys.executable, "-m", "bot.cli", "web", "--host", "127.0.0.1", "--port", str(port), *args]
+    cmd = [sys.executable, "-m", "bot.ops.cli", "web", "--host", "127.0.0.1", "--port", str(port), *args]
     log = open(tmp_path / "web.log", "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 30
@@ -111,7 +111,7 @@ def test_series_of_fewer_than_k_people_are_pooled_or_withheld(deps):
     ``other`` of its surface; a pool still under k is withheld. Five answerers stay visible."""
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from bot.metrics import LedgerCollector
+    from bot.ops.metrics import LedgerCollector
 
     for i in range(5):
         _task(deps, f"U0PERSON{i}", "mention", "answer", 0)

@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from bot.cli import app
 from bot.db import AuditEntry, utcnow
+from bot.ops.cli import app
 from tests.measure.test_report import _task
 
 K = 5

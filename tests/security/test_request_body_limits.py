@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot.slack_app import MAX_BODY
+from bot.slack.app import MAX_BODY
 from tests.load.test_load import free_port, start_web
 
 HUGE = 120 * 1024 * 1024

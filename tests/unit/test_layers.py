@@ -15,10 +15,10 @@ PACKAGES = ("bot", "handlers", "workers")
 
 # bot/ modules that must import listeners or workers, and why. Nothing else in bot/ may.
 WIRING = {
-    "bot.slack_app": "builds the Bolt app and registers every listener (handlers.register_handlers)",
-    "bot.worker": "the worker process: runs worker jobs, resumes deploy followers, sweeps outcomes",
-    "bot.demo": "drives the real web app, workers and stand-ins end to end (clawback demo)",
-    "bot.cli": "the command line: starts the worker, runs jobs by hand (outcome sweep)",
+    "bot.slack.app": "builds the Bolt app and registers every listener (handlers.register_handlers)",
+    "bot.ops.worker": "the worker process: runs worker jobs, resumes deploy followers, sweeps outcomes",
+    "bot.ops.demo": "drives the real web app, workers and stand-ins end to end (clawback demo)",
+    "bot.ops.cli": "the command line: starts the worker, runs jobs by hand (outcome sweep)",
 }
 
 
@@ -141,8 +141,8 @@ def test_the_analysis_sees_real_imports():
     assert "bot.db" in graph["bot.ledger"]
     assert "bot.measure.report" in graph["handlers.usage"]  # from bot.measure.report import own_usage
     assert "workers.runtime" in graph["workers.measure"]  # from workers import runtime
-    assert "handlers" in graph["bot.slack_app"] or any(
-        m.startswith("handlers") for m in graph["bot.slack_app"]
+    assert "handlers" in graph["bot.slack.app"] or any(
+        m.startswith("handlers") for m in graph["bot.slack.app"]
     )
 
 
@@ -213,3 +213,31 @@ def test_mail_refresh_resolves_under_its_old_and_new_names():
     assert REFRESH == "workers.mail.refresh_mail_message"
     assert import_attribute(REFRESH) is refresh_mail_message
     assert import_attribute("workers.triage.refresh_mail_message") is refresh_mail_message
+
+
+# The shared core: the only modules at the top of bot/ (everything else lives in a package that says what it is).
+CORE = {
+    "settings",
+    "errors",
+    "messages",
+    "db",
+    "models",
+    "migrate",
+    "ledger",
+    "audit",
+    "policy",
+    "autonomy",
+    "controls",
+    "budget",
+    "queue",
+    "llm",
+    "ingress",
+}
+
+
+def test_only_the_core_sits_at_the_top_of_bot() -> None:
+    top = {p.stem for p in (ROOT / "bot").glob("*.py") if p.stem != "__init__"}
+    assert top - CORE == set(), f"new top-level bot/ modules belong in a package: {sorted(top - CORE)}"
+    assert CORE - top == set(), (
+        f"core modules missing (moved? update CORE and bot/__init__.py): {sorted(CORE - top)}"
+    )

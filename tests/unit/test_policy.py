@@ -80,14 +80,14 @@ def test_policy_check_cli(tmp_path):
     good.write_text(GOOD)
     bad.write_text('[roles.member]\nscopes = ["nope"]\n')
     ok = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "policy", "check", str(good)],
+        [sys.executable, "-m", "bot.ops.cli", "policy", "check", str(good)],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert ok.returncode == 0 and "policy OK" in ok.stdout
     ko = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "policy", "check", str(bad)],
+        [sys.executable, "-m", "bot.ops.cli", "policy", "check", str(bad)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -6,13 +6,13 @@ import pytest
 
 import prompts
 from bot import messages
-from bot.blocks import build_answer_blocks, build_feedback_done_blocks, split_answer_messages
 from bot.errors import ConfigError
 from bot.llm import cost_of
-from bot.redact import Redactor
-from bot.safety import sanitize, split_text, urls_in
 from bot.settings import load_settings
-from bot.tokens import (
+from bot.slack.blocks import build_answer_blocks, build_feedback_done_blocks, split_answer_messages
+from bot.text.redact import Redactor
+from bot.text.safety import sanitize, split_text, urls_in
+from bot.text.tokens import (
     ContextLine,
     clip_to_tokens,
     estimate_messages,

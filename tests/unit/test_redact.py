@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bot.redact import DETECTORS, Redactor
+from bot.text.redact import DETECTORS, Redactor
 
 # (detector name, text holding one secret, the secret part that must disappear, what must stay)
 FORMATS = [

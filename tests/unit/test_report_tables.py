@@ -8,7 +8,7 @@ import io
 from rich.console import Console
 
 from bot.measure.report import METRIC_COLUMNS, NARROW_COLUMNS, format_metric, report_tables
-from bot.progress import progress_bar, wanted
+from bot.ops.progress import progress_bar, wanted
 
 
 def _row(**keys) -> dict:
@@ -122,7 +122,7 @@ def test_cli_report_at_80_columns(db, tmp_path):
     """`clawback report` in an 80-column terminal: nothing cut; `--wide` adds every metric, also uncut."""
     from typer.testing import CliRunner
 
-    from bot.cli import app
+    from bot.ops.cli import app
 
     env = {"DATABASE_URL": db.url, "COLUMNS": "80", "CLAWBACK_HOME": str(tmp_path / "home")}
     out = CliRunner().invoke(app, ["report"], env=env)

@@ -21,8 +21,8 @@ from bot.deploy.executors import ChangeSet, CIUnavailable, DeployError, GitHubCl
 from bot.errors import UserFacingError
 from bot.ingress import redactor_for
 from bot.messages import footer as token_footer
-from bot.safety import sanitize, urls_in
-from bot.tokens import clip_to_tokens, estimate_messages
+from bot.text.safety import sanitize, urls_in
+from bot.text.tokens import clip_to_tokens, estimate_messages
 from workers.deploy.shared import _ci_errors, _is_last_attempt, clients
 from workers.deploy.slack import _actuator
 from workers.runtime import WorkerDeps

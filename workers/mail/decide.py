@@ -19,7 +19,7 @@ from bot.ingress import redactor_for
 from bot.mail import text as mail_text
 from bot.mail.base import MailMessage
 from bot.mail.config import CATEGORIES
-from bot.tokens import estimate_messages, estimate_tokens
+from bot.text.tokens import estimate_messages, estimate_tokens
 from workers.runtime import WorkerDeps
 
 log = logging.getLogger(__name__)

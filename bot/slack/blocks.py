@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.safety import split_text
+from bot.text.safety import split_text
 
 FEEDBACK_RESOLVED = "feedback_resolved"
 FEEDBACK_NOT_HELPFUL = "feedback_not_helpful"

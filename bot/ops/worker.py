@@ -44,7 +44,7 @@ def housekeeping_once(deps: WorkerDeps) -> dict[str, int]:
     lock_key = f"{deps.settings.clawback_queue_prefix}:housekeeping"
     if not deps.redis.set(lock_key, "1", nx=True, ex=300):
         return {}
-    from bot import usergroups
+    from bot.slack import usergroups
 
     groups = sorted(deps.policy.current.usergroups)
     done = {

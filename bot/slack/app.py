@@ -22,7 +22,7 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 
 from bot.db import Database
 from bot.errors import ServiceUnavailable
-from bot.metrics import IngressMetrics, LedgerCollector
+from bot.ops.metrics import IngressMetrics, LedgerCollector
 from bot.settings import Settings
 from handlers import register_handlers
 from handlers.context import HandlerContext

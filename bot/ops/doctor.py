@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bot.errors import ClawbackError
-from bot.manifest import manifest_bot_scopes
 from bot.settings import Settings
+from bot.slack.manifest import manifest_bot_scopes
 
 Status = Literal["ok", "warn", "fail", "skip"]
 DEFAULT_TIMEOUT = 10.0  # seconds per check
@@ -140,7 +140,7 @@ def check_slack_scopes(settings: Settings, timeout: float) -> str:
     missing = [s for s in wanted if s not in granted]
     extra = sorted(granted - set(wanted))
     if missing:
-        raise _fail(f"missing {', '.join(missing)}: add them (bot/slack_manifest.yaml) and reinstall the app")
+        raise _fail(f"missing {', '.join(missing)}: add them (bot/slack/slack_manifest.yaml) and reinstall the app")
     if extra:
         raise _warn(f"all {len(wanted)} needed, plus more than Clawback needs: {', '.join(extra)}")
     return f"the {len(wanted)} scopes of the manifest, no more"

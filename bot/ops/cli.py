@@ -95,7 +95,7 @@ def web(
     from bot.ingress import IngressDeps
     from bot.policy import policy_store
     from bot.queue import TaskQueue, connect_redis
-    from bot.slack_app import SERVER_LIMITS, BackgroundWeb, build_web
+    from bot.slack.app import SERVER_LIMITS, BackgroundWeb, build_web
     from handlers.context import HandlerContext
 
     _logging()
@@ -152,7 +152,7 @@ def socket(
     from bot.ingress import IngressDeps
     from bot.policy import policy_store
     from bot.queue import TaskQueue, connect_redis
-    from bot.slack_app import BackgroundWeb, build_socket
+    from bot.slack.app import BackgroundWeb, build_socket
     from handlers.context import HandlerContext
 
     _logging()
@@ -198,7 +198,7 @@ def worker(
     ] = None,
 ) -> None:
     """Run an RQ worker on Clawback's queues (interactive first, then bulk). Stops cleanly on SIGTERM."""
-    from bot.worker import run_worker
+    from bot.ops.worker import run_worker
     from workers.runtime import build_deps
 
     _logging()
@@ -260,8 +260,8 @@ def report(
     from bot.measure.adoption import build_adoption, print_adoption
     from bot.measure.outcomes import config_from_settings
     from bot.measure.report import build_report, print_report_tables, to_csv, viewer_for
+    from bot.ops.progress import progress_bar
     from bot.policy import load_policy
-    from bot.progress import progress_bar
 
     if fmt not in ("table", "json", "csv"):
         raise typer.BadParameter("--format must be table, json or csv")
@@ -319,7 +319,7 @@ def doctor(
 
     Exit 1 when any check fails (warnings do not fail). Nothing is changed.
     """
-    from bot import doctor as doc
+    from bot.ops import doctor as doc
     from bot.settings import load_settings
 
     try:
@@ -391,7 +391,7 @@ def audit_verify(
 
     settings = _settings()
     age = settings.clawback_audit_checkpoint_max_age if max_age is None else max_age
-    from bot.progress import progress_bar
+    from bot.ops.progress import progress_bar
 
     with progress_bar("verifying the audit chain") as update:
         result = audit.verify(
@@ -530,7 +530,7 @@ def autonomy_set(
 @redis_app.command("stop")
 def redis_stop() -> None:
     """Stop the embedded Redis server of this checkout."""
-    from bot import embedded_redis
+    from bot.ops import embedded_redis
 
     stopped = embedded_redis.stop(_settings().clawback_home)
     console.print("stopped" if stopped else "not running")
@@ -539,7 +539,7 @@ def redis_stop() -> None:
 @app.command()
 def demo(keep: Annotated[bool, typer.Option(help="Keep the demo's data directory")] = False) -> None:
     """Run the whole pipeline on embedded defaults and local stand-ins: no credentials, no network."""
-    from bot.demo import run_demo
+    from bot.ops.demo import run_demo
 
     raise typer.Exit(run_demo(console, keep=keep))
 

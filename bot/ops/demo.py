@@ -18,10 +18,11 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from bot import audit, embedded_redis
+from bot import audit
 from bot.db import Database
 from bot.ingress import IngressDeps
 from bot.migrate import ensure_schema
+from bot.ops import embedded_redis
 from bot.settings import Settings
 from bot.standins.llm import LLMStandIn
 from bot.standins.slack import SlackStandIn
@@ -115,13 +116,13 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
     from bot.deploy import demo as deploy_demo
     from bot.mail import demo as mail_demo
     from bot.measure import report as report_mod
+    from bot.ops.worker import run_worker
     from bot.policy import policy_store
-    from bot.slack_app import BackgroundWeb, build_web
+    from bot.slack.app import BackgroundWeb, build_web
     from bot.standins import deploy_responder, triage_responder
     from bot.standins.ci import CIStandIn
     from bot.standins.ews import EwsStandIn
     from bot.standins.graph import GraphStandIn
-    from bot.worker import run_worker
     from handlers.context import HandlerContext
     from workers.deploy import build_clients
     from workers.runtime import build_deps

@@ -1,4 +1,4 @@
-"""The Slack app manifest shipped with Clawback (``bot/slack_manifest.yaml``): the bot scopes it asks for.
+"""The Slack app manifest shipped with Clawback (``bot/slack/slack_manifest.yaml``): the bot scopes it asks for.
 
 Read with a few lines of parsing rather than a YAML library: the file is ours and its shape is fixed.
 """
