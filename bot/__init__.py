@@ -12,9 +12,10 @@ Layers (``tests/unit/test_layers.py`` holds them: no import circles; ``bot`` nev
   ``safety`` (pure text checks), ``blocks`` (Block Kit builders), ``metrics`` (Prometheus).
 - **Domains** — a package per concern: ``bot.mail`` (mailboxes, the poller, drafts), ``bot.deploy`` (plans,
   requests, executors), ``bot.measure`` (outcomes, facts, signals, reports, the ``/usage`` text).
-- **Processes and wiring** (may import listeners and workers): ``slack_app`` (the web app), ``worker`` (the RQ
-  worker), ``cli`` (``clawback``), ``demo`` (``clawback demo``), and the CLI's helpers ``doctor``,
-  ``progress``, ``manifest`` (the shipped Slack manifest, which ``doctor`` checks against).
+- **Processes and wiring** (may import listeners and workers): ``slack_app`` (the web and socket apps, with
+  ``slack_socket``, the Socket Mode client), ``worker`` (the RQ worker), ``cli`` (``clawback``), ``demo``
+  (``clawback demo``), and the CLI's helpers ``doctor``, ``progress``, ``manifest`` (the shipped Slack
+  manifest, which ``doctor`` checks against).
 - **Local stand-ins**: ``bot.standins`` (Slack, LLM, Exchange, Graph, CI over real HTTP) and
   ``embedded_redis``, for the demo, the tests and machines without services.
 
