@@ -206,6 +206,8 @@ class SocketModeLinks:
         except (WebSocketException, OSError, ValueError) as exc:
             if not link.closing:
                 log.warning("socket mode link %s failed: %s", link.number, exc)
+        except Exception:  # a bug here must not leave the app without a link: logged, then replaced
+            log.exception("socket mode link %s: reader failed", link.number)
         finally:
             link.open = False
             ws.shutdown()
