@@ -9,8 +9,8 @@ Layers (``tests/unit/test_layers.py`` holds them: no import circles; ``bot`` nev
   actions, outcomes), ``audit`` (the hash-chained log), ``policy`` (who may do what), ``autonomy`` (what the
   agent may do on its own, earned per person and action), ``controls`` (kill switch), ``budget`` (tokens and
   rate, in Redis), ``queue`` (RQ), ``llm`` (the model gateway), ``ingress`` (request → task).
-- **Plumbing**: ``bot.slack`` (the Bolt app, Block Kit builders, the shipped manifest, usergroups),
-  ``bot.text`` (pure text: token estimates, redaction, output hygiene).
+- **Plumbing**: ``bot.slack`` (the Bolt app, the Socket Mode client ``socket_mode``, Block Kit builders, the
+  shipped manifest, usergroups), ``bot.text`` (pure text: token estimates, redaction, output hygiene).
 - **Domains**, a package per concern: ``bot.mail`` (mailboxes, the poller, drafts), ``bot.deploy`` (plans,
   requests, executors), ``bot.measure`` (outcomes, facts, signals, reports, adoption, the ``/usage`` text).
 - **Processes and wiring** (may import listeners and workers): ``bot.slack.app`` (the web and Socket Mode

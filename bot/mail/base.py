@@ -138,3 +138,7 @@ class Mailbox(Protocol):
     def check(self) -> str:
         """One cheap authenticated call (the Inbox folder); a short description, or a ``MailError``."""
         ...
+
+    def item_count(self, folder: str) -> int:
+        """How many items ``folder`` holds now (one cheap call; the total of a first sync's progress bar)."""
+        ...

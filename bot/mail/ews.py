@@ -198,6 +198,13 @@ class EwsMailbox:
             folder.refresh()
         return f"EWS: Inbox reachable ({folder.total_count or 0} item(s))"
 
+    def item_count(self, folder: str) -> int:
+        """The folder's ``TotalCount`` (one GetFolder)."""
+        found = self._folder(folder)
+        with translate_errors():
+            found.refresh()
+        return int(found.total_count or 0)
+
     # --- folders ---------------------------------------------------------------------------------------
 
     def _folder(self, name: str, create: bool = False) -> Folder:

@@ -157,6 +157,12 @@ class GraphMailbox:
         data = self._request("GET", f"{self._user}/mailFolders/inbox", params={"$select": "id,totalItemCount"})
         return f"Graph: Inbox reachable ({data.get('totalItemCount', 0)} item(s))"
 
+    def item_count(self, folder: str) -> int:
+        """The folder's ``totalItemCount`` (one GET)."""
+        ref = quote(self._folder_ref(folder))
+        data = self._request("GET", f"{self._user}/mailFolders/{ref}", params={"$select": "id,totalItemCount"})
+        return int(data.get("totalItemCount") or 0)
+
     # --- auth ------------------------------------------------------------------------------------------
 
     def _msal_app(self) -> msal.ConfidentialClientApplication:

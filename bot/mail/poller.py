@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -54,7 +55,13 @@ from bot.mail.text import same_reply
 from bot.queue import BULK
 from bot.settings import Settings
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 log = logging.getLogger(__name__)
+
+# ``progress(done, total, step)``: a first sync's progress (items read of about ``total``, per mailbox).
+Progress = Callable[[int, int, str], None]
 
 INBOX = "inbox"
 DRAFTS = "drafts"
@@ -221,13 +228,20 @@ def sync_inbox(
     report: PollReport,
     *,
     now: datetime,
+    progress: Progress | None = None,
 ) -> None:
-    """Page through the inbox's changes, creating tasks and advancing the state page by page."""
+    """Page through the inbox's changes, creating tasks and advancing the state page by page. ``progress``
+    hears of a first sync (the inbox not yet read to the end) after every page."""
     row = load_state(db, cfg.address, INBOX)
     state, complete = row.sync_state, bool(row.complete)
     days = cfg.first_sync_days if cfg.first_sync_days is not None else settings.clawback_mail_first_sync_days
     window_start = now - timedelta(days=days)
     seen, created, skipped_old = row.items_seen, row.tasks_created, row.skipped_old
+    if complete:
+        progress = None  # an incremental sync: a page or two, nothing to show
+    total = _first_sync_total(mailbox, cfg.address) if progress is not None else 0
+    if progress is not None:
+        progress(seen, max(total, seen), cfg.address)
     for _ in range(MAX_PAGES_PER_POLL):
         try:
             result = mailbox.sync_folder(INBOX, state, max_changes=settings.clawback_mail_batch_size)
@@ -268,6 +282,9 @@ def sync_inbox(
             skipped_old=skipped_old,
             last_error=None,
         )
+        if progress is not None:
+            # The total is the inbox's size now; a server-side first-sync window (Graph) reads fewer.
+            progress(seen, seen if not result.more_available else max(total, seen), cfg.address)
         if result.changes:
             log.info(
                 "mailbox %s: page %d: %d change(s), %d task(s) created so far, %d duplicate(s), "
@@ -283,6 +300,15 @@ def sync_inbox(
         if not result.more_available:
             return
     report.notes.append(f"stopped after {MAX_PAGES_PER_POLL} pages; the next poll continues")
+
+
+def _first_sync_total(mailbox: Mailbox, address: str) -> int:
+    """The inbox's item count for the progress bar; 0 (unknown) when the server will not say."""
+    try:
+        return mailbox.item_count(INBOX)
+    except MailError as exc:
+        log.info("mailbox %s: inbox size unknown (%s); progress without a total", address, exc)
+        return 0
 
 
 # -- implicit outcomes -----------------------------------------------------------------------------------
@@ -542,6 +568,7 @@ def poll_mailbox(
     ingress: IngressDeps,
     settings: Settings,
     now: datetime | None = None,
+    progress: Progress | None = None,
 ) -> PollReport:
     """One poll of one mailbox: new mail into tasks, then implicit outcomes. Mailbox errors propagate."""
     report = PollReport(cfg.address)
@@ -551,7 +578,7 @@ def poll_mailbox(
         report.error = f"owner {cfg.owner} lacks the mail.read scope; mailbox not polled"
         log.warning("mailbox %s: %s", cfg.address, report.error)
         return report
-    sync_inbox(cfg, mailbox, db, ingress, settings, report, now=now or utcnow())
+    sync_inbox(cfg, mailbox, db, ingress, settings, report, now=now or utcnow(), progress=progress)
     for folder in watched_folders(db, cfg, settings):
         sync_watched(cfg, mailbox, db, settings, report, folder)
     return report
@@ -573,8 +600,10 @@ class MailPoller:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         rand: Callable[[], float] = random.random,
+        progress: Progress | None = None,
     ) -> None:
         self.settings = settings
+        self.progress = progress
         self.db = db
         self.ingress = ingress
         self.mailboxes = mailboxes
@@ -599,7 +628,9 @@ class MailPoller:
         address = cfg.address
         try:
             mailbox = self.mailboxes(address)
-            report = poll_mailbox(cfg, mailbox, db=self.db, ingress=self.ingress, settings=self.settings)
+            report = poll_mailbox(
+                cfg, mailbox, db=self.db, ingress=self.ingress, settings=self.settings, progress=self.progress
+            )
         except MailThrottled as exc:
             report = PollReport(address, ok=False, error=f"throttled: {exc}")
             report.back_off = self._back_off(address, exc.back_off_seconds)
@@ -704,10 +735,12 @@ class MailPoller:
         return 0
 
 
-def main(settings: Settings, once: bool) -> int:
-    """``clawback mail-poll [--once]``."""
+def main(settings: Settings, once: bool, *, console: Console | None = None) -> int:
+    """``clawback mail-poll [--once]``. With ``--once`` on a terminal (``console``, default stderr) a first
+    sync draws a progress bar; logs and non-terminals get none."""
     from bot.mail.config import mailbox_factory
     from bot.migrate import ensure_schema
+    from bot.ops.progress import on_terminal, progress_bar
     from bot.policy import policy_store
     from bot.queue import TaskQueue, connect_redis
 
@@ -723,7 +756,10 @@ def main(settings: Settings, once: bool) -> int:
     ingress = IngressDeps(db=db, queue=queue, policy=policy)
     poller = MailPoller(settings, db, ingress, mailbox_factory(settings, policy))
     if once:
-        return poller.run_once()
+        shown = on_terminal(console)
+        with progress_bar("first mail sync", enabled=shown, console=console) as update:
+            poller.progress = update if shown else None
+            return poller.run_once()
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -19,11 +19,13 @@ from slack_bolt import App, BoltResponse
 from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
+from slack_sdk.socket_mode.request import SocketModeRequest
 
 from bot.db import Database
 from bot.errors import ServiceUnavailable
 from bot.ops.metrics import IngressMetrics, LedgerCollector
 from bot.settings import Settings
+from bot.slack.socket_mode import Ack, SocketModeLinks
 from handlers import register_handlers
 from handlers.context import HandlerContext
 
@@ -403,9 +405,9 @@ class SocketApp:
     """The same Bolt app over Socket Mode: each envelope is validated as HTTP mode validates a request,
     dispatched to Bolt, and acknowledged (with the listener's response payload, if any).
 
-    The client is slack_sdk's websocket-client one: on a ``disconnect`` (``refresh_requested``) it opens the new
-    connection without waiting on the old one's reader, so the first envelope on the new link is acked at once
-    (the built-in client holds a lock inside a 3 s ``recv`` meanwhile; see README, "Socket Mode").
+    The links to Slack are ``bot.slack.socket_mode.SocketModeLinks``: on a ``disconnect`` (``refresh_requested``)
+    the new link is open before the old one is closed, so the first envelope after a refresh is acked at once
+    (slack_sdk's clients left a gap of 0.5–10.5 s there; see README, "Socket Mode").
     """
 
     def __init__(
@@ -420,29 +422,28 @@ class SocketApp:
         metrics: IngressMetrics | None = None,
         concurrency: int = 10,
     ) -> None:
-        from slack_sdk.socket_mode.websocket_client import SocketModeClient
-
         self.bolt = bolt
         self.db = db
         self.redis = redis_conn
         self.registry = registry or CollectorRegistry()
         self.metrics = metrics
         self.metrics_app = MetricsApp(self.registry)
-        self.client = SocketModeClient(app_token=app_token, web_client=client, concurrency=concurrency)
-        self.client.socket_mode_request_listeners.append(self._on_request)
+        self.links = SocketModeLinks(
+            app_token=app_token, web_client=client, on_request=self._on_request, concurrency=concurrency
+        )
 
     def connect(self) -> SocketApp:
-        """Open the connection (``apps.connections.open``, then the WebSocket); returns at once."""
-        self.client.connect()
+        """Open the first link (``apps.connections.open``, the WebSocket, Slack's hello)."""
+        self.links.connect()
         return self
 
     def close(self) -> None:
-        """Close the connection and stop the client's threads."""
-        self.client.close()
+        """Close the links and wait for the envelopes being handled."""
+        self.links.close()
 
     def is_connected(self) -> bool:
-        """True while a WebSocket connection is open."""
-        return self.client.is_connected()
+        """True while a Socket Mode link is open."""
+        return self.links.is_connected()
 
     def health_wsgi(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         """WSGI app for orchestrators: ``GET /healthz`` (database, Redis, the Socket Mode connection)."""
@@ -455,23 +456,23 @@ class SocketApp:
         )
         return [body]
 
-    def _on_request(self, client: Any, req: Any) -> None:
+    def _on_request(self, req: SocketModeRequest, ack: Ack) -> None:
         started = time.perf_counter()
         kind = kind_of_envelope(req.type, req.payload)
         if kind is None:
             # HTTP mode answers 400; here an unacked envelope would only come back three more times.
-            return self._ack(client, req, None, "malformed", "400", started)
+            return self._ack(ack, None, "malformed", "400", started)
         headers: dict[str, str | list[str]] = {}
         if req.retry_attempt:
             headers = {"x-slack-retry-num": str(req.retry_attempt), "x-slack-retry-reason": req.retry_reason or ""}
         try:
             bolt_req = BoltRequest(mode="socket_mode", body=req.payload, headers=headers)
         except (TypeError, ValueError, AttributeError, KeyError):
-            return self._ack(client, req, None, "malformed", "400", started)
+            return self._ack(ack, None, "malformed", "400", started)
         resp = self.bolt.dispatch(bolt_req)
         if resp.status == 404:
             # Nothing listens to it: acknowledge, as HTTP mode does, or Slack shows the person an error.
-            return self._ack(client, req, None, f"{kind}_unhandled", "200", started)
+            return self._ack(ack, None, f"{kind}_unhandled", "200", started)
         if resp.status != 200:
             # Not acked (503: ingress unavailable): Slack sends the envelope again, as it retries HTTP.
             log.warning("socket envelope %s not acked: status %s", req.envelope_id, resp.status)
@@ -481,15 +482,11 @@ class SocketApp:
         if resp.body:
             ctype = resp.headers.get("content-type", [""])[0]
             payload = json.loads(resp.body) if ctype.startswith("application/json") else {"text": resp.body}
-        return self._ack(client, req, payload, kind, "200", started)
+        return self._ack(ack, payload, kind, "200", started)
 
-    def _ack(
-        self, client: Any, req: Any, payload: dict[str, Any] | None, kind: str, status: str, started: float
-    ) -> None:
-        from slack_sdk.socket_mode.response import SocketModeResponse
-
+    def _ack(self, ack: Ack, payload: dict[str, Any] | None, kind: str, status: str, started: float) -> None:
         self._count(kind, status, started)  # before the ack: whoever reads the ack reads the count too
-        client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id, payload=payload))
+        ack(payload)
 
     def _count(self, kind: str, status: str, started: float) -> None:
         if self.metrics is not None:

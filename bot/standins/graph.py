@@ -826,9 +826,16 @@ class Routes:
 
     # -- JSON ----------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def folder_json(f: Folder) -> dict[str, Any]:
-        return {"id": f.folder_id, "displayName": f.name, "parentFolderId": f.parent_id or ""}
+    def folder_json(self, f: Folder) -> dict[str, Any]:
+        held = [m for m in self.box.messages.values() if m.folder_id == f.folder_id]
+        return {
+            "id": f.folder_id,
+            "displayName": f.name,
+            "parentFolderId": f.parent_id or "",
+            "childFolderCount": sum(1 for c in self.box.folders.values() if c.parent_id == f.folder_id),
+            "totalItemCount": len(held),
+            "unreadItemCount": sum(1 for m in held if not m.is_read),
+        }
 
     def message_json(
         self, msg: Message, query: dict[str, str], select: set[str] | None = None

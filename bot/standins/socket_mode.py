@@ -53,6 +53,7 @@ class _Conn:
         self.sock = sock
         self.number = number
         self.open = True
+        self.mute = False  # a half-open link: nothing comes back on it (no pong, no ack is read)
         self._send_lock = threading.Lock()
 
     def send_text(self, text: str) -> None:
@@ -130,7 +131,9 @@ class SocketModeStandIn:
         self.acks: list[Ack] = []
         self.pending: dict[str, _Pending] = {}
         self.sent: list[dict[str, Any]] = []  # every envelope as sent, resends included
+        self.resends = 0  # envelopes sent again because no ack came within ``resend_after`` (Slack's 3 s)
         self._tickets: set[str] = set()
+        self._numbered = 0
         self._sock: socket.socket | None = None
         self._stopping = threading.Event()
 
@@ -168,7 +171,7 @@ class SocketModeStandIn:
     def current(self) -> _Conn | None:
         """The newest open connection (Slack sends on any; the newest is the one a refresh asked for)."""
         with self.lock:
-            live = [c for c in self.connections if c.open]
+            live = [c for c in self.connections if c.open and not c.mute]
             return live[-1] if live else None
 
     def send(
@@ -209,16 +212,36 @@ class SocketModeStandIn:
         """An interactivity payload as an ``interactive`` envelope."""
         return self.send("interactive", payload, accepts_response_payload=True)
 
-    def disconnect(self, reason: str = "refresh_requested", *, close_after: float | None = 5.0) -> None:
-        """Ask the app to reconnect (``refresh_requested``, ``warning``, ...); close the old link later."""
+    def disconnect(self, reason: str = "refresh_requested", *, close_after: float | None = 5.0) -> int | None:
+        """Ask the app to reconnect (``refresh_requested``, ``warning``, ...) on the newest link and close that
+        link ``close_after`` seconds later (if the app has not closed it first); returns the link's number."""
         conn = self.current()
         if conn is None:
-            return
+            return None
         conn.send_text(json.dumps({"type": "disconnect", "reason": reason, "debug_info": {"host": "standin"}}))
         if close_after is not None:
             timer = threading.Timer(close_after, conn.close)
             timer.daemon = True
             timer.start()
+        return conn.number
+
+    def drop(self) -> int | None:
+        """Close the newest link without a word (a restart on Slack's side, a network fault); its number."""
+        conn = self.current()
+        if conn is None:
+            return None
+        conn.close(1011)
+        return conn.number
+
+    def mute(self) -> int | None:
+        """Make the newest link half-open: it stays "connected" but nothing comes back (a NAT that dropped it);
+        Slack sends on the app's other links from now on. Returns its number."""
+        with self.lock:
+            conn = next((c for c in reversed(self.connections) if c.open and not c.mute), None)
+            if conn is None:
+                return None
+            conn.mute = True
+            return conn.number
 
     # -- what the test reads -----------------------------------------------------------------------
     def wait_connections(self, n: int, timeout: float = 10.0) -> None:
@@ -226,6 +249,12 @@ class SocketModeStandIn:
         with self.lock:
             if not self.lock.wait_for(lambda: len(self.connections) >= n, timeout):
                 raise TimeoutError(f"{len(self.connections)} connection(s), wanted {n}")
+
+    def wait_closed(self, number: int, timeout: float = 10.0) -> None:
+        """Block until link ``number`` is closed (by either side)."""
+        with self.lock:
+            if not self.lock.wait_for(lambda: all(not c.open for c in self.connections if c.number == number), timeout):
+                raise TimeoutError(f"connection {number} still open after {timeout} s")
 
     def wait_ack(self, envelope_id: str, timeout: float = 10.0) -> Ack:
         """Block until the envelope is acked; returns the (first) ack."""
@@ -265,6 +294,7 @@ class SocketModeStandIn:
                         del self.pending[eid]
                         continue
                     item.retries += 1
+                    self.resends += 1
                     item.envelope = {**item.envelope, "retry_attempt": item.retries, "retry_reason": "timeout"}
                     due.append(eid)
             for eid in due:
@@ -314,8 +344,11 @@ class SocketModeStandIn:
             sock.close()
             return
         with self.lock:
-            conn = _Conn(sock, len(self.connections) + 1)
-        conn.send_text(json.dumps({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A0"}}))
+            self._numbered += 1  # numbered in order of connecting; listed (and sent to) once it has said hello
+            conn = _Conn(sock, self._numbered)
+            live = 1 + sum(c.open for c in self.connections)
+        conn.send_text(json.dumps({"type": "hello", "num_connections": live, "connection_info": {"app_id": "A0"},
+                                   "debug_info": {"host": "standin", "approximate_connection_time": 3600}}))
         with self.lock:
             self.connections.append(conn)
             self.lock.notify_all()
@@ -324,6 +357,8 @@ class SocketModeStandIn:
                 opcode, data = conn.read_message()
                 if opcode == 0x8:
                     break
+                if conn.mute:
+                    continue
                 if opcode == 0x9:
                     conn._send(0xA, data)  # pong
                     continue

@@ -78,7 +78,7 @@ def test_html_renders_in_headless_chromium(report_html, tmp_path):
     """Chromium renders the file offline: the DOM has the three SVG charts and the screenshot is not blank."""
     binary = _chromium()
     if binary is None:
-        pytest.skip("no chromium binary (install with: apt-get install -y chromium)")
+        pytest.skip("no chromium binary (.ci/ensure-chromium installs it as root: apt-get install -y chromium)")
     profile = tmp_path / "profile"
     base = [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
     url = report_html.as_uri()

@@ -8,10 +8,12 @@ import secrets
 import time
 
 import pytest
+from slack_sdk import WebClient
 from sqlalchemy import select
 
 from bot.db import Outcome, Task
 from bot.slack.app import build_socket
+from bot.slack.socket_mode import SocketModeLinks
 from bot.standins.slack_events import SlackEventSender
 from handlers.context import HandlerContext
 from tests.conftest import drain
@@ -145,22 +147,34 @@ def test_feedback_button_click_is_recorded(slack, llm, deps, socket_app, socket_
     assert outcome.kind == "resolved"
 
 
-def test_first_envelope_after_refresh_requested_is_acked_within_3s(deps, socket_app, socket_standin):
-    """After ``disconnect: refresh_requested`` the client opens a new connection; the first envelope on it is
-    acked well within Slack's 3 s (slack_sdk's built-in client took 1.0–3.2 s here). Five refreshes, worst case."""
-    worst = slowest_reconnect = 0.0
-    for n in range(2, 7):
+REFRESHES = 12
+
+
+def test_envelopes_around_each_refresh_are_acked_within_slacks_window(deps, socket_app, socket_standin):
+    """Twelve refreshes as Slack does them: ``disconnect: refresh_requested`` on the link, which Slack itself
+    closes a second later. An envelope sent just after the request (on the old link) and the first one sent once
+    the old link is gone (only the new link can carry it) are both acked inside Slack's 3 s: Slack resends
+    nothing. slack_sdk's websocket-client client failed this: its single session runner waited up to websocket-
+    client's 10 s select timeout on the old socket before opening the new one, and it dropped envelopes that
+    arrived during its close handshake."""
+    firsts, reconnects = [], []
+    for _ in range(REFRESHES):
         asked = time.monotonic()
-        socket_standin.disconnect("refresh_requested", close_after=5.0)
-        socket_standin.wait_connections(n, timeout=30)  # reconnecting is not timed here; the first ack is
-        slowest_reconnect = max(slowest_reconnect, time.monotonic() - asked)
-        print(f"reconnect {n}: {time.monotonic() - asked:.2f} s")
-        eid = socket_standin.slash_command(_command("U0ALICE", "/usage", ""))
-        ack = socket_standin.wait_ack(eid)
-        assert ack.connection == n  # it went out on, and came back over, the new connection
-        worst = max(worst, ack.seconds)
-    print(f"worst ack after refresh_requested: {worst * 1000:.0f} ms; slowest reconnect {slowest_reconnect:.2f} s")
-    assert worst < 1.0
+        old = socket_standin.disconnect("refresh_requested", close_after=1.0)
+        assert old is not None
+        during = socket_standin.slash_command(_command("U0ALICE", "/usage", ""))
+        socket_standin.wait_closed(old, timeout=15)
+        first = socket_standin.slash_command(_command("U0ALICE", "/usage", ""))
+        ack = socket_standin.wait_ack(first, timeout=15)
+        assert ack.connection > old  # it went out on, and came back over, the new link
+        firsts.append(ack.seconds)
+        reconnects.append(time.monotonic() - asked)
+        assert socket_standin.wait_ack(during, timeout=15).seconds < ACK_DEADLINE
+    print(f"\nfirst envelope after refresh_requested, {REFRESHES} refreshes: acked in max "
+          f"{max(firsts) * 1000:.0f} ms (median {sorted(firsts)[REFRESHES // 2] * 1000:.0f} ms); refresh to "
+          f"first ack max {max(reconnects):.2f} s; resends {socket_standin.resends}")
+    assert socket_standin.resends == 0
+    assert max(firsts) < ACK_DEADLINE
 
 
 def test_warning_disconnect_reconnects_too(socket_app, socket_standin):
@@ -169,6 +183,34 @@ def test_warning_disconnect_reconnects_too(socket_app, socket_standin):
     socket_standin.wait_connections(2)
     ack = socket_standin.wait_ack(socket_standin.slash_command(_command("U0BOB", "/usage", "")))
     assert ack.connection == 2 and ack.seconds < ACK_DEADLINE
+
+
+def test_a_dropped_link_is_replaced(socket_app, socket_standin):
+    """Slack closes the link without a ``disconnect`` first: the app opens a new one and keeps answering."""
+    old = socket_standin.drop()
+    socket_standin.wait_connections(2)
+    ack = socket_standin.wait_ack(socket_standin.slash_command(_command("U0BOB", "/usage", "")))
+    assert old == 1 and ack.connection == 2 and ack.seconds < ACK_DEADLINE
+    assert socket_standin.resends == 0
+
+
+def test_a_silent_link_is_noticed_by_its_unanswered_ping(slack, socket_standin):
+    """A half-open link (no close, no FIN; nothing comes back) is given up after one unanswered ping and
+    replaced: the app does not sit on a dead link until the next refresh."""
+    seen: list[str] = []
+    links = SocketModeLinks(app_token=slack.app_token, web_client=WebClient(base_url=slack.url + "/api/"),
+                            on_request=lambda req, ack: (seen.append(req.envelope_id), ack(None)),
+                            ping_interval=0.2)
+    links.connect()
+    try:
+        assert socket_standin.mute() == 1
+        socket_standin.wait_connections(2, timeout=5)
+        eid = socket_standin.slash_command(_command("U0BOB", "/usage", ""))
+        assert socket_standin.wait_ack(eid).connection == 2 and seen == [eid]
+        socket_standin.wait_closed(1, timeout=5)  # given up on, closed by the app
+    finally:
+        links.close()
+    assert not links.is_connected()
 
 
 def test_unhandled_requests_are_acked_as_in_http_mode(deps, socket_app, socket_standin, payloads):

@@ -140,3 +140,31 @@ def test_progress_bar_draws_on_stderr_when_enabled(capsys):
         update(1000, 1000)
     captured = capsys.readouterr()
     assert captured.out == ""
+
+
+def test_log_lines_print_above_a_live_bar_not_through_it():
+    """A log handler writing to the terminal the bar is on goes through the bar's console while the bar is
+    live (the line lands above it, not torn by a redraw), and gets its own stream back afterwards."""
+    import logging
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    from rich.console import Console
+
+    raw, screen = Terminal(), io.StringIO()
+    handler = logging.StreamHandler(raw)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with progress_bar("syncing", console=Console(file=screen, force_terminal=True, width=80)) as update:
+            logging.getLogger("bot.test").warning("page 1 read")  # before the first update: no bar yet
+            update(1, 3, "a@example.com")
+            logging.getLogger("bot.test").warning("page 2 read")
+            update(3, 3, "a@example.com")
+        logging.getLogger("bot.test").warning("after the bar")
+    finally:
+        root.removeHandler(handler)
+    assert raw.getvalue() == "page 1 read\nafter the bar\n"
+    assert "page 2 read" in screen.getvalue() and "syncing: a@example.com" in screen.getvalue()
