@@ -27,6 +27,7 @@ from bot.standins.slack_events import SlackEventSender
 
 N = 150
 RUNS = 5
+BARE_JOB = "bench.p2_overhead.bare_job"  # by name: this module may run as __main__
 
 
 def bare_job(llm_url: str, slack_url: str, token: str, channel: str, text: str) -> str:
@@ -117,7 +118,7 @@ def _baseline_run(n: int, meter: phases.PhaseMeter | None = None) -> dict[str, A
         w0 = time.time()
         for i in range(n):
             q.enqueue(
-                bare_job,
+                BARE_JOB,
                 env.llm.base_url,
                 env.settings.slack_api_url,
                 env.settings.slack_bot_token,
