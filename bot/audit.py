@@ -52,6 +52,13 @@ def entry_hash(fields: dict[str, Any], prev_hash: str) -> str:
     return hashlib.sha256(canonical(body).encode()).hexdigest()
 
 
+# Built once (building a statement costs more than running it on SQLite); append runs on every ack.
+_HEAD = select(AuditHead.__table__.c.seq, AuditHead.__table__.c.hash).where(AuditHead.__table__.c.id == 1)
+_HEAD_LOCKED = _HEAD.with_for_update()
+_INSERT_ENTRY = AuditEntry.__table__.insert()
+_MOVE_HEAD = AuditHead.__table__.update().where(AuditHead.__table__.c.id == 1)
+
+
 def append(
     session: Session,
     *,
@@ -71,10 +78,7 @@ def append(
     """
     if decision not in ("allow", "deny", "info"):
         raise ValueError(f"bad audit decision {decision!r}")
-    head_t, log_t = AuditHead.__table__, AuditEntry.__table__
-    stmt = select(head_t.c.seq, head_t.c.hash).where(head_t.c.id == 1)
-    if session.get_bind().dialect.name != "sqlite":
-        stmt = stmt.with_for_update()
+    stmt = _HEAD if session.get_bind().dialect.name == "sqlite" else _HEAD_LOCKED
     seq, prev = session.execute(stmt).one()
     fields = {
         "seq": seq + 1,
@@ -90,8 +94,8 @@ def append(
     }
     digest = entry_hash(fields, prev)
     row = {**fields, "prev_hash": prev, "hash": digest}
-    session.execute(log_t.insert().values(**row))
-    session.execute(head_t.update().where(head_t.c.id == 1).values(seq=fields["seq"], hash=digest))
+    session.execute(_INSERT_ENTRY, row)
+    session.execute(_MOVE_HEAD, {"seq": fields["seq"], "hash": digest})
     return row
 
 

@@ -22,11 +22,13 @@ from bot.errors import BudgetExceeded, RateLimited
 from bot.policy import Limits
 
 # KEYS: day hash, reservations zset, rpm key. ARGV: limit, amount, res id, now, res ttl, rpm limit, ledger used
+# (-1: not read yet; the script answers {-3, 0} when the day's counter is missing and needs it)
 _RESERVE = """
 local day, resv, rpm = KEYS[1], KEYS[2], KEYS[3]
 local limit, amount, rid, now = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local ttl, rpm_limit = tonumber(ARGV[5]), tonumber(ARGV[6])
 if redis.call('EXISTS', day) == 0 then
+  if tonumber(ARGV[7]) < 0 then return {-3, 0} end
   redis.call('HSET', day, 'used', ARGV[7])
   redis.call('EXPIRE', day, 172800)
 end
@@ -130,15 +132,15 @@ class Budget:
         day = now.strftime("%Y%m%d")
         day_key, resv_key = self._keys(user, day)
         rpm_key = f"{self.prefix}:rpm:{user}:{int(now.timestamp() // 60)}"
-        ledger_used = 0
-        if self.ledger_tokens is not None and not self.r.exists(day_key):
-            ledger_used = self.ledger_tokens(user, now.replace(hour=0, minute=0, second=0, microsecond=0))
         rid = secrets.token_hex(6)
         limit = limits.daily_tokens  # > 0 here: no budget was refused above
-        status, value = self._reserve(
-            keys=[day_key, resv_key, rpm_key],
-            args=[limit, amount, rid, now.timestamp(), self.ttl, limits.requests_per_minute, ledger_used],
-        )
+        args = [limit, amount, rid, now.timestamp(), self.ttl, limits.requests_per_minute]
+        keys = [day_key, resv_key, rpm_key]
+        # One round trip when the day's counter exists; when Redis lost it, the ledger's sum rebuilds it.
+        status, value = self._reserve(keys=keys, args=[*args, -1 if self.ledger_tokens is not None else 0])
+        if status == -3 and self.ledger_tokens is not None:
+            used = self.ledger_tokens(user, now.replace(hour=0, minute=0, second=0, microsecond=0))
+            status, value = self._reserve(keys=keys, args=[*args, used])
         if status == -2:
             raise BudgetExceeded(messages.rate_limited(60 - int(now.timestamp()) % 60), reason="rate limited")
         if status == -1:

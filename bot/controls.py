@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy.orm import Session
 
 from bot import audit
 from bot.db import Database, Pause
+
+_p = Pause.__table__
+_PAUSED = (  # built once: the worker checks it before each side effect
+    select(_p.c.id)
+    .where(_p.c.active.is_(True))
+    .where(or_(_p.c.user.is_(None), _p.c.user == bindparam("user_")))
+    .where(or_(_p.c.intent.is_(None), _p.c.intent == bindparam("intent_")))
+    .limit(1)
+)
 
 
 def active_pause(db: Database, *, user: str | None, intent: str | None) -> Pause | None:
@@ -18,6 +28,11 @@ def active_pause(db: Database, *, user: str | None, intent: str | None) -> Pause
             .where(or_(Pause.intent.is_(None), Pause.intent == intent))
             .limit(1)
         ).scalar_one_or_none()
+
+
+def is_paused(session: Session, *, user: str | None, intent: str | None) -> bool:
+    """``active_pause`` inside the caller's transaction, as one plain SELECT (the worker's hot path)."""
+    return session.execute(_PAUSED, {"user_": user, "intent_": intent}).first() is not None
 
 
 def pause(

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, replace
 
 import redis
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from bot import audit
@@ -52,6 +52,18 @@ def redactor_for(policy: PolicyStore) -> Redactor:
     return Redactor(extra=[(p.name, p.regex) for p in policy.current.redaction])
 
 
+# Built once: building a statement costs more than running it on SQLite, and these run before every ack.
+_tasks = Task.__table__
+_INSERT_TASK = _tasks.insert()
+_OTHER_DELIVERY = select(_tasks.c.id, _tasks.c.idempotency_key).where(
+    _tasks.c.requester == bindparam("requester_"),  # indexed; one message has one author
+    _tasks.c.channel_id == bindparam("channel_"),
+    _tasks.c.message_ts == bindparam("ts_"),
+    _tasks.c.surface.in_(("mention", "dm")),
+    _tasks.c.idempotency_key != bindparam("key_"),
+)
+
+
 def _insert(db: Database, task: Task, *, decision: str, scope: str | None, reason: str | None) -> bool:
     """Insert the task and its audit entry in one transaction; False when the key was seen before."""
     row = {c.key: getattr(task, c.key) for c in Task.__table__.columns}
@@ -72,7 +84,7 @@ def _insert(db: Database, task: Task, *, decision: str, scope: str | None, reaso
     task.id = row["id"]
     try:
         with db.session() as s:
-            s.execute(Task.__table__.insert().values(**row))
+            s.execute(_INSERT_TASK, row)
             audit.append(
                 s,
                 actor=task.requester,
@@ -109,16 +121,15 @@ def _claim_message(deps: IngressDeps, new: NewTask, key: str) -> str | None:
     decides when Redis lost the claim. A claim whose task never reached SQL (its ingress failed) is taken over
     after ``CLAIM_IN_FLIGHT`` seconds, so a failed first delivery cannot silence the others.
     """
-    surfaces = ("mention", "dm")
     with deps.db.session() as s:
         found = s.execute(
-            select(Task.id, Task.idempotency_key).where(
-                Task.requester == new.requester,  # indexed; one message has one author
-                Task.channel_id == new.channel_id,
-                Task.message_ts == new.message_ts,
-                Task.surface.in_(surfaces),
-                Task.idempotency_key != new.idempotency_key,
-            )
+            _OTHER_DELIVERY,
+            {
+                "requester_": new.requester,
+                "channel_": new.channel_id,
+                "ts_": new.message_ts,
+                "key_": new.idempotency_key,
+            },
         ).first()
     if found is not None:
         return found[0]

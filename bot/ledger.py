@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from bot.db import Action, Database, LLMCall, Outcome, Task, utcnow
 
@@ -19,6 +20,38 @@ TERMINAL = frozenset({"done", "failed", "denied", "ignored"})
 # The (task id, attempt) this thread executes; begin_action refuses to start a side effect for that task
 # once a newer attempt has taken it over (a paused worker whose lease expired, woken after the re-run).
 _fence: ContextVar[tuple[str, int] | None] = ContextVar("clawback_fence", default=None)
+
+
+# The hot path's statements, built once: building a statement costs several times more than running it on
+# SQLite. Parameter names end in "_" where a column of the same name is being set.
+_tasks, _calls, _actions = Task.__table__, LLMCall.__table__, Action.__table__
+_START = (
+    _tasks.update()
+    .where(_tasks.c.id == bindparam("task_id_"), _tasks.c.status.not_in(TERMINAL))
+    .values(
+        status="running",
+        attempts=_tasks.c.attempts + 1,
+        started_at=func.coalesce(_tasks.c.started_at, bindparam("now_", type_=_tasks.c.started_at.type)),
+    )
+    .returning(*_tasks.c)
+)
+_ATTEMPTS = select(_tasks.c.attempts).where(_tasks.c.id == bindparam("task_id_"))
+_FINISH = _tasks.update().where(_tasks.c.id == bindparam("task_id_"), _tasks.c.status.not_in(TERMINAL))
+_INSERT_LLM_CALL = _calls.insert().returning(*_calls.c)
+_TASK_USAGE = select(
+    func.coalesce(func.sum(_calls.c.prompt_tokens), 0),
+    func.coalesce(func.sum(_calls.c.completion_tokens), 0),
+    func.coalesce(func.sum(_calls.c.cost), 0.0),
+).where(_calls.c.task_id == bindparam("task_id_"))
+_INSERT_ACTION = _actions.insert().returning(*_actions.c)
+_COMPLETE_ACTION = _actions.update().where(_actions.c.idempotency_key == bindparam("key_"))
+
+_T = TypeVar("_T", Task, LLMCall, Action)
+
+
+def _row_to(model: type[_T], row: Any) -> _T:
+    """A (detached) ORM object from a row of all its table's columns, as RETURNING gives it."""
+    return model(**{c.key: v for c, v in zip(model.__table__.c, row, strict=True)})
 
 
 @dataclass(frozen=True)
@@ -85,13 +118,13 @@ def get_task(db: Database, task_id: str) -> Task | None:
 def mark_running(db: Database, task_id: str) -> Task | None:
     """Move a non-terminal task to running (counting the attempt); None if it is already finished."""
     with db.session() as s:
-        task = s.get(Task, task_id)
-        if task is None or task.status in TERMINAL:
-            return None
-        task.status = "running"
-        task.attempts += 1
-        task.started_at = task.started_at or utcnow()
-        return task
+        return start_attempt(s, task_id)
+
+
+def start_attempt(session: Session, task_id: str) -> Task | None:
+    """``mark_running`` inside the caller's transaction: one UPDATE … RETURNING, the task as it is now."""
+    row = session.execute(_START, {"task_id_": task_id, "now_": utcnow()}).first()
+    return None if row is None else _row_to(Task, row)
 
 
 @contextmanager
@@ -108,7 +141,7 @@ def _check_fence(s: Any, task_id: str) -> None:
     fence = _fence.get()
     if fence is None or fence[0] != task_id:
         return
-    current = s.execute(select(Task.attempts).where(Task.id == task_id)).scalar_one_or_none()
+    current = s.execute(_ATTEMPTS, {"task_id_": task_id}).scalar_one_or_none()
     if current != fence[1]:
         from bot.errors import Superseded
 
@@ -133,7 +166,7 @@ def finish(
     if result is not None:
         values["result"] = result
     with db.session() as s:
-        s.execute(update(Task).where(Task.id == task_id, Task.status.not_in(TERMINAL)).values(**values))
+        s.execute(_FINISH, {"task_id_": task_id, **values})
         if audit_entry is not None:
             audit.append(s, task_id=task_id, **audit_entry)
 
@@ -147,11 +180,10 @@ def update_result(db: Database, task_id: str, **fields: Any) -> None:
 
 
 def record_llm_call(db: Database, **fields: Any) -> LLMCall:
-    """Insert one LLM call row."""
-    row = LLMCall(**fields)
+    """Insert one LLM call row (one plain INSERT … RETURNING: every model call passes here)."""
     with db.session() as s:
-        s.add(row)
-    return row
+        row = s.execute(_INSERT_LLM_CALL, fields).one()
+    return _row_to(LLMCall, row)
 
 
 def find_llm_call(db: Database, task_id: str, step: str) -> LLMCall | None:
@@ -168,13 +200,7 @@ def find_llm_call(db: Database, task_id: str, step: str) -> LLMCall | None:
 def task_usage(db: Database, task_id: str) -> tuple[int, int, float]:
     """(prompt tokens, completion tokens, cost) over all of a task's calls."""
     with db.read() as s:
-        row = s.execute(
-            select(
-                func.coalesce(func.sum(LLMCall.prompt_tokens), 0),
-                func.coalesce(func.sum(LLMCall.completion_tokens), 0),
-                func.coalesce(func.sum(LLMCall.cost), 0.0),
-            ).where(LLMCall.task_id == task_id)
-        ).one()
+        row = s.execute(_TASK_USAGE, {"task_id_": task_id}).one()
     return int(row[0]), int(row[1]), float(row[2])
 
 
@@ -222,25 +248,28 @@ def begin_action(
     target: str | None,
     detail: dict | None = None,
     audit_entry: dict[str, Any] | None = None,
+    check: Callable[[Session], None] | None = None,
 ) -> tuple[Action, bool]:
     """Create a pending action (with its audit entry, in one transaction), or return the existing one and False.
 
-    Raises Superseded when the calling execution of the task has been replaced by a newer attempt.
+    One transaction, in this order: the fence (raises Superseded when the calling execution of the task has
+    been replaced by a newer attempt), ``check(session)`` (the caller's last guard, e.g. the kill switch:
+    whatever it raises aborts), the action row, its audit entry.
     """
     from bot import audit
 
-    row = Action(
+    values = dict(
         task_id=task_id, idempotency_key=key, kind=kind, scope=scope, target=target, detail=detail or {}
     )
-    with db.session() as s:
-        _check_fence(s, task_id)
     try:
         with db.session() as s:
-            s.add(row)
-            s.flush()
+            _check_fence(s, task_id)
+            if check is not None:
+                check(s)
+            row = s.execute(_INSERT_ACTION, values).one()
             if audit_entry is not None:
                 audit.append(s, task_id=task_id, scope=scope, target=target, **audit_entry)
-        return row, True
+        return _row_to(Action, row), True
     except IntegrityError:
         existing = get_action(db, key)
         assert existing is not None
@@ -250,6 +279,4 @@ def begin_action(
 def complete_action(db: Database, key: str, status: str, result: dict | None = None) -> None:
     """Mark an action done, failed or denied."""
     with db.session() as s:
-        s.execute(
-            update(Action).where(Action.idempotency_key == key).values(status=status, result=result or {})
-        )
+        s.execute(_COMPLETE_ACTION, {"key_": key, "status": status, "result": result or {}})

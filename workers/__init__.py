@@ -59,7 +59,9 @@ def _bind_lease(deps: runtime.WorkerDeps) -> None:
 
 def execute(deps: runtime.WorkerDeps, task_id: str, *, last_attempt: bool = True) -> str:
     """Run a task with explicit dependencies; returns its final (or current) status."""
-    task = ledger.mark_running(deps.db, task_id)
+    with deps.db.session() as s:  # the attempt and the kill switch's state, in one transaction
+        task = ledger.start_attempt(s, task_id)
+        paused = task is not None and controls.is_paused(s, user=task.requester, intent=task.intent)
     if task is None:
         log.info("task %s: already finished or unknown; nothing to do", task_id)
         return "skipped"
@@ -74,7 +76,7 @@ def execute(deps: runtime.WorkerDeps, task_id: str, *, last_attempt: bool = True
         deps.policy.current.require(
             task.requester, scope, channel=task.channel_id if task.surface not in ("dm", "email") else None
         )
-        if controls.active_pause(deps.db, user=task.requester, intent=task.intent):
+        if paused:
             raise Denied(messages.PAUSED, reason="paused by an administrator")
         with ledger.fenced(task.id, task.attempts):
             result = core(deps, task)

@@ -5,10 +5,12 @@ and writes its audit entry *before* acting (if the audit write fails, nothing ha
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from sqlalchemy.orm import Session
 
 from bot import audit, controls, ledger, messages
 from bot.db import Database, Task
@@ -30,10 +32,22 @@ class SlackActuator:
 
     def guard(self, task: Task, scope: str, *, channel: str | None) -> None:
         """Defense in depth: scope, channel rule and kill switch, checked right before acting."""
-        policy = self.policy.current
-        policy.require(task.requester, scope, channel=channel if task.surface != "dm" else None)
+        self._require(task, scope, channel=channel)
         if controls.active_pause(self.db, user=task.requester, intent=task.intent):
             raise Denied(messages.PAUSED, reason="paused by an administrator")
+
+    def _require(self, task: Task, scope: str, *, channel: str | None) -> None:
+        self.policy.current.require(task.requester, scope, channel=channel if task.surface != "dm" else None)
+
+    @staticmethod
+    def _not_paused(task: Task) -> Callable[[Session], None]:
+        """The kill switch, checked in the transaction that records the action and its audit entry."""
+
+        def check(session: Session) -> None:
+            if controls.is_paused(session, user=task.requester, intent=task.intent):
+                raise Denied(messages.PAUSED, reason="paused by an administrator")
+
+        return check
 
     def post_reply(
         self,
@@ -47,7 +61,7 @@ class SlackActuator:
         """Post the answer in the task's thread (one message per page); returns the message timestamps."""
         assert task.channel_id
         channel = task.channel_id
-        self.guard(task, scope, channel=channel)
+        self._require(task, scope, channel=channel)  # the kill switch: in each page's begin_action below
         timestamps = []
         for n, blocks in enumerate(blocks_pages):
             idem = f"{task.id}:slack.post:{key}:{n}"
@@ -67,6 +81,7 @@ class SlackActuator:
                 target=channel,
                 detail={"thread_ts": task.thread_ts, "page": n},
                 audit_entry=entry,
+                check=self._not_paused(task),
             )
             if not created:
                 if action.status == "done":

@@ -75,11 +75,18 @@ def build_context(
     return lines, redactions
 
 
-def _converse(deps: WorkerDeps, task: Task, prompt: prompts.RenderedPrompt, max_tokens: int) -> LLMResult:
+def _converse(
+    deps: WorkerDeps,
+    task: Task,
+    prompt: prompts.RenderedPrompt,
+    max_tokens: int,
+    rounds: list[LLMResult] | None = None,
+) -> LLMResult:
     """Call the model, letting it use the requester's tools for a bounded number of rounds.
 
     Each call reserves its own worst case from the budget and settles its real usage, so a conversation
-    can never overshoot the daily budget by more than one call's maximum.
+    can never overshoot the daily budget by more than one call's maximum. Each round's result is appended
+    to ``rounds`` when given.
     """
     policy = deps.policy.current
     offered = tools_for(scopes_in_task(deps, task), surface=task.surface)  # the channel's rule applies
@@ -105,6 +112,8 @@ def _converse(deps: WorkerDeps, task: Task, prompt: prompts.RenderedPrompt, max_
             )  # only a retried job can have paid already
         finally:
             deps.budget.settle(reservation, 0 if result is None or result.reused else result.total_tokens)
+        if rounds is not None:
+            rounds.append(result)
         if not result.tool_calls or last_round:
             return result
         conversation.append(
@@ -123,6 +132,21 @@ def _converse(deps: WorkerDeps, task: Task, prompt: prompts.RenderedPrompt, max_
             )
             conversation.append({"role": "tool", "tool_call_id": call.id, "content": output})
     raise AssertionError("unreachable")
+
+
+def _usage(deps: WorkerDeps, task: Task, rounds: list[LLMResult]) -> tuple[int, int, float]:
+    """(prompt tokens, completion tokens, cost) of all the task's model calls, as reported.
+
+    On a first attempt those are this attempt's rounds (each one recorded as it returned; a failed call
+    ends the attempt); a retry also counts earlier attempts' calls, which only the ledger knows.
+    """
+    if task.attempts > 1:
+        return ledger.task_usage(deps.db, task.id)
+    return (
+        sum(r.prompt_tokens for r in rounds),
+        sum(r.completion_tokens for r in rounds),
+        sum(r.cost for r in rounds),
+    )
 
 
 def answer(deps: WorkerDeps, task: Task) -> dict[str, Any]:
@@ -156,11 +180,12 @@ def answer(deps: WorkerDeps, task: Task) -> dict[str, Any]:
         context=context_text,
         question=question.replace(boundary, ""),
     )
-    result = _converse(deps, task, prompt, deps.settings.clawback_max_answer_tokens)
+    rounds: list[LLMResult] = []
+    result = _converse(deps, task, prompt, deps.settings.clawback_max_answer_tokens, rounds)
     sources = [question, *(line.text for line in lines)]
     people = {task.requester, *(m.get("user") for m in thread if m.get("user"))}
     text, defanged = sanitize(result.content, allowed_urls=urls_in(*sources), allowed_users=people)
-    prompt_tokens, completion_tokens, cost = ledger.task_usage(deps.db, task.id)  # all rounds, as reported
+    prompt_tokens, completion_tokens, cost = _usage(deps, task, rounds)
     footer = messages.footer(result.model, prompt_tokens, completion_tokens, cost, task.id)
     if blocked:
         footer = f"{messages.THREAD_NOT_READ_IN_CHANNEL}\n{footer}"

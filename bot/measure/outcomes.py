@@ -279,6 +279,8 @@ def note_followup(db: Database, task: Task, *, within: timedelta = timedelta(min
     """
     if not task.channel_id or not task.thread_ts or task.trigger != "human":
         return None
+    if task.thread_ts == task.message_ts:
+        return None  # a top-level message starts its thread: no earlier answer in it to follow up on
     created = task.created_at or utcnow()
     with db.session() as s:
         earlier = s.execute(
