@@ -161,6 +161,17 @@ def sweep(db: Database, settings: Any, *, now: datetime | None = None) -> int:
     """The outcome sweep plus a facts refresh; returns how many tasks got ``none``."""
     window = timedelta(hours=settings.clawback_outcome_window_hours)
     n = outcomes.sweep_none(db, window=window, now=now)
+    _judge_unanswered(db, settings)
     facts.refresh(db, outcomes.config_from_settings(settings))
     log.info("outcome sweep: %d task(s) marked none after %s", n, window)
     return n
+
+
+def _judge_unanswered(db: Database, settings: Any) -> None:
+    """Earned autonomy: channel answers nobody reacted to within the window are judged ``none``."""
+    from bot.policy import load_policy
+    from workers import chat_reply
+
+    n = chat_reply.judge_unanswered(db, load_policy(settings.clawback_policy))
+    if n:
+        log.info("outcome sweep: %d channel answer decision(s) judged none", n)
