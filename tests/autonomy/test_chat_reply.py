@@ -232,7 +232,7 @@ def test_shadow_answers_privately_and_earns_nothing(slack, llm, sender, deps):
 def test_no_click_within_the_window_is_none(slack, llm, sender, deps):
     """The outcome sweep marks the unanswered answer none, and its decision with it."""
     task = ask(sender, deps)
-    measure.sweep(deps.db, deps.settings, now=utcnow() + timedelta(days=30))
+    measure.sweep(deps.db, deps.settings, now=utcnow() + timedelta(days=30), policy=deps.policy.current)
     assert decision(deps, task).verdict == "none"
 
 
