@@ -246,21 +246,30 @@ def judge_feedback(deps: runtime.WorkerDeps, task: Task, outcome: Outcome) -> st
 
 
 def judge_unanswered(db: Database, policy: Policy, *, batch: int = 1000) -> int:
-    """Judge ``none`` every unjudged channel-answer decision whose task the sweep marked ``none`` (no click
-    within the outcome window); returns how many."""
+    """Catch up on unjudged channel-answer decisions whose task has an outcome: the click that judges it at its
+    level (a click whose job was lost), else ``none`` once the sweep marked the task ``none`` (no click within the
+    outcome window). Returns how many decisions were judged."""
     with db.read() as s:
-        ids = list(
-            s.execute(
-                select(AutonomyDecision.id, Outcome.id)
-                .join(Outcome, Outcome.task_id == AutonomyDecision.task_id)
-                .where(
-                    AutonomyDecision.action == ACTION,
-                    AutonomyDecision.verdict.is_(None),
-                    Outcome.kind == outcomes.NONE,
-                )
-                .limit(batch)
-            ).all()
-        )
-    for decision_id, outcome_id in ids:
-        autonomy.judge(db, policy, decision_id, "none", outcome_id=outcome_id, actor="clawback")
-    return len(ids)
+        rows = s.execute(
+            select(AutonomyDecision.id, AutonomyDecision.level, Outcome.id, Outcome.kind, Outcome.actor)
+            .join(Outcome, Outcome.task_id == AutonomyDecision.task_id)
+            .where(
+                AutonomyDecision.action == ACTION,
+                AutonomyDecision.verdict.is_(None),
+                Outcome.kind.in_([*VERDICT_OF, outcomes.NONE]),
+            )
+            .order_by(AutonomyDecision.id, Outcome.id)
+            .limit(batch)
+        ).all()
+    clicks: dict[int, tuple[str, int, str]] = {}
+    timeouts: dict[int, tuple[str, int, str]] = {}
+    for decision_id, level, outcome_id, kind, actor in rows:
+        judging = ("resolved", "not_helpful") if level == "auto" else (POSTED, DISMISSED)
+        if kind in judging and level != "shadow":  # the first click that judges at this level
+            clicks.setdefault(decision_id, (VERDICT_OF[kind], outcome_id, actor or "clawback"))
+        elif kind in judging or kind == outcomes.NONE:
+            timeouts.setdefault(decision_id, ("none", outcome_id, "clawback"))
+    found = {**timeouts, **clicks}
+    for decision_id, (verdict, outcome_id, actor) in found.items():
+        autonomy.judge(db, policy, decision_id, verdict, outcome_id=outcome_id, actor=actor)
+    return len(found)

@@ -262,3 +262,26 @@ def test_dms_are_not_governed(slack, llm, sender, deps):
     with deps.db.read() as s:
         assert s.execute(select(AutonomyDecision)).first() is None
         assert {a.autonomy_level for a in s.execute(select(Action)).scalars()} == {None}
+
+
+def test_a_click_whose_job_was_lost_is_judged_by_the_sweep(slack, llm, sender, deps):
+    """Resolved is recorded at the click; if its job never runs, the next sweep judges the decision from it."""
+    autonomy.set_level(
+        deps.db,
+        deps.policy.current,
+        user="U0ALICE",
+        action=ACTION,
+        category=None,
+        level="auto",
+        actor="U0ADMIN",
+    )
+    task = ask(sender, deps)
+    (reply,) = in_thread(slack, task)
+    assert (
+        sender.block_action("U0ALICE", FEEDBACK_RESOLVED, task.id, channel=CH, message_ts=reply.ts).status
+        == 200
+    )
+    deps.queue.queues["interactive"].empty()  # the job that judges it is lost
+    assert decision(deps, task).verdict is None
+    measure.sweep(deps.db, deps.settings, policy=deps.policy.current)
+    assert decision(deps, task).verdict == "accepted"
