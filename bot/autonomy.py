@@ -67,6 +67,10 @@ _DOING = {
     "mail.draft": "save reply drafts to {what} for you",
     "chat.reply.channel": "answer in channel threads for you",
 }
+# What happens after a demotion, where it is not "propose and wait for your Apply".
+_AGAIN = {
+    "chat.reply.channel": "It will send you its answers privately and wait for your Post to thread again.",
+}
 # Scope a person must hold for the action to concern them at all.
 SCOPE_OF = {"mail.categorize": "mail.categorize", "mail.move": "mail.move", "mail.draft": "mail.draft",
             "chat.reply.channel": "chat.reply"}  # fmt: skip
@@ -767,8 +771,8 @@ def demotion_text(change: AutonomyChange, items: list[str]) -> str:
     lines = [
         f"Clawback went back from *{change.from_level}* to *{change.to_level}* for your {what}: you corrected "
         f"{ev.get('rejected', '?')} of the last {ev.get('judged', '?')} it made on its own "
-        f"(the rule is {ev.get('demote_after', '?')} in {ev.get('window', '?')}). It will propose and wait "
-        "for your Apply again.",
+        f"(the rule is {ev.get('demote_after', '?')} in {ev.get('window', '?')}). "
+        + _AGAIN.get(change.action, "It will propose and wait for your Apply again."),
     ]
     if items:
         lines.append("Corrected:")

@@ -249,17 +249,25 @@ def begin_action(
     detail: dict | None = None,
     audit_entry: dict[str, Any] | None = None,
     check: Callable[[Session], None] | None = None,
+    autonomy_level: str | None = None,
 ) -> tuple[Action, bool]:
     """Create a pending action (with its audit entry, in one transaction), or return the existing one and False.
 
     One transaction, in this order: the fence (raises Superseded when the calling execution of the task has
     been replaced by a newer attempt), ``check(session)`` (the caller's last guard, e.g. the kill switch:
-    whatever it raises aborts), the action row, its audit entry.
+    whatever it raises aborts), the action row, its audit entry. ``autonomy_level``: the earned-autonomy level
+    the action runs at (None = not governed), for reports.
     """
     from bot import audit
 
     values = dict(
-        task_id=task_id, idempotency_key=key, kind=kind, scope=scope, target=target, detail=detail or {}
+        task_id=task_id,
+        idempotency_key=key,
+        kind=kind,
+        scope=scope,
+        target=target,
+        detail=detail or {},
+        autonomy_level=autonomy_level,
     )
     try:
         with db.session() as s:

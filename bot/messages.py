@@ -82,3 +82,13 @@ AUTONOMY_ACCEPTED = (
 )
 AUTONOMY_DECLINED = "<@{user}> said not now. Clawback will ask again after {n} more judged decisions."
 AUTONOMY_EXPIRED = "This offer no longer applies (the level or its cap changed since), so nothing changed."
+
+# chat.reply.channel below auto (workers/chat_reply.py): the answer reaches the asker privately first
+ANSWER_SUGGESTED = (
+    "Only you see this answer to your question in <#{channel}>. "
+    "Post it to the thread if it helps, or dismiss it."
+)
+ANSWER_POSTED = "<@{user}> posted this answer to the thread."
+ANSWER_DISMISSED = "<@{user}> dismissed this answer: nothing was posted in the thread."
+ANSWER_NOT_YOURS = "Only the person who asked can post or dismiss this answer, so nothing happened."
+ANSWER_ALREADY_DISMISSED = "This answer was dismissed, so it was not posted."

@@ -15,7 +15,7 @@ from handlers.context import HandlerContext
 
 def register_handlers(app: App, ctx: HandlerContext) -> None:
     """Register every surface's listeners on ``app``."""
-    from handlers import actions, autonomy, deploy, dms, home, mail, mentions, payloads, usage
+    from handlers import actions, autonomy, deploy, dms, home, mail, mentions, payloads, suggested, usage
 
     @app.middleware
     def note_requester_team(body: dict[str, Any], next: Callable[[], Any]) -> Any:  # noqa: A002 - Bolt's name
@@ -31,6 +31,7 @@ def register_handlers(app: App, ctx: HandlerContext) -> None:
     actions.register(app, ctx)  # feedback buttons under answers
     mail.register(app, ctx)  # email triage buttons in the owner's DM
     autonomy.register(app, ctx)  # Yes / Not now on promotion offers
+    suggested.register(app, ctx)  # Post to thread / Dismiss on an answer sent privately
     deploy.register(app, ctx)  # /deploy and its buttons
     home.register(app, ctx)  # App Home: the person's own week
     usage.register(app, ctx)  # /usage: the person's own numbers

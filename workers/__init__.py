@@ -218,6 +218,11 @@ def show_feedback(deps: runtime.WorkerDeps, task_id: str, ref: str) -> str:
         return "told"
     with deps.db.session() as s:
         outcome = s.get(Outcome, int(ref))
+    if outcome is not None:
+        from workers import chat_reply
+
+        # An answer posted at auto: Resolved accepts its decision, Not helpful rejects it.
+        chat_reply.judge_feedback(deps, task, outcome)
     ts = (task.result or {}).get("reply_ts")
     if outcome is None or not ts:
         return "skipped"

@@ -57,11 +57,19 @@ class SlackActuator:
         blocks_pages: list[list[dict[str, Any]]],
         scope: str = "chat.reply",
         key: str = "reply",
+        to: str | None = None,
+        level: str | None = None,
     ) -> list[str]:
-        """Post the answer in the task's thread (one message per page); returns the message timestamps."""
+        """Post the answer in the task's thread (one message per page); returns the message timestamps.
+
+        ``to``: another conversation to post in instead (the asker's DM), outside any thread; the scope and the
+        rule of the channel the question was asked in are checked all the same. ``level``: the earned-autonomy
+        level recorded on each action row (None = not governed).
+        """
         assert task.channel_id
-        channel = task.channel_id
-        self._require(task, scope, channel=channel)  # the kill switch: in each page's begin_action below
+        self._require(task, scope, channel=task.channel_id)  # the kill switch: in each page's begin_action below
+        channel = to or task.channel_id
+        thread_ts = None if to else task.thread_ts
         timestamps = []
         for n, blocks in enumerate(blocks_pages):
             idem = f"{task.id}:slack.post:{key}:{n}"
@@ -79,22 +87,23 @@ class SlackActuator:
                 kind="slack.post",
                 scope=scope,
                 target=channel,
-                detail={"thread_ts": task.thread_ts, "page": n},
+                detail={"thread_ts": thread_ts, "page": n},
                 audit_entry=entry,
                 check=self._not_paused(task),
+                autonomy_level=level,
             )
             if not created:
                 if action.status == "done":
                     timestamps.append(action.result["ts"])
                     continue
-                found = self._find_posted(channel, task.thread_ts, idem)
+                found = self._find_posted(channel, thread_ts, idem)
                 if found:
                     ledger.complete_action(self.db, idem, "done", {"ts": found, "recovered": True})
                     timestamps.append(found)
                     continue
                 audit.record(self.db, task_id=task.id, scope=scope, target=channel, **entry)
             last = n == len(blocks_pages) - 1
-            ts = self._post(channel, task.thread_ts, text if last else text[:200], blocks, idem, task)
+            ts = self._post(channel, thread_ts, text if last else text[:200], blocks, idem, task)
             ledger.complete_action(self.db, idem, "done", {"ts": ts})
             timestamps.append(ts)
         return timestamps
@@ -192,11 +201,20 @@ class SlackActuator:
                 raise _classify(exc) from exc
             self._dm(task.requester, text)
 
-    def update_message(self, task: Task, *, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
-        """Edit a message we posted (feedback acknowledgement)."""
-        assert task.channel_id
+    def open_dm(self, user: str) -> str:
+        """The id of the bot's DM with ``user`` (opened if needed)."""
         try:
-            self.client.chat_update(channel=task.channel_id, ts=ts, text=text, blocks=blocks)
+            return str(self.client.conversations_open(users=user)["channel"]["id"])
+        except SlackApiError as exc:
+            raise _classify(exc) from exc
+
+    def update_message(
+        self, task: Task, *, ts: str, text: str, blocks: list[dict[str, Any]], channel: str | None = None
+    ) -> None:
+        """Edit a message we posted (feedback acknowledgement); ``channel``: where, if not the task's."""
+        assert channel or task.channel_id
+        try:
+            self.client.chat_update(channel=channel or task.channel_id, ts=ts, text=text, blocks=blocks)
         except SlackApiError as exc:
             raise _classify(exc) from exc
 

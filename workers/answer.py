@@ -16,9 +16,9 @@ from bot.db import Task
 from bot.ingress import redactor_for
 from bot.llm import LLMResult
 from bot.measure import outcomes
-from bot.slack.blocks import split_answer_messages
 from bot.text.safety import sanitize, urls_in
 from bot.text.tokens import ContextLine, estimate_messages, trim_context
+from workers import chat_reply
 from workers.actuators import SlackActuator, _classify
 from workers.runtime import WorkerDeps
 from workers.tools import run_tool_call, scopes_in_task, tools_for
@@ -189,13 +189,10 @@ def answer(deps: WorkerDeps, task: Task) -> dict[str, Any]:
     footer = messages.footer(result.model, prompt_tokens, completion_tokens, cost, task.id)
     if blocked:
         footer = f"{messages.THREAD_NOT_READ_IN_CHANNEL}\n{footer}"
-    pages = split_answer_messages(text, footer, task.id)
-    timestamps = SlackActuator(deps.slack, deps.db, deps.policy).post_reply(
-        task, text=text, blocks_pages=pages
-    )
+    # In the thread, or privately first: the asker's earned-autonomy level for channel answers decides.
+    delivered = chat_reply.deliver(deps, task, text=text, footer=footer)
     return {
-        "reply_ts": timestamps[-1],
-        "messages": len(timestamps),
+        **delivered,
         "context_messages": len(kept),
         "thread_read": may_read and has_earlier_messages(task),
         "context_dropped": dropped,

@@ -17,7 +17,8 @@ from bot.db import Action, Database, Task, utcnow
 from bot.measure import facts, outcomes
 from bot.measure.report import own_usage
 from bot.measure.usage import _money
-from workers import runtime
+from bot.policy import Policy
+from workers import chat_reply, runtime
 from workers.actuators import _classify
 
 log = logging.getLogger(__name__)
@@ -154,13 +155,20 @@ def show_home(deps: runtime.WorkerDeps, user: str) -> str:
 def sweep_outcomes() -> int:
     """RQ entry: record ``none`` for tasks past the outcome window, then refresh the facts."""
     deps = runtime.current()
-    return sweep(deps.db, deps.settings)
+    return sweep(deps.db, deps.settings, policy=deps.policy.current)
 
 
-def sweep(db: Database, settings: Any, *, now: datetime | None = None) -> int:
-    """The outcome sweep plus a facts refresh; returns how many tasks got ``none``."""
+def sweep(db: Database, settings: Any, *, now: datetime | None = None, policy: Policy | None = None) -> int:
+    """The outcome sweep plus a facts refresh; returns how many tasks got ``none``.
+
+    With ``policy``, earned autonomy's channel-answer decisions nobody reacted to are judged ``none`` too.
+    """
     window = timedelta(hours=settings.clawback_outcome_window_hours)
     n = outcomes.sweep_none(db, window=window, now=now)
+    if policy is not None:
+        judged = chat_reply.judge_unanswered(db, policy)
+        if judged:
+            log.info("outcome sweep: %d channel answer decision(s) judged none", judged)
     facts.refresh(db, outcomes.config_from_settings(settings))
     log.info("outcome sweep: %d task(s) marked none after %s", n, window)
     return n

@@ -73,13 +73,16 @@ class OutcomeKind:
 
 # Estimated minutes saved (``minutes_saved``) by default, per accepted kind: an answer that resolved a question
 # saves a search or a colleague's interruption (5); a label kept saves sorting one message (0.5); a draft sent
-# unchanged saves writing a reply (4), an edited one part of it (2.5). Rejected and neutral kinds save nothing.
+# unchanged saves writing a reply (4), an edited one part of it (2.5); an answer the asker posted to the thread
+# from its private copy saves what a resolved answer saves (5). Rejected and neutral kinds save nothing.
 # Deploys are never autonomous and save nothing here. Override per site in CLAWBACK_OUTCOME_KINDS.
 DEFAULT_KINDS: dict[str, OutcomeKind] = {
     k.name: k
     for k in (
         OutcomeKind("resolved", "accepted", 1.0, "explicit", minutes_saved=5.0),
         OutcomeKind("not_helpful", "rejected", 1.0, "explicit"),
+        OutcomeKind("answer_posted", "accepted", 1.0, "explicit", minutes_saved=5.0),
+        OutcomeKind("answer_dismissed", "rejected", 1.0, "explicit"),
         OutcomeKind("label_kept", "accepted", 1.0, "implicit", "label", "kept", minutes_saved=0.5),
         OutcomeKind("label_corrected", "rejected", 1.0, "implicit", "label", "corrected"),
         OutcomeKind("draft_sent", "accepted", 1.0, "implicit", "draft", "used", minutes_saved=3.0),
@@ -190,6 +193,8 @@ def config_from_settings(settings: Any | None) -> OutcomeConfig:
 CLICK_KINDS: dict[str, frozenset[str]] = {
     "resolved": frozenset({"answer"}),
     "not_helpful": frozenset({"answer"}),
+    "answer_posted": frozenset({"answer"}),
+    "answer_dismissed": frozenset({"answer"}),
     "label_kept": frozenset({"triage"}),
     "label_corrected": frozenset({"triage"}),
     "draft_discarded": frozenset({"triage"}),

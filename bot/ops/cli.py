@@ -342,10 +342,11 @@ def doctor(
 @app.command("outcomes-sweep")
 def outcomes_sweep() -> None:
     """Record outcome `none` for tasks past CLAWBACK_OUTCOME_WINDOW_HOURS, then refresh the report facts."""
+    from bot.policy import load_policy
     from workers.measure import sweep
 
     settings = _settings()
-    n = sweep(_db(settings), settings)
+    n = sweep(_db(settings), settings, policy=load_policy(settings.clawback_policy))
     console.print(f"{n} task(s) marked none (window {settings.clawback_outcome_window_hours:g} h)")
 
 

@@ -51,7 +51,7 @@ def housekeeping_once(deps: WorkerDeps) -> dict[str, int]:
         "usergroups_synced": usergroups.sync(
             deps.slack, deps.redis, deps.settings.clawback_queue_prefix, groups
         ),
-        "outcomes_none": measure.sweep(deps.db, deps.settings),
+        "outcomes_none": measure.sweep(deps.db, deps.settings, policy=deps.policy.current),
         "deploys_expired": len(deploy_service.expire_stale(deps.db)),
         "deploys_resumed": deploy_jobs.resume_lost_followers(deps),
     }

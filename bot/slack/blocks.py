@@ -95,3 +95,39 @@ def build_offer_blocks(offer_id: int, text: str) -> list[dict[str, Any]]:
 def build_offer_answered_blocks(text: str, note: str) -> list[dict[str, Any]]:
     """The offer after its answer: the text, no buttons, a note saying what was decided."""
     return [_section(text), _context(note)]
+
+
+# chat.reply.channel at suggest (and shadow): the answer goes to the asker privately, with these two buttons.
+POST_TO_THREAD = "answer_post_to_thread"
+DISMISS_ANSWER = "answer_dismiss"
+
+
+def build_suggested_answer_pages(
+    answer: str, footer: str, decision_id: int, note: str
+) -> list[list[dict[str, Any]]]:
+    """The private copy of an answer: ``note`` first, the text and footer, then **Post to thread** and Dismiss
+    (on the last page; the value is the autonomy decision's id)."""
+    sections = [_section(chunk) for chunk in split_text(answer or "_(empty answer)_")]
+    per = MAX_BLOCKS - 3
+    pages = [sections[i : i + per] for i in range(0, len(sections), per)] or [[]]
+    buttons = {
+        "type": "actions",
+        "block_id": f"suggested:{decision_id}",
+        "elements": [
+            {
+                "type": "button",
+                "action_id": POST_TO_THREAD,
+                "value": str(decision_id),
+                "style": "primary",
+                "text": {"type": "plain_text", "text": "Post to thread"},
+            },
+            {
+                "type": "button",
+                "action_id": DISMISS_ANSWER,
+                "value": str(decision_id),
+                "text": {"type": "plain_text", "text": "Dismiss"},
+            },
+        ],
+    }
+    pages[0] = [_context(note), *pages[0]]
+    return [*pages[:-1], pages[-1] + [_context(footer), buttons]]
