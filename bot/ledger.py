@@ -222,15 +222,24 @@ def begin_action(
     target: str | None,
     detail: dict | None = None,
     audit_entry: dict[str, Any] | None = None,
+    autonomy_level: str | None = None,
 ) -> tuple[Action, bool]:
     """Create a pending action (with its audit entry, in one transaction), or return the existing one and False.
+
+    ``autonomy_level`` is the earned-autonomy level the action ran at (None: not governed).
 
     Raises Superseded when the calling execution of the task has been replaced by a newer attempt.
     """
     from bot import audit
 
     row = Action(
-        task_id=task_id, idempotency_key=key, kind=kind, scope=scope, target=target, detail=detail or {}
+        task_id=task_id,
+        idempotency_key=key,
+        kind=kind,
+        scope=scope,
+        target=target,
+        detail=detail or {},
+        autonomy_level=autonomy_level,
     )
     with db.session() as s:
         _check_fence(s, task_id)
