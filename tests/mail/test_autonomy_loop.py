@@ -279,3 +279,19 @@ def test_dismiss_rejects_and_does_nothing(ews, poller, mail_deps, slack, sender)
         (d,) = s.execute(select(AutonomyDecision).where(AutonomyDecision.action == "mail.move")).scalars()
     assert d.verdict == "rejected"
     assert "mail_apply_move" not in _buttons(slack, item.task_id)
+
+
+@pytest.mark.parametrize("autonomy_levels", [{"start": "auto", "max": "auto"}])
+def test_auto_kept_through_the_window_is_accepted(ews, poller, mail_deps, slack, autonomy_levels):
+    """auto: moved at once; with no correction by the window's end the sweep accepts it (outcome auto_kept)."""
+    deps = mail_deps
+    _news(ews, 1)
+    _triage(poller, deps)
+    (item,) = _items(deps).values()
+    assert item.folder == "Newsletters"
+    later = datetime.now(UTC) + timedelta(hours=deps.settings.clawback_outcome_window_hours + 1)
+    assert verdicts.sweep(deps, now=later) >= 1
+    assert verdicts.sweep(deps, now=later) == 0  # judged once
+    with deps.db.read() as s:
+        (d,) = s.execute(select(AutonomyDecision).where(AutonomyDecision.action == "mail.move")).scalars()
+    assert (d.level, d.verdict) == ("auto", "accepted") and d.outcome_id is not None
