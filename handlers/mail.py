@@ -17,11 +17,21 @@ from typing import Any
 from slack_bolt import Ack, App
 from sqlalchemy import select
 
-from bot import audit
+from bot import audit, autonomy
 from bot.db import Outcome, Task
 from bot.ingress import submit
 from bot.ledger import NewTask
-from bot.mail.blocks import MAIL_CONFIRM_SEND, MAIL_DISCARD_DRAFT, MAIL_RIGHT, MAIL_SEND_DRAFT, MAIL_WRONG
+from bot.mail import autonomy as mail_autonomy
+from bot.mail.blocks import (
+    MAIL_APPLY,
+    MAIL_CONFIRM_SEND,
+    MAIL_DISCARD_DRAFT,
+    MAIL_DISMISS,
+    MAIL_RIGHT,
+    MAIL_SEND_DRAFT,
+    MAIL_UNDO_MOVE,
+    MAIL_WRONG,
+)
 from bot.mail.config import CATEGORIES, CATEGORY_LABELS
 from bot.mail.models import MailItem
 from bot.measure import outcomes
@@ -188,11 +198,157 @@ def request_relabel(ctx: HandlerContext, task_id: str, user: str, category: str,
     return "denied" if sub.denied else ("queued" if sub.created else "duplicate")
 
 
+# -- earned autonomy: verdicts from the owner's clicks, Apply, Dismiss, Undo move -------------------------------
+
+_APPLY_ACTIONS = {v: k for k, v in MAIL_APPLY.items()}
+_JUDGED_BY = {  # feedback recorded above → (actions it judges, levels, verdict)
+    "label_kept": (("mail.categorize", "mail.move"), ("auto",), "accepted"),
+    "label_corrected": (("mail.categorize", "mail.move"), ("auto", "suggest"), "rejected"),
+    "draft_discarded": (("mail.draft",), ("auto",), "rejected"),
+}
+
+
+def _announce(ctx: HandlerContext, changes: list[autonomy.Change]) -> None:
+    for change in changes:
+        autonomy.announce(ctx.ingress.db, ctx.ingress.policy.current, ctx.ingress.queue, change)
+
+
+def judge_feedback(ctx: HandlerContext, task_id: str, outcome: str, user: str) -> int:
+    """After recorded feedback: judge the email's pending decisions it speaks for; returns how many."""
+    actions, levels, verdict = _JUDGED_BY[outcome]
+    db = ctx.ingress.db
+    decisions = [d for d in mail_autonomy.pending(db, task_id) if d.action in actions and d.level in levels]
+    if not decisions:
+        return 0
+    with db.read() as s:
+        oid = s.execute(
+            select(Outcome.id)
+            .where(Outcome.task_id == task_id, Outcome.kind == outcome)
+            .order_by(Outcome.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+    policy = ctx.ingress.policy.current
+    _announce(
+        ctx, mail_autonomy.settle(db, policy, decisions, verdict, outcome_id=oid, actor=user, why=outcome)
+    )
+    return len(decisions)
+
+
+def _owner_click(ctx: HandlerContext, task_id: Any, user: str, kind: str, action: str) -> Task | str:
+    """The triage task if ``user`` may record ``kind`` on it; else why not (a refusal is audited)."""
+    if not isinstance(task_id, str) or len(task_id) > 32:
+        return "malformed"
+    with ctx.ingress.db.session() as s:
+        task = s.get(Task, task_id)
+        if task is None or task.intent != "triage":
+            return "unknown task"
+        refusal = outcomes.click_refusal(task, user, kind)
+        if refusal is not None:
+            audit.append(
+                s, actor=user, action=action, task_id=task_id, decision="deny", details={"reason": refusal}
+            )
+            return "not owner"
+    return task
+
+
+def dismiss(ctx: HandlerContext, task_id: Any, user: str, channel: str | None, ts: str | None) -> str:
+    """Dismiss: every open proposal on the email is rejected; nothing is done."""
+    task = _owner_click(ctx, task_id, user, "suggestion_dismissed", "mail.dismiss")
+    if isinstance(task, str):
+        return task
+    db = ctx.ingress.db
+    decisions = mail_autonomy.pending(db, task.id, level="suggest")
+    if not decisions:
+        return "already recorded"
+    with db.session() as s:
+        row = outcomes.record_click(
+            s, task, "suggestion_dismissed", user, {"actions": [d.action for d in decisions]}
+        )
+        item = s.execute(select(MailItem).where(MailItem.task_id == task.id)).scalar_one_or_none()
+        if item is not None and item.draft_status == "proposed":
+            item.draft_status = "discarded"
+        audit.append(s, actor=user, action="mail.dismiss", task_id=task.id, details={"outcome_id": row.id})
+        oid = row.id
+    _announce(ctx, mail_autonomy.settle(db, ctx.ingress.policy.current, decisions, "rejected", outcome_id=oid,
+                                        actor=user, why="dismissed"))  # fmt: skip
+    _refresh(ctx, channel, ts)
+    return "dismissed"
+
+
+def request_apply(ctx: HandlerContext, task_id: Any, action: str, user: str, channel: str | None) -> str:
+    """Apply: a ``mail_apply`` task performs exactly the proposed action (scopes checked at ingress and again by
+    the worker's actuator); a double click is the same task."""
+    if not isinstance(task_id, str) or len(task_id) > 32:
+        return "malformed"
+    with ctx.ingress.db.session() as s:
+        task = s.get(Task, task_id)
+        owner = task.requester if task is not None and task.intent == "triage" else None
+        if owner is not None and user != owner:
+            audit.append(
+                s, actor=user, action=f"{action}.apply", task_id=task_id, decision="deny", scope=action,
+                details={"reason": "not the mailbox owner"},
+            )  # fmt: skip
+    if owner is None:
+        return "unknown task"
+    if user != owner:
+        return "not owner"
+    if not mail_autonomy.pending(ctx.ingress.db, task_id, action, "suggest"):
+        return "nothing to apply"
+    sub = submit(
+        ctx.ingress,
+        NewTask(
+            idempotency_key=f"mail-apply:{task_id}:{action}",
+            requester=user,
+            surface="dm",
+            intent=mail_autonomy.APPLY_INTENT,
+            trigger="human",
+            channel_id=channel,
+            parent_id=task_id,
+            payload={"triage_task": task_id, "action": action},
+        ),
+        scope=action,
+        queue=INTERACTIVE,
+    )
+    return "denied" if sub.denied else ("queued" if sub.created else "duplicate")
+
+
+def request_undo(ctx: HandlerContext, task_id: Any, user: str, channel: str | None) -> str:
+    """Undo move: the automatic move is rejected at once and a ``mail_undo`` task moves the message back."""
+    task = _owner_click(ctx, task_id, user, "move_undone", "mail.move.undo")
+    if isinstance(task, str):
+        return task
+    db = ctx.ingress.db
+    decisions = mail_autonomy.pending(db, task.id, "mail.move", "auto")
+    if not decisions:
+        return "already recorded"
+    with db.session() as s:
+        oid = outcomes.record_click(s, task, "move_undone", user, {"decision_id": decisions[0].id}).id
+    _announce(ctx, mail_autonomy.settle(db, ctx.ingress.policy.current, decisions, "rejected", outcome_id=oid,
+                                        actor=user, why="move undone"))  # fmt: skip
+    sub = submit(
+        ctx.ingress,
+        NewTask(
+            idempotency_key=f"mail-undo:{task.id}",
+            requester=user,
+            surface="dm",
+            intent=mail_autonomy.UNDO_INTENT,
+            trigger="human",
+            channel_id=channel,
+            parent_id=task.id,
+            payload={"triage_task": task.id},
+        ),
+        scope="mail.move",
+        queue=INTERACTIVE,
+    )
+    return "denied" if sub.denied else "queued"
+
+
 def register(app: App, ctx: HandlerContext) -> None:
     """Attach the triage buttons' listeners."""
 
     def on_right(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         if record_mail_feedback(ctx, "right", action.get("value"), body["user"]["id"]) == "label_kept":
+            judge_feedback(ctx, action["value"], "label_kept", body["user"]["id"])
             _refresh(ctx, *_where(body))
         ack()
 
@@ -201,12 +357,14 @@ def register(app: App, ctx: HandlerContext) -> None:
         task_id, _, category = value.partition(":")
         user = body["user"]["id"]
         if record_mail_feedback(ctx, "wrong", task_id, user, category) == "label_corrected":
+            judge_feedback(ctx, task_id, "label_corrected", user)
             request_relabel(ctx, task_id, user, category, _where(body)[0])
             _refresh(ctx, *_where(body))
         ack()
 
     def on_discard(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         if record_mail_feedback(ctx, "discard", action.get("value"), body["user"]["id"]) == "draft_discarded":
+            judge_feedback(ctx, action["value"], "draft_discarded", body["user"]["id"])
             _refresh(ctx, *_where(body))
         ack()
 
@@ -225,3 +383,21 @@ def register(app: App, ctx: HandlerContext) -> None:
     app.action(MAIL_DISCARD_DRAFT)(on_discard)
     app.action(MAIL_SEND_DRAFT)(on_send)
     app.action(MAIL_CONFIRM_SEND)(on_confirm)
+
+    def on_apply(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
+        what = _APPLY_ACTIONS[action["action_id"]]
+        request_apply(ctx, action.get("value"), what, body["user"]["id"], _where(body)[0])
+        ack()
+
+    def on_dismiss(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
+        dismiss(ctx, action.get("value"), body["user"]["id"], *_where(body))
+        ack()
+
+    def on_undo(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
+        request_undo(ctx, action.get("value"), body["user"]["id"], _where(body)[0])
+        ack()
+
+    for action_id in MAIL_APPLY.values():
+        app.action(action_id)(on_apply)
+    app.action(MAIL_DISMISS)(on_dismiss)
+    app.action(MAIL_UNDO_MOVE)(on_undo)

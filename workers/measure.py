@@ -153,8 +153,12 @@ def show_home(deps: runtime.WorkerDeps, user: str) -> str:
 
 
 def sweep_outcomes() -> int:
-    """RQ entry: record ``none`` for tasks past the outcome window, then refresh the facts."""
+    """RQ entry: judge earned-autonomy mail decisions past the outcome window, record ``none`` for tasks past it,
+    then refresh the facts."""
+    from workers.mail import verdicts
+
     deps = runtime.current()
+    verdicts.sweep(deps)
     return sweep(deps.db, deps.settings, policy=deps.policy.current)
 
 

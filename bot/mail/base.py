@@ -135,6 +135,11 @@ class Mailbox(Protocol):
         """The sent reply to the message with ``internet_message_id``, if any (it may have been edited)."""
         ...
 
+    def find_message(self, internet_message_id: str, folders: list[str]) -> MailMessage | None:
+        """The message with ``internet_message_id`` wherever the owner put it, its ``folder`` set: EWS looks in
+        the Inbox and ``folders`` (one FindItem), Graph in the whole mailbox; None when not found."""
+        ...
+
     def check(self) -> str:
         """One cheap authenticated call (the Inbox folder); a short description, or a ``MailError``."""
         ...

@@ -15,6 +15,15 @@ MAIL_WRONG = "mail_wrong"
 MAIL_SEND_DRAFT = "mail_send_draft"
 MAIL_DISCARD_DRAFT = "mail_discard_draft"
 MAIL_CONFIRM_SEND = "mail_confirm_send"
+# Earned autonomy (only with an [autonomy] section): Apply a proposal, Dismiss them, Undo an automatic move.
+MAIL_APPLY = {
+    "mail.move": "mail_apply_move",
+    "mail.categorize": "mail_apply_label",
+    "mail.draft": "mail_apply_draft",
+}
+MAIL_DISMISS = "mail_dismiss"
+MAIL_UNDO_MOVE = "mail_undo_move"
+_APPLY_TEXT = {"mail.move": "Apply move", "mail.categorize": "Apply label", "mail.draft": "Apply: save draft"}
 PREVIEW_MAX_CHARS = 12_000  # a longer draft is not offered for sending from Slack
 _PREVIEW_CHUNK = 2_900  # under Slack's 3,000 characters per section text
 MAX_BLOCKS = 50
@@ -39,6 +48,11 @@ class ItemView:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     draft_note: str = ""  # why no draft was saved, when one was refused
+    # Earned autonomy (empty without an [autonomy] section): pending proposals as (action, text), whether an
+    # automatic move may still be undone, and notes on proposals applied or dismissed.
+    proposals: tuple[tuple[str, str], ...] = ()
+    undo_move: bool = False
+    autonomy_notes: tuple[str, ...] = ()
 
 
 def escape(text: str, owner: str) -> str:
@@ -79,6 +93,7 @@ def build_item_blocks(item: ItemView) -> list[dict[str, Any]]:
         notes.insert(0, messages.DRAFT_USED)
     elif item.draft_status == "refused" and item.draft_note:
         notes.insert(0, escape(item.draft_note, item.owner)[:400])
+    notes[:0] = [*(text for _a, text in item.proposals), *item.autonomy_notes]
     blocks.append(_context(" · ".join(notes)))
     elements: list[dict[str, Any]] = []
     if item.feedback is None and item.status == "triaged":
@@ -101,6 +116,12 @@ def build_item_blocks(item: ItemView) -> list[dict[str, Any]]:
     if item.draft_status == "open":
         elements.append(_button(MAIL_SEND_DRAFT, "Send draft", item.task_id, style="primary"))
         elements.append(_button(MAIL_DISCARD_DRAFT, "Discard draft", item.task_id))
+    for action, _text in item.proposals:
+        elements.append(_button(MAIL_APPLY[action], _APPLY_TEXT[action], item.task_id, style="primary"))
+    if item.proposals:
+        elements.append(_button(MAIL_DISMISS, "Dismiss", item.task_id))
+    if item.undo_move:
+        elements.append(_button(MAIL_UNDO_MOVE, "Undo move", item.task_id))
     if elements:
         blocks.append({"type": "actions", "block_id": f"mail:{item.task_id}", "elements": elements})
     return blocks

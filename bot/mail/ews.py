@@ -441,6 +441,23 @@ class EwsMailbox:
             )
             _raise_first_error(list(results))
 
+    def find_message(self, internet_message_id: str, folders: list[str]) -> MailMessage | None:
+        """The message with ``internet_message_id`` in the Inbox or one of ``folders`` (one FindItem over them
+        all on message:InternetMessageId, then GetItem); folders that do not exist are left out."""
+        targets = []
+        for name in dict.fromkeys(["inbox", *folders]):
+            try:
+                targets.append(self._folder(name))
+            except MailNotFound:
+                continue
+        with translate_errors():
+            ids = list(
+                FolderCollection(account=self._account, folders=targets)
+                .filter(message_id=internet_message_id)
+                .values_list("id", flat=True)[:1]
+            )
+        return self.get_message(ids[0]) if ids else None
+
     def find_sent_reply(self, internet_message_id: str) -> MailMessage | None:
         """The newest message in Sent Items replying to ``internet_message_id`` (FindItem, then GetItem)."""
         with translate_errors():

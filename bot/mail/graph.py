@@ -154,7 +154,9 @@ class GraphMailbox:
 
     def check(self) -> str:
         """A token from the identity platform and one GET of the Inbox folder (``clawback doctor``)."""
-        data = self._request("GET", f"{self._user}/mailFolders/inbox", params={"$select": "id,totalItemCount"})
+        data = self._request(
+            "GET", f"{self._user}/mailFolders/inbox", params={"$select": "id,totalItemCount"}
+        )
         return f"Graph: Inbox reachable ({data.get('totalItemCount', 0)} item(s))"
 
     def item_count(self, folder: str) -> int:
@@ -604,6 +606,21 @@ class GraphMailbox:
         if self.get_draft(draft_id) is None:
             raise MailNotFound(f"item {draft_id!r} is not in Drafts")
         self._request("POST", f"{self._message_path(draft_id)}/send")
+
+    def find_message(self, internet_message_id: str, folders: list[str]) -> MailMessage | None:
+        """The message with ``internet_message_id`` anywhere in the mailbox (``/messages`` filtered on
+        internetMessageId covers every folder, so ``folders`` is not needed)."""
+        listed = self._request(
+            "GET",
+            f"{self._user}/messages",
+            params={
+                **self._message_params(),
+                "$filter": f"internetMessageId eq '{_quote_odata(internet_message_id)}'",
+                "$top": "1",
+            },
+        )
+        found = listed.get("value") or []
+        return self._to_message(found[0]) if found else None
 
     def find_sent_reply(self, internet_message_id: str) -> MailMessage | None:
         """The newest message in Sent Items replying to ``internet_message_id``."""

@@ -74,7 +74,9 @@ class OutcomeKind:
 # Estimated minutes saved (``minutes_saved``) by default, per accepted kind: an answer that resolved a question
 # saves a search or a colleague's interruption (5); a label kept saves sorting one message (0.5); a draft sent
 # unchanged saves writing a reply (4), an edited one part of it (2.5); an answer the asker posted to the thread
-# from its private copy saves what a resolved answer saves (5). Rejected and neutral kinds save nothing.
+# from its private copy saves what a resolved answer saves (5); an automatic triage action kept, or a proposal
+# applied with one click, saves sorting one message (0.5); shadow decisions did nothing and save nothing.
+# Rejected and neutral kinds save nothing.
 # Deploys are never autonomous and save nothing here. Override per site in CLAWBACK_OUTCOME_KINDS.
 DEFAULT_KINDS: dict[str, OutcomeKind] = {
     k.name: k
@@ -93,6 +95,14 @@ DEFAULT_KINDS: dict[str, OutcomeKind] = {
         OutcomeKind("deploy_failed", "rejected", 1.0, "implicit", "deploy", "failed"),
         OutcomeKind("deploy_rolled_back", "rejected", 1.0, "implicit", "deploy", "rolled_back"),
         OutcomeKind("deploy_cancelled", "neutral", 0.0, "implicit", "deploy", "cancelled"),
+        # Earned autonomy on triage (bot.mail.autonomy): an automatic action kept through the outcome window, a
+        # proposal applied or dismissed, an automatic move undone, shadow agreement with what the owner did.
+        OutcomeKind("auto_kept", "accepted", 1.0, "implicit", minutes_saved=0.5),
+        OutcomeKind("suggestion_applied", "accepted", 1.0, "explicit", minutes_saved=0.5),
+        OutcomeKind("suggestion_dismissed", "rejected", 1.0, "explicit"),
+        OutcomeKind("move_undone", "rejected", 1.0, "explicit"),
+        OutcomeKind("shadow_agreed", "accepted", 1.0, "implicit"),
+        OutcomeKind("shadow_disagreed", "rejected", 1.0, "implicit"),
         OutcomeKind(FOLLOWUP, "rejected", 0.5, "weak"),
         OutcomeKind(NONE, "neutral", 0.0, "timeout"),
     )
@@ -198,6 +208,8 @@ CLICK_KINDS: dict[str, frozenset[str]] = {
     "label_kept": frozenset({"triage"}),
     "label_corrected": frozenset({"triage"}),
     "draft_discarded": frozenset({"triage"}),
+    "suggestion_dismissed": frozenset({"triage"}),
+    "move_undone": frozenset({"triage"}),
 }
 NOT_REQUESTER = "not the requester"
 

@@ -353,7 +353,10 @@ def outcomes_sweep() -> None:
 @app.command()
 def pause(
     user: Annotated[str | None, typer.Option(help="Only this Slack user id")] = None,
-    intent: Annotated[str | None, typer.Option(help="Only this intent")] = None,
+    intent: Annotated[
+        str | None,
+        typer.Option(help="Only this intent (triage: every mail_* intent too; deploy: every deploy_*)"),
+    ] = None,
     reason: Annotated[str | None, typer.Option(help="Why (shown in the audit log)")] = None,
     by: Annotated[str, typer.Option(help="Who is pausing (recorded)")] = "cli",
 ) -> None:

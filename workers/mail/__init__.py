@@ -4,7 +4,8 @@ Intents: ``triage`` (one email, created by the poller; short emails of one mailb
 call, and an email that may get a reply draft has it written by a call of its own that sees only that email),
 ``mail_digest`` (the owner's digest DM, created by the poller after a poll), ``mail_preview`` (the owner
 clicked "Send draft": show the exact draft), ``mail_send`` (the owner clicked "Confirm send" under it) and
-``mail_relabel`` (the owner picked the right category after "Wrong category"). The email is untrusted data: it
+``mail_relabel`` (the owner picked the right category after "Wrong category"), ``mail_apply`` and ``mail_undo``
+(earned autonomy: the owner applied a proposal, or undid an automatic move). The email is untrusted data: it
 decides nothing about which actions run, who a draft goes to, or which links, addresses or numbers it may
 carry; code does.
 
@@ -20,6 +21,8 @@ One file per job or concern, each importing only those listed before it:
 - ``digest``: the ``mail_digest`` job and ``refresh_mail_message`` (a message rebuilt after a click).
 - ``send``: the ``mail_preview`` and ``mail_send`` jobs.
 - ``relabel``: the ``mail_relabel`` job.
+- ``apply``: the ``mail_apply`` (Apply a proposal) and ``mail_undo`` (Undo an automatic move) jobs.
+- ``verdicts``: the sweep that judges earned-autonomy decisions at the end of the outcome window.
 
 RQ entry point: ``workers.mail.refresh_mail_message`` (jobs queued under the older name
 ``workers.triage.refresh_mail_message`` still run: ``workers/triage.py`` forwards it).
@@ -27,6 +30,7 @@ RQ entry point: ``workers.mail.refresh_mail_message`` (jobs queued under the old
 
 from __future__ import annotations
 
+from workers.mail.apply import apply_proposal, undo_move
 from workers.mail.digest import digest, refresh_mail_message
 from workers.mail.relabel import relabel
 from workers.mail.send import preview_send, send_draft
@@ -40,4 +44,6 @@ INTENTS = {
     "mail_preview": ("mail.send", preview_send),
     "mail_send": ("mail.send", send_draft),
     "mail_relabel": ("mail.categorize", relabel),
+    "mail_apply": ("mail.read", apply_proposal),  # the actuator checks the applied action's own scope
+    "mail_undo": ("mail.move", undo_move),
 }

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot import audit, ledger
+from bot import audit, autonomy, ledger
 from bot.db import Task
 from bot.errors import TransientError
 from bot.mail import messages as mail_messages
+from bot.mail.autonomy import GOVERNED, decisions_for, governs
 from bot.mail.base import Mailbox, MailMessage
 from bot.mail.blocks import build_item_blocks
 from bot.mail.config import CATEGORY_LABELS, LABEL_CATEGORIES, MailboxConfig
@@ -16,7 +17,7 @@ from bot.mail.drafts import check_draft
 from workers.mail.actuator import MailboxActuator, post_owner_dm
 from workers.mail.decide import Decision
 from workers.mail.draft import DRAFT_CATEGORIES, DraftAnswer, may_draft_to, may_get_draft, write_draft
-from workers.mail.items import fetch, load_item, save_item, skip_email, view_of
+from workers.mail.items import fetch, load_item, save_item, skip_email, views_of
 from workers.runtime import WorkerDeps
 
 
@@ -54,8 +55,11 @@ def conclude(
         }
     decision = Decision.stored(record["decision"])
     calls = record["calls"]
+    levels = levels_for(deps, task, decision.category)
     draft: DraftAnswer | None = None
-    if decision.category in DRAFT_CATEGORIES and may_get_draft(
+    if levels.get("mail.draft") == "shadow":
+        pass  # decided and recorded only: no reply is written for a draft nobody will see
+    elif decision.category in DRAFT_CATEGORIES and may_get_draft(
         deps.policy.current, task.requester, cfg.address, msg
     ):
         draft = write_draft(deps, task, cfg, msg)
@@ -71,7 +75,7 @@ def conclude(
         **sizes,
         **tokens,
     )
-    done, skipped = act(deps, task, cfg, mailbox, msg, decision, draft)
+    done, skipped = act(deps, task, cfg, mailbox, msg, decision, draft, levels)
     save_item(deps, task.id, status="triaged")
     result: dict[str, Any] = {
         "category": decision.category,
@@ -85,6 +89,8 @@ def conclude(
         **tokens,
         "batch": batch,
     }
+    if levels:
+        result["autonomy"] = levels
     if draft is not None:
         result["draft_call"] = {
             "prompt_tokens": draft.prompt_tokens,
@@ -113,6 +119,44 @@ def _refuse_draft(deps: WorkerDeps, task: Task, address: str, reason: str, call_
     return reason
 
 
+def levels_for(deps: WorkerDeps, task: Task, category: str) -> dict[str, str]:
+    """The earned-autonomy level of each governed mail action for this email ({} without ``[autonomy]``)."""
+    policy = deps.policy.current
+    if not governs(policy):
+        return {}
+    return {
+        a: autonomy.level_for(deps.db, policy, task.requester, a, category, intent=task.intent)
+        for a in GOVERNED
+    }
+
+
+def _decided(
+    deps: WorkerDeps, task: Task, levels: dict[str, str], action: str, category: str, **detail: Any
+) -> bool:
+    """Record the governed decision (once per task and action, so a retry records nothing new); returns True
+    when Clawback acts now (``auto`` or not governed), False when it only proposes or watches."""
+    level = levels.get(action)
+    if level is None:
+        return True
+    if not any(d.action == action for d in decisions_for(deps.db, [task.id])[task.id]):
+        did = autonomy.record_decision(
+            deps.db, task_id=task.id, user=task.requester, action=action, category=category, level=level,
+            detail=detail,
+        )  # fmt: skip
+        if level != "auto":
+            audit.record(
+                deps.db,
+                actor="clawback",
+                on_behalf_of=task.requester,
+                action=action,
+                decision="info",
+                task_id=task.id,
+                scope=action,
+                details={"decision_id": did, "level": level, "proposal": detail, "effect": "not done"},
+            )
+    return level == "auto"
+
+
 def act(
     deps: WorkerDeps,
     task: Task,
@@ -121,26 +165,39 @@ def act(
     msg: MailMessage,
     decision: Decision,
     draft: DraftAnswer | None = None,
+    levels: dict[str, str] | None = None,
 ) -> tuple[list[str], dict[str, str]]:
-    """Label, draft and move, each only with its scope; returns (done, skipped with reasons).
+    """Label, draft and move, each only with its scope and at its earned-autonomy level (``levels``; none: act
+    as without an ``[autonomy]`` section); returns (done, skipped with reasons). At ``suggest`` and ``shadow``
+    the decision is recorded and nothing is done (a proposed draft is kept on the record, unsaved).
 
     A draft is saved only when it came from ``write_draft`` (a call that saw this email alone) and holds no
     address, link or long number the email lacks (``bot.mail.drafts``); otherwise the item says why."""
     actuator = MailboxActuator(mailbox, cfg, deps.db, deps.policy)
+    levels = levels or {}
     done: list[str] = []
     skipped: dict[str, str] = {}
-    label = CATEGORY_LABELS[decision.category]
+    category = decision.category
+    label = CATEGORY_LABELS[category]
     if _allowed(deps, task, "mail.categorize", cfg.address):
-        # Keep the owner's own categories; replace any earlier triage label.
-        keep = [c for c in msg.categories if c.lower() not in LABEL_CATEGORIES]
-        actuator.categorize(task, msg.item_id, [*keep, label])
-        save_item(deps, task.id, label=label)
-        done.append("mail.categorize")
+        if _decided(deps, task, levels, "mail.categorize", category, label=label):
+            # Keep the owner's own categories; replace any earlier triage label.
+            keep = [c for c in msg.categories if c.lower() not in LABEL_CATEGORIES]
+            actuator.categorize(task, msg.item_id, [*keep, label], level=levels.get("mail.categorize"))
+            save_item(deps, task.id, label=label)
+            done.append("mail.categorize")
     else:
         skipped["mail.categorize"] = "missing scope"
     wants_draft = decision.category in DRAFT_CATEGORIES
     if wants_draft and not may_draft_to(msg.sender_email, cfg.address):
         skipped["mail.draft"] = "sender does not take replies"
+    elif (
+        wants_draft
+        and levels.get("mail.draft") == "shadow"
+        and may_get_draft(deps.policy.current, task.requester, cfg.address, msg)
+        and _allowed(deps, task, "mail.draft", cfg.address)
+    ):
+        _decided(deps, task, levels, "mail.draft", category, draft=True)
     elif wants_draft and draft is None and not _allowed(deps, task, "mail.draft", cfg.address):
         skipped["mail.draft"] = "missing scope"
     elif draft is not None and draft.problem is not None:
@@ -153,19 +210,27 @@ def act(
         if problems:
             reason = mail_messages.DRAFT_REFUSED.format(reasons="; ".join(problems))
             skipped["mail.draft"] = _refuse_draft(deps, task, cfg.address, reason, draft.call_id)
-        else:
+        elif _decided(deps, task, levels, "mail.draft", category, draft=True, chars=len(body)):
             draft_id = actuator.draft_reply(
-                task, msg.item_id, body, source=msg, internet_message_id=msg.internet_message_id or None
+                task,
+                msg.item_id,
+                body,
+                source=msg,
+                internet_message_id=msg.internet_message_id or None,
+                level=levels.get("mail.draft"),
             )
             save_item(deps, task.id, draft_id=draft_id, draft_text=body, draft_status="open")
             done.append("mail.draft")
+        else:  # suggest: kept on the record until the owner's Apply saves it
+            save_item(deps, task.id, draft_text=body, draft_status="proposed")
     elif draft is not None:
         skipped["mail.draft"] = "missing scope"
-    folder = cfg.folder_for(decision.category)
+    folder = cfg.folder_for(category)
     if folder and _allowed(deps, task, "mail.move", cfg.address):
-        new_id = actuator.move(task, msg.item_id, folder)
-        save_item(deps, task.id, current_item_id=new_id or msg.item_id, folder=folder)
-        done.append("mail.move")
+        if _decided(deps, task, levels, "mail.move", category, folder=folder):
+            new_id = actuator.move(task, msg.item_id, folder, level=levels.get("mail.move"))
+            save_item(deps, task.id, current_item_id=new_id or msg.item_id, folder=folder)
+            done.append("mail.move")
     elif folder:
         skipped["mail.move"] = "missing scope"
     return done, skipped
@@ -196,7 +261,7 @@ def notify_urgent(deps: WorkerDeps, task: Task, cfg: MailboxConfig) -> str:
     header = mail_messages.URGENT_HEADER.format(mailbox=cfg.address)
     blocks = [
         {"type": "header", "text": {"type": "plain_text", "text": header}},
-        *build_item_blocks(view_of(item, cfg.owner)),
+        *build_item_blocks(views_of(deps, [item], cfg.owner)[0]),
     ]
     channel, ts = post_owner_dm(deps.slack, deps.db, task, key="mail.urgent", text=header, blocks=blocks)
     save_item(deps, task.id, slack_channel=channel, slack_ts=ts)

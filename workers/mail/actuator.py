@@ -89,10 +89,19 @@ class MailboxActuator:
             )
             raise
 
-    def _begin(self, task: Task, scope: str, key: str, detail: dict[str, Any]) -> tuple[Any, bool]:
+    def _begin(
+        self, task: Task, scope: str, key: str, detail: dict[str, Any], level: str | None = None
+    ) -> tuple[Any, bool]:
         self.guard(task, scope)
         return ledger.begin_action(
-            self.db, task_id=task.id, key=key, kind=scope, scope=scope, target=self.cfg.address, detail=detail
+            self.db,
+            task_id=task.id,
+            key=key,
+            kind=scope,
+            scope=scope,
+            target=self.cfg.address,
+            detail=detail,
+            autonomy_level=level,
         )
 
     def _audit(self, task: Task, scope: str, detail: dict[str, Any]) -> None:
@@ -107,11 +116,13 @@ class MailboxActuator:
             details=detail,
         )
 
-    def categorize(self, task: Task, item_id: str, categories: list[str]) -> None:
-        """Set the message's Exchange categories (mail.categorize)."""
+    def categorize(
+        self, task: Task, item_id: str, categories: list[str], *, level: str | None = None
+    ) -> None:
+        """Set the message's Exchange categories (mail.categorize); ``level``: the autonomy level in force."""
         key = f"{task.id}:mail.categorize"
         detail = {"item_id": item_id, "categories": categories}
-        action, created = self._begin(task, "mail.categorize", key, detail)
+        action, created = self._begin(task, "mail.categorize", key, detail, level)
         if not created and action.status == "done":
             return
         self._audit(task, "mail.categorize", detail)
@@ -119,15 +130,16 @@ class MailboxActuator:
             self.mailbox.set_categories(item_id, categories)
         ledger.complete_action(self.db, key, "done", detail)
 
-    def move(self, task: Task, item_id: str, folder: str) -> str | None:
-        """Move the message to a configured folder (mail.move); returns its new id (None if unknown)."""
-        if folder not in self.cfg.folders.values():
+    def move(self, task: Task, item_id: str, folder: str, *, level: str | None = None) -> str | None:
+        """Move the message to a configured folder, or back to the Inbox (mail.move); returns its new id (None
+        if unknown)."""
+        if folder != "inbox" and folder not in self.cfg.folders.values():
             raise Denied(
                 "that folder is not a configured triage folder", reason=f"folder {folder!r} not allowed"
             )
         key = f"{task.id}:mail.move"
         detail = {"item_id": item_id, "folder": folder}
-        action, created = self._begin(task, "mail.move", key, detail)
+        action, created = self._begin(task, "mail.move", key, detail, level)
         if not created and action.status == "done":
             return (action.result or {}).get("new_id")
         if not created:
@@ -152,6 +164,7 @@ class MailboxActuator:
         *,
         source: MailMessage,
         internet_message_id: str | None = None,
+        level: str | None = None,
     ) -> str:
         """Save a reply draft to the original sender only (mail.draft); returns the draft id.
 
@@ -175,7 +188,7 @@ class MailboxActuator:
                 details={**detail, "reason": reason},
             )
             raise Denied(reason, reason=f"draft refused: {'; '.join(problems)}")
-        action, created = self._begin(task, "mail.draft", key, detail)
+        action, created = self._begin(task, "mail.draft", key, detail, level)
         if not created and action.status == "done":
             return str((action.result or {}).get("draft_id"))
         if not created and internet_message_id:

@@ -14,7 +14,7 @@ from bot.mail.models import MailItem
 from workers import runtime
 from workers.actuators import _classify
 from workers.mail.actuator import post_owner_dm
-from workers.mail.items import config_for, view_of
+from workers.mail.items import config_for, views_of
 from workers.runtime import WorkerDeps
 
 MAX_DIGEST_ITEMS = 32  # shown one by one; the rest are summed up in one line
@@ -49,8 +49,8 @@ def digest(deps: WorkerDeps, task: Task) -> dict[str, Any]:
         return {"items": 0}
     items.sort(key=_digest_order)
     shown, rest = items[:MAX_DIGEST_ITEMS], items[MAX_DIGEST_ITEMS:]
-    views = [view_of(i, cfg.owner) for i in shown]
-    overflow = overflow_text([view_of(i, cfg.owner) for i in rest]) if rest else None
+    views = views_of(deps, shown, cfg.owner)
+    overflow = overflow_text(views_of(deps, rest, cfg.owner)) if rest else None
     header = mail_messages.DIGEST_HEADER.format(mailbox=address, count=len(items))
     pages = build_digest_pages(header, views, overflow)
     per_page = (MAX_BLOCKS - 2) // PER_ITEM  # as build_digest_pages lays them out
@@ -87,7 +87,7 @@ def refresh_message(deps: WorkerDeps, channel: str, ts: str) -> str:
         return "skipped"
     items.sort(key=_digest_order)
     owner = ledger.get_task(deps.db, items[0].task_id).requester  # type: ignore[union-attr]
-    views = [view_of(i, owner) for i in items]
+    views = views_of(deps, items, owner)
     if items[0].digest_key:
         info = ledger.get_task(deps.db, items[0].digest_key).result or {}  # type: ignore[union-attr]
         pages = info.get("pages") or []

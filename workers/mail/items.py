@@ -8,10 +8,11 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from bot.db import Task
+from bot.db import AutonomyDecision, Task
 from bot.errors import Denied
 from bot.mail import messages as mail_messages
 from bot.mail import text as mail_text
+from bot.mail.autonomy import decisions_for, proposal_text
 from bot.mail.base import Mailbox, MailMessage, MailNotFound
 from bot.mail.blocks import ItemView
 from bot.mail.config import MailboxConfig, mailbox_config
@@ -76,8 +77,31 @@ def load_item(deps: WorkerDeps, task_id: str) -> MailItem | None:
         return s.execute(select(MailItem).where(MailItem.task_id == task_id)).scalar_one_or_none()
 
 
-def view_of(item: MailItem, owner: str) -> ItemView:
-    """The digest view of a record."""
+def _autonomy_view(item: MailItem, decisions: list[AutonomyDecision]) -> dict[str, Any]:
+    """What earned autonomy adds to a record's view: pending proposals, Undo move, applied/dismissed notes."""
+    proposals, notes, undo = [], [], False
+    for d in decisions:
+        if d.level == "suggest" and d.verdict is None:
+            proposals.append((d.action, proposal_text(d.action, d.detail or {})))
+        elif d.level == "suggest" and d.verdict == "accepted":
+            notes.append(f"Applied: {proposal_text(d.action, d.detail or {}).removeprefix('Would ')}")
+        elif d.level == "suggest" and d.verdict == "rejected":
+            notes.append(f"Dismissed: {proposal_text(d.action, d.detail or {}).removeprefix('Would ')}")
+        elif d.level == "auto" and d.action == "mail.move" and d.verdict is None:
+            undo = item.folder != "inbox" and not item.corrected
+    if item.status != "triaged":
+        proposals = []
+    return {"proposals": tuple(proposals), "undo_move": undo, "autonomy_notes": tuple(notes)}
+
+
+def views_of(deps: WorkerDeps, items: list[MailItem], owner: str) -> list[ItemView]:
+    """The digest views of records, with their earned-autonomy proposals and buttons."""
+    decided = decisions_for(deps.db, [i.task_id for i in items])
+    return [view_of(i, owner, decided.get(i.task_id)) for i in items]
+
+
+def view_of(item: MailItem, owner: str, decisions: list[AutonomyDecision] | None = None) -> ItemView:
+    """The digest view of a record (``decisions``: its earned-autonomy decisions, if any)."""
     return ItemView(
         task_id=item.task_id,
         owner=owner,
@@ -92,6 +116,7 @@ def view_of(item: MailItem, owner: str) -> ItemView:
         prompt_tokens=item.prompt_tokens,
         completion_tokens=item.completion_tokens,
         draft_note=(item.reason or "") if item.draft_status == "refused" else "",
+        **(_autonomy_view(item, decisions) if decisions else {}),
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from bot.db import Task
 from bot.errors import Denied, UserFacingError
 from bot.mail import messages as mail_messages
+from bot.mail.autonomy import governs
 from bot.mail.config import CATEGORIES, CATEGORY_LABELS, LABEL_CATEGORIES
 from workers.mail.actuator import MailboxActuator
 from workers.mail.items import config_for, fetch, load_item, mailbox_for, save_item
@@ -29,6 +30,18 @@ def relabel(deps: WorkerDeps, task: Task) -> dict[str, Any]:
         return {"skipped": "the message is no longer in the mailbox"}
     label = CATEGORY_LABELS[category]
     categories = [c for c in msg.categories if c.lower() not in LABEL_CATEGORIES] + [label]
-    MailboxActuator(mailbox, cfg, deps.db, deps.policy).categorize(task, msg.item_id, categories)
+    actuator = MailboxActuator(mailbox, cfg, deps.db, deps.policy)
+    actuator.categorize(task, msg.item_id, categories)
     save_item(deps, parent_id, label=label, corrected=1)
-    return {"relabelled": parent_id, "category": category, "categories": categories}
+    result: dict[str, Any] = {"relabelled": parent_id, "category": category, "categories": categories}
+    # With earned autonomy, a message Clawback moved goes where the right category goes (or back to the Inbox).
+    target = cfg.folder_for(category) or "inbox"
+    if (
+        governs(deps.policy.current)
+        and item.folder != target
+        and deps.policy.current.has_scope(task.requester, "mail.move")
+    ):
+        new_id = actuator.move(task, msg.item_id, target)
+        save_item(deps, parent_id, current_item_id=new_id or msg.item_id, folder=target)
+        result["moved_to"] = target
+    return result
