@@ -285,3 +285,35 @@ def test_a_click_whose_job_was_lost_is_judged_by_the_sweep(slack, llm, sender, d
     assert decision(deps, task).verdict is None
     measure.sweep(deps.db, deps.settings, policy=deps.policy.current)
     assert decision(deps, task).verdict == "accepted"
+
+
+def test_a_demotion_the_sweep_finds_is_told(slack, llm, sender, deps):
+    """Two Not helpful clicks whose jobs were lost: the workers' housekeeping judges them, demotes, and the
+    person gets the demotion DM (the sweep announces with the housekeeping's queue)."""
+    from bot.ops.worker import housekeeping_once
+
+    autonomy.set_level(
+        deps.db,
+        deps.policy.current,
+        user="U0ALICE",
+        action=ACTION,
+        category=None,
+        level="auto",
+        actor="U0ADMIN",
+    )
+    for _ in range(2):
+        task = ask(sender, deps)
+        (reply,) = in_thread(slack, task)
+        assert (
+            sender.block_action(
+                "U0ALICE", FEEDBACK_NOT_HELPFUL, task.id, channel=CH, message_ts=reply.ts
+            ).status
+            == 200
+        )
+        deps.queue.queues["interactive"].empty()  # the job that judges it is lost
+    assert level(deps) == "auto"
+    housekeeping_once(deps)
+    drain(deps)
+    assert level(deps) == "suggest"
+    (notice,) = [m for m in slack.bot_messages(DM) if "went back from" in m.text]
+    assert "*auto* to *suggest*" in notice.text

@@ -295,3 +295,26 @@ def test_auto_kept_through_the_window_is_accepted(ews, poller, mail_deps, slack,
     with deps.db.read() as s:
         (d,) = s.execute(select(AutonomyDecision).where(AutonomyDecision.action == "mail.move")).scalars()
     assert (d.level, d.verdict) == ("auto", "accepted") and d.outcome_id is not None
+
+
+@pytest.mark.parametrize("autonomy_levels", [{"start": "shadow", "max": "auto"}])
+def test_an_offer_the_housekeeping_sweep_finds_is_offered(ews, poller, mail_deps, slack, autonomy_levels):
+    """Shadow agreement judged at the window's end by the workers' housekeeping (it enqueues the mail verdict
+    sweep): three of three agreed → the offer DM goes out."""
+    from sqlalchemy import update
+
+    from bot.ops.worker import housekeeping_once
+
+    deps = mail_deps
+    ids = _news(ews, 3)
+    _triage(poller, deps)
+    for item_id in ids:
+        _owner_move(ews, item_id, "Newsletters")
+    with deps.db.session() as s:  # the outcome window has passed for these decisions
+        s.execute(update(AutonomyDecision).values(created_at=datetime.now(UTC) - timedelta(days=30)))
+    assert housekeeping_once(deps)["mail_verdict_sweeps"] == 1
+    drain(deps)
+    with deps.db.read() as s:
+        (offer,) = s.execute(select(AutonomyOffer)).scalars().all()
+    assert (offer.from_level, offer.to_level) == ("shadow", "suggest")
+    assert [m for m in slack.bot_messages("D0EMMA") if "right 3 of your last 3" in (m.text or "")]
