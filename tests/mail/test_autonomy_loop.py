@@ -179,6 +179,12 @@ def test_suggest_apply_offer_yes_auto_corrections_demote_back_to_suggest(
         m for m in slack.bot_messages("D0EMMA") if "went back from *auto* to *suggest*" in (m.text or "")
     ]
     assert notices and "Widgets weekly #3" in notices[0].text
+    # each corrected item links to the digest/DM message that showed it
+    (undone,) = [line for line in notices[0].text.splitlines() if "Widgets weekly #3" in line]
+    assert (
+        undone.startswith("• <https://standin.slack.local/archives/D0EMMA/p")
+        and "|Widgets weekly #3>" in undone
+    )
 
     # Suggest again: the next newsletter waits for Apply.
     _news(ews, 1, start=5)
