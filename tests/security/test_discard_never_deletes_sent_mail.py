@@ -5,47 +5,20 @@ Discard must delete only a draft that is still in Drafts; anything else is left 
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
-from bot.mail.config import mailbox_factory
-from bot.mail.poller import MailPoller
-from bot.standins.triage_responder import register as register_triage
 from tests.conftest import drain
 from tests.mail import conftest as mail_fixtures
-from tests.mail.conftest import OWNER, graph_policy_text
+from tests.mail import test_graph_flow as graph_flow
+from tests.mail.conftest import OWNER
 from tests.mail.test_triage_flow import _items, _tasks
 
 graph = mail_fixtures.graph
 graph_trust = mail_fixtures.graph_trust
 mail_scopes = mail_fixtures.mail_scopes
 sleeps = mail_fixtures.sleeps
-
-
-@pytest.fixture
-def policy_file(tmp_path: Path, graph_trust, mail_scopes: list[str]) -> Path:
-    path = tmp_path / "policy.toml"
-    path.write_text(graph_policy_text(graph_trust, mail_scopes))
-    return path
-
-
-@pytest.fixture
-def mail_deps(deps, graph_trust, llm):
-    deps.extras.pop("mailboxes", None)
-    register_triage(llm)
-    return deps
-
-
-@pytest.fixture
-def poller(mail_deps, ingress, sleeps) -> MailPoller:
-    return MailPoller(
-        mail_deps.settings,
-        mail_deps.db,
-        ingress,
-        mailbox_factory(mail_deps.settings, ingress.policy),
-        sleep=sleeps,
-    )
+# The Graph flow's fixtures: the mailbox built from the policy by the real factory.
+policy_file = graph_flow.policy_file
+mail_deps = graph_flow.mail_deps
+poller = graph_flow.poller
 
 
 def _triaged(graph, poller, deps):
