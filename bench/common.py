@@ -18,7 +18,7 @@ import redis
 from bot import embedded_redis
 from bot.db import Database
 from bot.ingress import IngressDeps
-from bot.migrate import ensure_schema
+from bot.migrate import ensure_schema, upgrade
 from bot.settings import Settings
 from bot.standins.llm import LLMStandIn
 from bot.standins.slack import SlackStandIn
@@ -87,8 +87,30 @@ class BenchEnv:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
+def pg_scratch(admin_url: str, name: str) -> tuple[str, Any]:
+    """Create (or re-create) the scratch database ``name`` next to ``admin_url``; returns its URL and a drop function."""
+    from sqlalchemy import create_engine, text
+
+    base = admin_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    scratch = admin_url.rsplit("/", 1)[0] + "/" + name
+
+    def drop() -> None:
+        with engine.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        engine.dispose()
+
+    return scratch, drop
+
+
 def make_env(*, llm_latency: float = 0.0, database_url: str | None = None, **overrides: Any) -> BenchEnv:
-    """Start embedded Redis, the stand-ins and a migrated database in a temporary directory."""
+    """Start embedded Redis, the stand-ins and a migrated database in a temporary directory.
+
+    A PostgreSQL ``database_url`` is migrated to the head revision (give it a scratch database).
+    """
     home = Path(tempfile.mkdtemp(prefix="clawback-bench-"))
     url = embedded_redis.ensure(home / "redis")
     slack = SlackStandIn(token=BOT_TOKEN)
@@ -114,7 +136,10 @@ def make_env(*, llm_latency: float = 0.0, database_url: str | None = None, **ove
     values.update(overrides)
     settings = Settings(**values)
     db = Database(settings.database_url)
-    ensure_schema(db)
+    if db.is_sqlite:
+        ensure_schema(db)
+    else:
+        upgrade(db)
     return BenchEnv(home, settings, db, redis.Redis.from_url(url), slack, llm)
 
 
