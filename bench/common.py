@@ -78,6 +78,22 @@ class BenchEnv:
             db=self.db, queue=TaskQueue(self.redis), policy=policy_store(self.settings, self.db)
         )
 
+    def child_env(self) -> dict[str, str]:
+        """Environment for `clawback web` / `clawback worker` processes on this installation."""
+        return {
+            **os.environ,
+            "SLACK_BOT_TOKEN": self.settings.slack_bot_token or "",
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": self.settings.slack_api_url,
+            "OPENAI_API_KEY": "bench",
+            "OPENAI_BASE_URL": self.settings.openai_base_url or "",
+            "CLAWBACK_MODEL": "clawback-standin",
+            "REDIS_URL": self.settings.redis_url or "",
+            "DATABASE_URL": self.settings.database_url,
+            "CLAWBACK_HOME": str(self.home),
+            "CLAWBACK_POLICY": str(self.settings.clawback_policy),
+        }
+
     def close(self) -> None:
         """Stop everything and delete the data."""
         self.slack.stop()

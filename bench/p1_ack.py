@@ -40,16 +40,7 @@ def _free_port() -> int:
 
 def start_web(env: BenchEnv, processes: int, threads: int = 16) -> tuple[list[subprocess.Popen], list[str]]:
     """Start ``processes`` `clawback web` processes on their own ports; returns them and their event URLs."""
-    child_env = {
-        **os.environ,
-        "SLACK_BOT_TOKEN": env.settings.slack_bot_token,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": env.settings.slack_api_url,
-        "REDIS_URL": env.settings.redis_url,
-        "DATABASE_URL": env.settings.database_url,
-        "CLAWBACK_HOME": str(env.home),
-        "CLAWBACK_POLICY": str(env.settings.clawback_policy),
-    }
+    child_env = env.child_env()
     procs, urls = [], []
     for _ in range(processes):
         port = _free_port()
