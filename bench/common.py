@@ -44,6 +44,7 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
+        "load_average_1m": round(os.getloadavg()[0], 2),  # other work on the same cores while measuring
     }
 
 

@@ -113,6 +113,7 @@ def run(
     scale_rates: tuple[int, ...] = SCALE_RATES,
     processes: int = WEB_PROCESSES,
     pg_url: str | None = None,
+    scale_seconds: float = 10.0,
 ) -> dict[str, Any]:
     """Run the single-process rates, then the scaled ones on SQLite and (``pg_url``) PostgreSQL."""
     out: dict[str, Any] = {
@@ -123,11 +124,11 @@ def run(
         "scaled": {"web_processes": processes, "threads_per_process": 16, "backends": {}},
     }
     if scale_rates:
-        out["scaled"]["backends"]["sqlite"] = _series(None, processes, scale_rates, seconds)
+        out["scaled"]["backends"]["sqlite"] = _series(None, processes, scale_rates, scale_seconds)
         if pg_url:
             scratch, drop = pg_scratch(pg_url, PG_DATABASE)
             try:
-                out["scaled"]["backends"]["postgresql"] = _series(scratch, processes, scale_rates, seconds)
+                out["scaled"]["backends"]["postgresql"] = _series(scratch, processes, scale_rates, scale_seconds)
             finally:
                 drop()
         else:
@@ -147,7 +148,8 @@ def main() -> None:
     from bench.run_all import local_postgres
 
     seconds = 5.0 if "--quick" in sys.argv else 20.0
-    result = run(seconds=seconds, pg_url=None if "--no-pg" in sys.argv else local_postgres())
+    pg = None if "--no-pg" in sys.argv else local_postgres()
+    result = run(seconds=seconds, pg_url=pg, scale_seconds=min(seconds, 10.0))
     print(
         f"{'web':>16} {'rate/s':>7} {'sent':>6} {'p50 ms':>8} {'p99 ms':>8} {'p99/3s':>8} {'lost':>5} {'dup':>4} "
         f"{'errors':>6} {'sent/s':>8}"
