@@ -128,7 +128,9 @@ def run(
         if pg_url:
             scratch, drop = pg_scratch(pg_url, PG_DATABASE)
             try:
-                out["scaled"]["backends"]["postgresql"] = _series(scratch, processes, scale_rates, scale_seconds)
+                out["scaled"]["backends"]["postgresql"] = _series(
+                    scratch, processes, scale_rates, scale_seconds
+                )
             finally:
                 drop()
         else:
