@@ -452,6 +452,24 @@ def audit_checkpoint(
         time.sleep(every)
 
 
+@audit_app.command("chains")
+def audit_chains(
+    count: Annotated[int, typer.Argument(help="Number of hash chains from now on (1-256; only ever more)")],
+) -> None:
+    """Run the audit log as COUNT chains, so appenders on PostgreSQL do not all queue on one head row.
+
+    Restart web and worker processes afterwards; checkpoints sign every chain's head, verify checks each chain.
+    """
+    from bot import audit
+
+    try:
+        before = audit.set_chains(_db(_settings()), count)
+    except ValueError as exc:
+        err.print(str(exc))
+        raise typer.Exit(1) from exc
+    console.print(f"audit log: {before} chain(s) before, {count} now; restart web and worker processes")
+
+
 @policy_app.command("check")
 def policy_check(path: Annotated[Path, typer.Argument(help="Policy TOML file")]) -> None:
     """Validate a policy file; exit 1 naming the line and the reason."""

@@ -28,7 +28,7 @@ def test_upgrade_from_0005_keeps_actions_and_adds_the_level(tmp_path):
                     "'2026-01-01 00:00:00')"
                 )
             )
-        migrate.upgrade(db)
+        migrate.upgrade(db, "0006")
         assert migrate.current_revision(db) == "0006"
         names = set(inspect(db.engine).get_table_names())
         assert {"autonomy_levels", "autonomy_changes", "autonomy_decisions", "autonomy_offers"} <= names
