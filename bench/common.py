@@ -17,7 +17,7 @@ import redis
 
 from bot.db import Database
 from bot.ingress import IngressDeps
-from bot.migrate import ensure_schema
+from bot.migrate import ensure_schema, upgrade
 from bot.ops import embedded_redis
 from bot.settings import Settings
 from bot.standins.llm import LLMStandIn
@@ -44,6 +44,7 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
+        "load_average_1m": round(os.getloadavg()[0], 2),  # other work on the same cores while measuring
     }
 
 
@@ -78,6 +79,22 @@ class BenchEnv:
             db=self.db, queue=TaskQueue(self.redis), policy=policy_store(self.settings, self.db)
         )
 
+    def child_env(self) -> dict[str, str]:
+        """Environment for `clawback web` / `clawback worker` processes on this installation."""
+        return {
+            **os.environ,
+            "SLACK_BOT_TOKEN": self.settings.slack_bot_token or "",
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": self.settings.slack_api_url,
+            "OPENAI_API_KEY": "bench",
+            "OPENAI_BASE_URL": self.settings.openai_base_url or "",
+            "CLAWBACK_MODEL": "clawback-standin",
+            "REDIS_URL": self.settings.redis_url or "",
+            "DATABASE_URL": self.settings.database_url,
+            "CLAWBACK_HOME": str(self.home),
+            "CLAWBACK_POLICY": str(self.settings.clawback_policy),
+        }
+
     def close(self) -> None:
         """Stop everything and delete the data."""
         self.slack.stop()
@@ -87,8 +104,30 @@ class BenchEnv:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
+def pg_scratch(admin_url: str, name: str) -> tuple[str, Any]:
+    """Create (or re-create) the scratch database ``name`` next to ``admin_url``; returns its URL and a drop function."""
+    from sqlalchemy import create_engine, text
+
+    base = admin_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    scratch = admin_url.rsplit("/", 1)[0] + "/" + name
+
+    def drop() -> None:
+        with engine.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        engine.dispose()
+
+    return scratch, drop
+
+
 def make_env(*, llm_latency: float = 0.0, database_url: str | None = None, **overrides: Any) -> BenchEnv:
-    """Start embedded Redis, the stand-ins and a migrated database in a temporary directory."""
+    """Start embedded Redis, the stand-ins and a migrated database in a temporary directory.
+
+    A PostgreSQL ``database_url`` is migrated to the head revision (give it a scratch database).
+    """
     home = Path(tempfile.mkdtemp(prefix="clawback-bench-"))
     url = embedded_redis.ensure(home / "redis")
     slack = SlackStandIn(token=BOT_TOKEN)
@@ -114,7 +153,10 @@ def make_env(*, llm_latency: float = 0.0, database_url: str | None = None, **ove
     values.update(overrides)
     settings = Settings(**values)
     db = Database(settings.database_url)
-    ensure_schema(db)
+    if db.is_sqlite:
+        ensure_schema(db)
+    else:
+        upgrade(db)
     return BenchEnv(home, settings, db, redis.Redis.from_url(url), slack, llm)
 
 

@@ -2,7 +2,9 @@
 
 Events are scheduled at a fixed rate; latency is measured from each event's *scheduled* time, so a server
 that falls behind shows it (no coordinated omission). A share of events is re-sent as Slack retries
-(same ``event_id``, ``X-Slack-Retry-Num``) to check that duplicates never become extra tasks.
+(same ``event_id``, ``X-Slack-Retry-Num``) to check that duplicates never become extra tasks. Given several
+URLs (web processes), events go round-robin across them and each retry to the next one, as a load balancer
+would send it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import statistics
 import threading
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bot.standins.slack_events import SlackEventSender
@@ -56,7 +59,7 @@ class LoadResult:
 
 
 def run_load(
-    url: str,
+    url: str | Sequence[str],
     secret: str,
     *,
     rate: float,
@@ -67,7 +70,11 @@ def run_load(
     user: str = "U0ALICE",
     prefix: str = "EvLOAD",
 ) -> LoadResult:
-    """Send ``rate`` mentions per second for ``seconds`` to ``url``; every ``retry_every``-th is re-sent."""
+    """Send ``rate`` mentions per second for ``seconds`` to ``url``; every ``retry_every``-th is re-sent.
+
+    ``url`` may be several URLs: event ``i`` goes to ``url[i % n]``, its retry to ``url[(i + 1) % n]``.
+    """
+    urls = [url] if isinstance(url, str) else list(url)
     if seconds > 120 or rate > 2000:
         raise ValueError("bounded load only: at most 120 s and 2,000 events/s")
     total = int(rate * seconds)
@@ -78,7 +85,7 @@ def run_load(
     ts_base = 1_700_000_000 + zlib.crc32(prefix.encode()) % 100_000_000  # each run (prefix) its own messages
 
     def worker() -> None:
-        sender = SlackEventSender(url, secret, timeout=10)
+        senders = [SlackEventSender(u, secret, timeout=10) for u in urls]
         try:
             while True:
                 with lock:
@@ -91,9 +98,9 @@ def run_load(
                     time.sleep(delay)
                 event_id = f"{prefix}{i:07d}"
                 sends = [None, 1] if retry_every and i % retry_every == 0 else [None]
-                for retry in sends:
+                for n, retry in enumerate(sends):
                     try:
-                        reply = sender.mention(
+                        reply = senders[(i + n) % len(senders)].mention(
                             user,
                             channel,
                             f"load question {i}",
@@ -116,7 +123,8 @@ def run_load(
                         else:
                             result.retries_sent += 1
         finally:
-            sender.close()
+            for sender in senders:
+                sender.close()
 
     pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
     t0 = time.perf_counter()

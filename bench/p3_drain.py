@@ -72,18 +72,7 @@ def drain(tasks: int, workers: int, *, fork: bool = False) -> dict:
     procs: list[subprocess.Popen] = []
     try:
         ingress = env.ingress()
-        child_env = {
-            **os.environ,
-            "SLACK_BOT_TOKEN": env.settings.slack_bot_token,
-            "SLACK_API_URL": env.settings.slack_api_url,
-            "OPENAI_API_KEY": "bench",
-            "OPENAI_BASE_URL": env.settings.openai_base_url,
-            "CLAWBACK_MODEL": "clawback-standin",
-            "REDIS_URL": env.settings.redis_url,
-            "DATABASE_URL": env.settings.database_url,
-            "CLAWBACK_HOME": str(env.home),
-            "CLAWBACK_POLICY": str(env.settings.clawback_policy),
-        }
+        child_env = env.child_env()
         mode = "--fork" if fork else "--no-fork"
         procs = [
             subprocess.Popen(

@@ -33,8 +33,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
+from bench.common import pg_scratch
 from bot import migrate
 from bot.db import Database
 from bot.measure import facts
@@ -207,23 +208,6 @@ def bench_database(url: str, *, calls: int, runs: int, naive_runs: int) -> dict[
     return result
 
 
-def _pg_scratch(admin_url: str, name: str = "clawback_p5bench") -> tuple[str, Any]:
-    """Create a scratch database next to ``admin_url``; returns its URL and a drop function."""
-    base = admin_url.replace("postgresql://", "postgresql+psycopg://", 1)
-    engine = create_engine(base, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    scratch = admin_url.rsplit("/", 1)[0] + "/" + name
-
-    def drop() -> None:
-        with engine.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        engine.dispose()
-
-    return scratch, drop
-
-
 def run(
     calls: int = 1_000_000, runs: int = 5, naive_runs: int = 2, pg_url: str | None = None
 ) -> dict[str, Any]:
@@ -246,7 +230,7 @@ def run(
     pg_url = pg_url or os.environ.get("TEST_DATABASE_URL")
     if pg_url:
         try:
-            scratch, drop = _pg_scratch(pg_url)
+            scratch, drop = pg_scratch(pg_url, "clawback_p5bench")
         except Exception as exc:  # unreachable or no rights: say so, do not fail the run
             out["postgresql"] = f"skipped: {type(exc).__name__}: {exc}"
         else:

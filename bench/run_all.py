@@ -1,4 +1,4 @@
-"""``make bench``: run P1–P9, print one summary table, write ``bench/results.json``.
+"""``make bench``: run P1–P10, print one summary table, write ``bench/results.json``.
 
 Each benchmark reports its figure against a baseline measured in the same run on the same machine.
 """
@@ -32,7 +32,7 @@ def local_postgres() -> str | None:
 
 
 BENCHES = [
-    ("P1", "bench.p1_ack", {}),
+    ("P1", "bench.p1_ack", {"pg_url": local_postgres}),
     ("P2", "bench.p2_overhead", {}),
     ("P3", "bench.p3_drain", {}),
     ("P4", "bench.p4_triage_tokens", {}),
@@ -42,6 +42,7 @@ BENCHES = [
     ("P7", "bench.p7_hostile_html", {}),
     ("P8", "bench.p8_crash_recovery", {}),
     ("P9", "bench.p9_signals", {}),
+    ("P10", "bench.p10_scale", {"pg_url": local_postgres}),
 ]
 
 
@@ -49,9 +50,32 @@ def headline(name: str, r: dict) -> str:
     """One line per benchmark for the summary table."""
     if name == "P1":
         top = r["rates"][max(r["rates"], key=int)]
-        return (
-            f"at {max(r['rates'], key=int)}/s: p50 {top['p50_ms']} ms, p99 {top['p99_ms']} ms "
+        line = (
+            f"1 process at {max(r['rates'], key=int)}/s: p50 {top['p50_ms']} ms, p99 {top['p99_ms']} ms "
             f"({top['p99_vs_slack_limit']:.3%} of Slack's 3 s), lost {top['lost']}, dup {top['duplicated']}"
+        )
+        scaled = r.get("scaled") or {}
+        for backend, rows in (scaled.get("backends") or {}).items():
+            line += f"; {scaled['web_processes']} x {backend}: " + ", ".join(
+                f"{rate}/s p99 {x['p99_ms']} ms (sent {x['achieved_rate_per_s']}/s, lost {x['lost']}, "
+                f"dup {x['duplicated']}, errors {x['errors']})"
+                for rate, x in rows.items()
+            )
+        return line
+    if name == "P10":
+        if "skipped" in r:
+            return r["skipped"]
+        e2e = r["end_to_end"]
+        ceiling = "; ".join(
+            f"{row['mode']}: " + "/".join(str(v) for k, v in row.items() if k.isdigit())
+            for row in r["chain_ceiling_appends_per_s"]
+        )
+        return (
+            "tasks/s "
+            + ", ".join(
+                f"W={x['workers']}: {x['tasks_per_s']} (ideal {x['ideal_tasks_per_s']})" for x in e2e["runs"]
+            )
+            + f", verify ok {e2e['verify_ok']}; appends/s with 1/4/16 appenders: {ceiling}"
         )
     if name == "P2":
         return (

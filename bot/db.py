@@ -178,22 +178,29 @@ class AuditEntry(Base):
     decision: Mapped[str] = mapped_column(String(8))  # allow, deny, info
     task_id: Mapped[str | None] = mapped_column(String(32), index=True)
     details: Mapped[str] = mapped_column(Text)  # canonical JSON text
-    prev_hash: Mapped[str] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))  # the previous entry's hash *in the same chain*
     hash: Mapped[str] = mapped_column(String(64))
+    chain: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # which audit_head row
 
 
 class AuditHead(Base):
-    """Single row holding the chain head; locked by every append so the chain stays linear."""
+    """One row per chain (``id`` = chain number) holding its head; an append locks one row, so each chain stays
+    linear. ``next_seq`` and ``step`` hand out sequence numbers no other chain uses (null ``next_seq``: seq + 1)."""
 
     __tablename__ = "audit_head"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, default=0)
     hash: Mapped[str] = mapped_column(String(64))
+    next_seq: Mapped[int | None] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class AuditCheckpoint(Base):
-    """A signed (seq, hash) of the chain head, made with a key the workers do not hold."""
+    """A signed (seq, hash) of the chain head, made with a key the workers do not hold.
+
+    With several chains, ``heads`` is the JSON list of every chain's [chain, seq, hash], ``hash`` the SHA-256 of
+    that list's canonical JSON and ``seq`` the highest of the heads' seqs (one chain: ``heads`` is null)."""
 
     __tablename__ = "audit_checkpoints"
 
@@ -203,6 +210,7 @@ class AuditCheckpoint(Base):
     signed_at: Mapped[str] = mapped_column(String(40))
     key_id: Mapped[str] = mapped_column(String(16))
     signature: Mapped[str] = mapped_column(String(128))
+    heads: Mapped[str | None] = mapped_column(Text)
 
 
 class Pause(Base):

@@ -25,6 +25,7 @@ from bot.text.redact import Redactor
 log = logging.getLogger(__name__)
 
 NOTIFY_DENIED = "workers.notify_denied"
+_INSERT_TASK = Task.__table__.insert()
 
 
 @dataclass
@@ -84,7 +85,7 @@ def _insert(db: Database, task: Task, *, decision: str, scope: str | None, reaso
     task.id = row["id"]
     try:
         with db.session() as s:
-            s.execute(_INSERT_TASK, row)
+            s.execute(_INSERT_TASK, row)  # one cached statement, parameters apart
             audit.append(
                 s,
                 actor=task.requester,

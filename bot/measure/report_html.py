@@ -180,6 +180,24 @@ def _flags(doc: dict[str, Any]) -> str:
     return "".join(out)
 
 
+def _adoption(section: dict[str, Any] | None) -> str:
+    """Earned autonomy's adoption KPIs (totals, then by action, level, intent and team), when there are any."""
+    if not section or not (section.get("totals") or {}).get("decisions"):
+        return ""
+    cols = list(section.get("columns") or [])
+    parts = [
+        "<h2>Earned autonomy: adoption</h2>",
+        '<p class="note">Success rate = accepted / judged, error rate = rejected / judged; minutes saved are '
+        "estimates per outcome kind (<code>minutes_saved</code>), cost is the tasks' model cost.</p>",
+        _table([section["totals"]], cols),
+    ]
+    for dim in ("action", "level", "intent", "team"):
+        rows = section.get(f"by_{dim}") or []
+        if rows:
+            parts.append(f"<h3>By {escape(dim)}</h3>" + _table(rows, [dim, *cols]))
+    return "".join(parts)
+
+
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1100px}
 h1{font-size:22px}h2{font-size:17px;margin-top:28px}table{border-collapse:collapse;font-size:12px}
@@ -229,6 +247,7 @@ suppressed ({_fmt(privacy.get("suppressed_groups"))} here). Rows are sorted by n
 <h2>Outcome mix</h2>
 {outcome_mix_chart(doc.get("outcome_mix"), kinds)}
 {rows_html}
+{_adoption(doc.get("adoption"))}
 <h2>Flags</h2>
 <p class="note">Signals for a conversation, not verdicts.</p>
 {_flags(doc)}

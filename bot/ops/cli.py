@@ -8,7 +8,7 @@ import re
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -73,6 +73,30 @@ def parse_since(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+
+def _slack_process(*required: str) -> tuple[Any, Any, Any, Any]:
+    """What a Slack-facing process (web, socket) needs: settings (``required`` present), database, Redis, and the
+    listeners' context (ingress with its queue and policy store)."""
+    from bot.ingress import IngressDeps
+    from bot.policy import policy_store
+    from bot.queue import TaskQueue, connect_redis
+    from handlers.context import HandlerContext
+
+    _logging()
+    settings = _settings()
+    settings.require(*required)
+    db = _db(settings)
+    conn = connect_redis(settings)
+    queue = TaskQueue(
+        conn,
+        prefix=settings.clawback_queue_prefix,
+        retries=settings.clawback_job_retries,
+        retry_intervals=settings.retry_intervals,
+    )
+    ctx = HandlerContext(IngressDeps(db=db, queue=queue, policy=policy_store(settings, db, conn)))
+    return settings, db, conn, ctx
+
+
 @app.command()
 def web(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
@@ -92,24 +116,9 @@ def web(
     """Serve the Slack app over HTTP (POST /slack/events, GET /healthz); GET /metrics on --metrics-port."""
     import waitress
 
-    from bot.ingress import IngressDeps
-    from bot.policy import policy_store
-    from bot.queue import TaskQueue, connect_redis
     from bot.slack.app import SERVER_LIMITS, BackgroundWeb, build_web
-    from handlers.context import HandlerContext
 
-    _logging()
-    settings = _settings()
-    settings.require("slack_bot_token", "slack_signing_secret")
-    db = _db(settings)
-    conn = connect_redis(settings)
-    queue = TaskQueue(
-        conn,
-        prefix=settings.clawback_queue_prefix,
-        retries=settings.clawback_job_retries,
-        retry_intervals=settings.retry_intervals,
-    )
-    ctx = HandlerContext(IngressDeps(db=db, queue=queue, policy=policy_store(settings, db, conn)))
+    settings, db, conn, ctx = _slack_process("slack_bot_token", "slack_signing_secret")
     wsgi = build_web(settings, db=db, queue_conn=conn, ctx=ctx)
     console.print(f"clawback web listening on http://{host}:{port}/slack/events")
     if metrics_port is not None:
@@ -149,24 +158,9 @@ def socket(
     import signal
     import threading
 
-    from bot.ingress import IngressDeps
-    from bot.policy import policy_store
-    from bot.queue import TaskQueue, connect_redis
     from bot.slack.app import BackgroundWeb, build_socket
-    from handlers.context import HandlerContext
 
-    _logging()
-    settings = _settings()
-    settings.require("slack_bot_token", "slack_signing_secret", "slack_app_token")
-    db = _db(settings)
-    conn = connect_redis(settings)
-    queue = TaskQueue(
-        conn,
-        prefix=settings.clawback_queue_prefix,
-        retries=settings.clawback_job_retries,
-        retry_intervals=settings.retry_intervals,
-    )
-    ctx = HandlerContext(IngressDeps(db=db, queue=queue, policy=policy_store(settings, db, conn)))
+    settings, db, conn, ctx = _slack_process("slack_bot_token", "slack_signing_secret", "slack_app_token")
     app_ = build_socket(settings, db=db, queue_conn=conn, ctx=ctx)
     servers = []
     if health_port is not None:
@@ -450,6 +444,24 @@ def audit_checkpoint(
         if not every:
             return
         time.sleep(every)
+
+
+@audit_app.command("chains")
+def audit_chains(
+    count: Annotated[int, typer.Argument(help="Number of hash chains from now on (1-256; only ever more)")],
+) -> None:
+    """Run the audit log as COUNT chains, so appenders on PostgreSQL do not all queue on one head row.
+
+    Restart web and worker processes afterwards; checkpoints sign every chain's head, verify checks each chain.
+    """
+    from bot import audit
+
+    try:
+        before = audit.set_chains(_db(_settings()), count)
+    except ValueError as exc:
+        err.print(str(exc))
+        raise typer.Exit(1) from exc
+    console.print(f"audit log: {before} chain(s) before, {count} now; restart web and worker processes")
 
 
 @policy_app.command("check")

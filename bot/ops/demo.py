@@ -55,6 +55,19 @@ roles = ["visitor"]
 
 [users.U0EMMA]
 roles = ["mailowner"]
+
+# Earned autonomy for channel answers: everyone starts at auto (the demo's other steps run as always); the
+# admin puts Carol at suggest, and she earns auto back with two answers she posts herself.
+[autonomy]
+default = "auto"
+
+[autonomy.actions."chat.reply.channel"]
+start = "auto"
+max = "auto"
+promote_after = 2
+promote_min_acceptance = 1.0
+window = 3
+demote_after = 2
 """
 
 
@@ -214,10 +227,13 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
             mail = _mail_section(settings, db, ctx, deps, ews, graph, run_worker)
             bar.update(t, description="/deploy plan → request → approve → run…")
             deploy = _deploy_section(sender, deps, slack, ci, run_worker)
+            bar.update(t, description="earned autonomy: Carol's channel answers…")
+            earned = _autonomy_section(sender, deps, slack, run_worker)
             sender.close()
         console.print(mail)
         console.print(deploy)
-        console.print("[bold]5. The ledger (clawback report)[/]")
+        console.print(earned)
+        console.print("[bold]6. The ledger (clawback report)[/]")
         # The demo operator reads as an auditor: with only a handful of demo people every team-sized group
         # would be suppressed (k-anonymity); the reads are audited like any other.
         report_mod.print_report_tables(
@@ -226,7 +242,7 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
         audit.checkpoint(db, AUDIT_KEY)
         verdict = audit.verify(db, key=AUDIT_KEY)
         console.print(
-            f"[bold]6. Audit log:[/] {verdict.entries} entries, chain "
+            f"[bold]7. Audit log:[/] {verdict.entries} entries, chain "
             f"{'[green]intact[/]' if verdict.ok else '[red]BROKEN at ' + str(verdict.first_bad_seq)}"
         )
         return 0 if verdict.ok else 1
@@ -324,6 +340,75 @@ def _deploy_section(
     steps.add_row(
         "Bob approves", f"workflow_dispatch × {len(ci.dispatches)} for {shas} → run {request.status}"
     )
+    return steps
+
+
+def _autonomy_section(sender: SlackEventSender, deps: Any, slack: SlackStandIn, run_worker: Callable) -> Table:
+    """Carol's channel answers: admin sets suggest → she posts two private answers herself → offer → Yes → auto →
+    two Not helpful → back to suggest. Every step is a signed request or click through the real app and worker."""
+    from sqlalchemy import select
+
+    from bot import autonomy
+    from bot.db import AutonomyOffer, Task
+    from bot.slack.blocks import AUTONOMY_YES, FEEDBACK_NOT_HELPFUL, POST_TO_THREAD
+    from workers.chat_reply import decision_of
+
+    db, carol, action = deps.db, "U0CAROL", "chat.reply.channel"
+    steps = Table(title="5. Earned autonomy: Carol's answers in channel threads (chat.reply.channel)")
+    steps.add_column("step")
+    steps.add_column("what happened", overflow="fold")
+    steps.add_column("level after", justify="center")
+
+    def level() -> str:
+        return autonomy.level_for(db, deps.policy.current, carol, action)
+
+    def drain() -> None:
+        run_worker(deps, burst=True, fork=False, max_wait=60)
+
+    def ask(question: str) -> Task:
+        sender.mention(carol, "C0GENERAL", question)
+        drain()
+        with db.read() as s:
+            return s.execute(select(Task).order_by(Task.created_at.desc()).limit(1)).scalar_one()
+
+    def in_thread(task: Task) -> int:
+        return sum(1 for m in slack.bot_messages("C0GENERAL") if m.thread_ts == task.thread_ts)
+
+    autonomy.set_level(db, deps.policy.current, user=carol, action=action, category=None, level="suggest",
+                       actor="demo-admin")  # fmt: skip
+    steps.add_row("admin: clawback autonomy set --user U0CAROL --level suggest", "audited", level())
+    for n, question in enumerate(("what is the launch date?", "who owns the checklist?"), start=1):
+        task = ask(question)
+        d = decision_of(db, task.id)
+        private = "a DM with Post to thread / Dismiss" if d is not None and d.detail.get("dm_ts") else "?"
+        steps.add_row(f"Carol asks in #general ({n})", f"answer sent privately: {private}; in the thread: "
+                      f"{in_thread(task)} message(s)", level())  # fmt: skip
+        if d is not None:
+            sender.block_action(carol, POST_TO_THREAD, str(d.id), channel="D0CAROL", message_ts=d.detail["dm_ts"])
+            drain()
+            steps.add_row("Carol clicks Post to thread", f"in the thread: {in_thread(task)} message(s)", level())
+    with db.read() as s:
+        offer = s.execute(select(AutonomyOffer).where(AutonomyOffer.user == carol)).scalars().first()
+    if offer is None:
+        steps.add_row("offer", "none was made", level())
+        return steps
+    offered = [m.text for m in slack.bot_messages("D0CAROL") if "from now on" in m.text]
+    steps.add_row("Clawback DMs an offer", (offered[-1] if offered else "?").split("\n")[0][:120], level())
+    sender.block_action(carol, AUTONOMY_YES, str(offer.id), channel="D0CAROL", message_ts="1.0")
+    drain()
+    steps.add_row("Carol clicks Yes", "promotion audited with the decisions behind it", level())
+    for question in ("is EU in the launch?", "when is the EU rollout?"):
+        task = ask(question)
+        replies = [m for m in slack.bot_messages("C0GENERAL") if m.thread_ts == task.thread_ts]
+        steps.add_row("Carol asks again", f"answered in the thread at once: {len(replies)} message(s)", level())
+        if replies:
+            sender.block_action(carol, FEEDBACK_NOT_HELPFUL, task.id, channel="C0GENERAL",
+                                message_ts=replies[-1].ts, thread_ts=task.thread_ts)  # fmt: skip
+            drain()
+            steps.add_row("Carol: Not helpful", "rejected", level())
+    told = [m.text for m in slack.bot_messages("D0CAROL") if "went back from" in m.text]
+    notice = told[-1].split("\n")[0].split(". ")[0] + "." if told else "no demotion notice"
+    steps.caption = f"{notice} Deploys are never autonomous."
     return steps
 
 

@@ -78,7 +78,9 @@ def test_html_renders_in_headless_chromium(report_html, tmp_path):
     """Chromium renders the file offline: the DOM has the three SVG charts and the screenshot is not blank."""
     binary = _chromium()
     if binary is None:
-        pytest.skip("no chromium binary (.ci/ensure-chromium installs it as root: apt-get install -y chromium)")
+        pytest.skip(
+            "no chromium binary (.ci/ensure-chromium installs it as root: apt-get install -y chromium)"
+        )
     profile = tmp_path / "profile"
     base = [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
     url = report_html.as_uri()
@@ -98,3 +100,24 @@ def test_html_renders_in_headless_chromium(report_html, tmp_path):
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data) > 40_000  # a blank page of this size compresses to a few kB
+
+
+def test_html_shows_adoption_kpis_and_hides_small_groups():
+    """The adoption section of `clawback report --html`: totals and groups, a suppressed group shows no figures."""
+    adoption = {
+        "columns": ["decisions", "judged", "success_rate"],
+        "totals": {"suppressed": False, "decisions": 12, "judged": 10, "success_rate": 0.9},
+        "by_action": [
+            {"action": "mail.move", "suppressed": False, "decisions": 12, "judged": 10, "success_rate": 0.9}
+        ],
+        "by_level": [
+            {"level": "auto", "suppressed": True, "decisions": None, "judged": None, "success_rate": None}
+        ],
+        "by_intent": [],
+        "by_team": [],
+    }
+    doc = {"totals": {}, "timeline": [], "outcome_mix": {}, "adoption": adoption}
+    html = render_html(doc)
+    assert "Earned autonomy: adoption" in html and "<h3>By action</h3>" in html and "mail.move" in html
+    assert '<tr class="suppressed"><td>auto</td>' in html
+    assert "Earned autonomy" not in render_html({"totals": {}, "timeline": [], "outcome_mix": {}})
