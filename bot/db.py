@@ -308,7 +308,7 @@ class AutonomyOffer(Base):
 
     __table_args__ = (
         Index("ix_autonomy_offers_key", "user", "action", "category", "status"),
-        # One pending offer per key, whoever races to open it (migration 0007).
+        # One pending offer per key, whoever races to open it (migration 0008).
         Index(
             "uq_autonomy_offers_pending",
             "user",

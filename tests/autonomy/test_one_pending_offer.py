@@ -1,5 +1,5 @@
 """At most one pending promotion offer per (user, action, category), even when two judges race to open it
-(PostgreSQL's read committed lets both see "none pending"; the unique partial index of migration 0007 refuses
+(PostgreSQL's read committed lets both see "none pending"; the unique partial index of migration 0008 refuses
 the second). Two threads here on SQLite (and on PostgreSQL when TEST_DATABASE_URL names one)."""
 
 from __future__ import annotations
@@ -58,10 +58,10 @@ def test_the_database_refuses_a_second_pending_offer(db: Database) -> None:
         s.add(AutonomyOffer(status="pending", **{**row, "category": "newsletter"}))  # another key
 
 
-def test_migration_0007_expires_duplicates_keeping_the_oldest(tmp_path) -> None:
+def test_migration_0008_expires_duplicates_keeping_the_oldest(tmp_path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'm.db'}")
     try:
-        migrate.upgrade(db, "0006")
+        migrate.upgrade(db, "0007")
         with db.engine.begin() as conn:
             for _ in range(3):
                 conn.execute(
@@ -71,7 +71,7 @@ def test_migration_0007_expires_duplicates_keeping_the_oldest(tmp_path) -> None:
                         "'pending', 5, '{}', '2026-01-01 00:00:00')"
                     )
                 )
-        migrate.upgrade(db, "0007")
+        migrate.upgrade(db, "0008")
         with db.engine.connect() as conn:
             rows = conn.execute(text("SELECT id, status FROM autonomy_offers ORDER BY id")).all()
         assert [r[1] for r in rows] == ["pending", "expired", "expired"]
@@ -79,7 +79,7 @@ def test_migration_0007_expires_duplicates_keeping_the_oldest(tmp_path) -> None:
         assert "uq_autonomy_offers_pending" in names
         from alembic import command
 
-        command.downgrade(migrate._config(db), "0006")
+        command.downgrade(migrate._config(db), "0007")
         names = {i["name"] for i in inspect(db.engine).get_indexes("autonomy_offers")}
         assert "uq_autonomy_offers_pending" not in names
     finally:

@@ -2,15 +2,15 @@
 partial index, so two judges racing on PostgreSQL cannot both open one (duplicates already there are expired,
 keeping the oldest)
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
