@@ -40,6 +40,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot import audit, controls
@@ -485,7 +486,15 @@ def _offer_due(
 
 
 def open_offer(db: Database, policy: Policy, due: OfferDue, *, actor: str = "clawback") -> int | None:
-    """Store the offer (audited with the decision and outcome ids behind it); None when one is already pending."""
+    """Store the offer (audited with the decision and outcome ids behind it); None when one is already pending
+    (a racing judge's offer included: the unique partial index on pending offers refuses a second one)."""
+    try:
+        return _open_offer(db, due, actor=actor)
+    except IntegrityError:
+        return None
+
+
+def _open_offer(db: Database, due: OfferDue, *, actor: str) -> int | None:
     with db.session() as s:
         pending = s.execute(
             select(AutonomyOffer.id).where(

@@ -306,7 +306,19 @@ class AutonomyOffer(Base):
     slack_channel: Mapped[str | None] = mapped_column(String(32))
     slack_ts: Mapped[str | None] = mapped_column(String(32))
 
-    __table_args__ = (Index("ix_autonomy_offers_key", "user", "action", "category", "status"),)
+    __table_args__ = (
+        Index("ix_autonomy_offers_key", "user", "action", "category", "status"),
+        # One pending offer per key, whoever races to open it (migration 0008).
+        Index(
+            "uq_autonomy_offers_pending",
+            "user",
+            "action",
+            "category",
+            unique=True,
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

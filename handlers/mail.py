@@ -4,8 +4,9 @@ Only the mailbox owner's clicks count (the verified Slack user id, never text). 
 explicit outcome here (one SQL transaction). Sending takes two clicks, each a task with the ``mail.send``
 scope: "Send draft" shows the draft's exact text and recipients (``mail_preview``); only "Confirm send" under
 that preview sends, bound to the fingerprint of what was shown (``mail_send``). Relabelling
-the message in Exchange after "Wrong category" a task with the ``mail.categorize`` scope (only when the owner
-holds it), both run by a worker.
+the message in Exchange after "Wrong category" is a task with the ``mail.categorize`` scope (only when the owner
+holds it); deleting the draft after "Discard draft" a ``mail_discard`` task with ``mail.draft``; all run by a
+worker.
 """
 
 from __future__ import annotations
@@ -138,30 +139,10 @@ def request_send(
     if user != owner:
         return "not owner"
     if confirm is None:
-        key, intent, payload = (
-            f"mail-preview:{task_id}:{click[:64]}",
-            "mail_preview",
-            {"triage_task": task_id},
-        )
-    else:
-        key, intent = f"mail-send:{task_id}:{confirm}", "mail_send"
-        payload = {"triage_task": task_id, "confirm": confirm}
-    sub = submit(
-        ctx.ingress,
-        NewTask(
-            idempotency_key=key,
-            requester=user,
-            surface="dm",
-            intent=intent,
-            trigger="human",
-            channel_id=channel,
-            parent_id=task_id,
-            payload=payload,
-        ),
-        scope="mail.send",
-        queue=INTERACTIVE,
-    )
-    return "denied" if sub.denied else ("queued" if sub.created else "duplicate")
+        key = f"mail-preview:{task_id}:{click[:64]}"
+        return _follow_up(ctx, key, "mail_preview", "mail.send", task_id, user, channel)
+    key = f"mail-send:{task_id}:{confirm}"
+    return _follow_up(ctx, key, "mail_send", "mail.send", task_id, user, channel, confirm=confirm)
 
 
 def request_relabel(ctx: HandlerContext, task_id: str, user: str, category: str, channel: str | None) -> str:
@@ -180,22 +161,45 @@ def request_relabel(ctx: HandlerContext, task_id: str, user: str, category: str,
             },
         )
         return "no scope"
+    return _follow_up(
+        ctx, f"mail-relabel:{task_id}", "mail_relabel", "mail.categorize", task_id, user, channel,
+        category=category,
+    )  # fmt: skip
+
+
+def _follow_up(
+    ctx: HandlerContext,
+    key: str,
+    intent: str,
+    scope: str,
+    task_id: str,
+    user: str,
+    channel: str | None,
+    **payload: Any,
+) -> str:
+    """Submit the task an owner's click on triage task ``task_id`` creates (scope checked at ingress and again
+    by the worker); returns denied, queued or duplicate (the same click again)."""
     sub = submit(
         ctx.ingress,
         NewTask(
-            idempotency_key=f"mail-relabel:{task_id}",
+            idempotency_key=key,
             requester=user,
             surface="dm",
-            intent="mail_relabel",
+            intent=intent,
             trigger="human",
             channel_id=channel,
             parent_id=task_id,
-            payload={"triage_task": task_id, "category": category},
+            payload={"triage_task": task_id, **payload},
         ),
-        scope="mail.categorize",
+        scope=scope,
         queue=INTERACTIVE,
     )
     return "denied" if sub.denied else ("queued" if sub.created else "duplicate")
+
+
+def request_discard(ctx: HandlerContext, task_id: str, user: str, channel: str | None) -> str:
+    """After "Discard draft": a ``mail_discard`` task deletes the draft Clawback saved (scope ``mail.draft``)."""
+    return _follow_up(ctx, f"mail-discard:{task_id}", "mail_discard", "mail.draft", task_id, user, channel)
 
 
 # -- earned autonomy: verdicts from the owner's clicks, Apply, Dismiss, Undo move -------------------------------
@@ -294,22 +298,10 @@ def request_apply(ctx: HandlerContext, task_id: Any, action: str, user: str, cha
         return "not owner"
     if not mail_autonomy.pending(ctx.ingress.db, task_id, action, "suggest"):
         return "nothing to apply"
-    sub = submit(
-        ctx.ingress,
-        NewTask(
-            idempotency_key=f"mail-apply:{task_id}:{action}",
-            requester=user,
-            surface="dm",
-            intent=mail_autonomy.APPLY_INTENT,
-            trigger="human",
-            channel_id=channel,
-            parent_id=task_id,
-            payload={"triage_task": task_id, "action": action},
-        ),
-        scope=action,
-        queue=INTERACTIVE,
-    )
-    return "denied" if sub.denied else ("queued" if sub.created else "duplicate")
+    return _follow_up(
+        ctx, f"mail-apply:{task_id}:{action}", mail_autonomy.APPLY_INTENT, action, task_id, user, channel,
+        action=action,
+    )  # fmt: skip
 
 
 def request_undo(ctx: HandlerContext, task_id: Any, user: str, channel: str | None) -> str:
@@ -325,22 +317,10 @@ def request_undo(ctx: HandlerContext, task_id: Any, user: str, channel: str | No
         oid = outcomes.record_click(s, task, "move_undone", user, {"decision_id": decisions[0].id}).id
     _announce(ctx, mail_autonomy.settle(db, ctx.ingress.policy.current, decisions, "rejected", outcome_id=oid,
                                         actor=user, why="move undone"))  # fmt: skip
-    sub = submit(
-        ctx.ingress,
-        NewTask(
-            idempotency_key=f"mail-undo:{task.id}",
-            requester=user,
-            surface="dm",
-            intent=mail_autonomy.UNDO_INTENT,
-            trigger="human",
-            channel_id=channel,
-            parent_id=task.id,
-            payload={"triage_task": task.id},
-        ),
-        scope="mail.move",
-        queue=INTERACTIVE,
+    result = _follow_up(
+        ctx, f"mail-undo:{task.id}", mail_autonomy.UNDO_INTENT, "mail.move", task.id, user, channel
     )
-    return "denied" if sub.denied else "queued"
+    return "denied" if result == "denied" else "queued"
 
 
 def register(app: App, ctx: HandlerContext) -> None:
@@ -365,6 +345,7 @@ def register(app: App, ctx: HandlerContext) -> None:
     def on_discard(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         if record_mail_feedback(ctx, "discard", action.get("value"), body["user"]["id"]) == "draft_discarded":
             judge_feedback(ctx, action["value"], "draft_discarded", body["user"]["id"])
+            request_discard(ctx, action["value"], body["user"]["id"], _where(body)[0])
             _refresh(ctx, *_where(body))
         ack()
 

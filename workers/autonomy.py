@@ -13,7 +13,7 @@ from slack_sdk.errors import SlackApiError
 from sqlalchemy import select
 
 from bot import autonomy, messages
-from bot.db import AutonomyChange, AutonomyDecision, AutonomyOffer
+from bot.db import AutonomyChange, AutonomyDecision, AutonomyOffer, Task
 from bot.mail.blocks import escape
 from bot.mail.models import MailItem
 from bot.slack.blocks import build_offer_answered_blocks, build_offer_blocks
@@ -107,23 +107,84 @@ def tell_demotion(change_id: int) -> str:
 
 
 def demotion_dm(deps: runtime.WorkerDeps, change_id: int) -> str:
-    """DM the demotion: the rule, the corrected items (subject, and the triage message they were shown in)."""
+    """DM the demotion: the rule and the corrected items, each linked to where the person saw it (a triage
+    item's digest or DM; a channel answer's private copy, or the reply in the thread)."""
     with deps.db.read() as s:
         change = s.get(AutonomyChange, change_id)
         if change is None or change.kind != "demotion":
             return "skipped"
         ids = list((change.evidence or {}).get("decision_ids") or [])[:MAX_ITEMS]
         rows = s.execute(
-            select(AutonomyDecision.id, AutonomyDecision.task_id, MailItem.subject)
+            select(
+                AutonomyDecision.task_id,
+                AutonomyDecision.detail,
+                MailItem.subject,
+                MailItem.slack_channel,
+                MailItem.slack_ts,
+                Task.payload,
+                Task.channel_id,
+            )
             .outerjoin(MailItem, MailItem.task_id == AutonomyDecision.task_id)
+            .outerjoin(Task, Task.id == AutonomyDecision.task_id)
             .where(AutonomyDecision.id.in_(ids))
             .order_by(AutonomyDecision.id)
         ).all()
-    # Subjects are email content: escaped as the triage messages escape them (no links, no mentions).
-    items = [
-        f"{escape(subject or 'item', change.user)[:120]} (task `{task_id}`)" for _i, task_id, subject in rows
-    ]
+    items = [_corrected(deps, change.user, *row) for row in rows]
     text = autonomy.demotion_text(change, items)
     blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}]
     _dm(deps, change.user, text, blocks)
     return "told"
+
+
+def first_words(text: str, words: int = 8, chars: int = 80) -> str:
+    """The start of a question: its first ``words`` words, at most ``chars`` characters, "…" when cut."""
+    parts = (text or "").split()
+    head = " ".join(parts[:words])
+    if len(head) > chars:
+        head = head[:chars].rstrip()
+    return head + ("…" if head != " ".join(parts) else "")
+
+
+def _corrected(
+    deps: runtime.WorkerDeps,
+    user: str,
+    task_id: str,
+    detail: dict[str, Any] | None,
+    subject: str | None,
+    mail_channel: str | None,
+    mail_ts: str | None,
+    payload: dict[str, Any] | None,
+    task_channel: str | None,
+) -> str:
+    """One corrected item of a demotion notice. Subjects and questions are untrusted: escaped as the triage
+    messages escape them (no links but the permalink, no mentions)."""
+    detail = detail or {}
+    question = str((payload or {}).get("text") or "") if subject is None else ""
+    if subject is not None:
+        label, where = f"{escape(subject or 'item', user)[:120]}", (mail_channel, mail_ts)
+    elif question:
+        label = f"“{escape(first_words(question), user)}”"
+        where = (detail.get("dm_channel"), detail.get("dm_ts"))
+        if not all(where):
+            where = (task_channel, detail.get("reply_ts"))
+    else:
+        label, where = "item", (None, None)
+    link = _permalink(deps, *where)
+    shown = f"<{link}|{label}>" if link else label
+    return shown if question else f"{shown} (task `{task_id}`)"
+
+
+def _permalink(deps: runtime.WorkerDeps, channel: str | None, ts: str | None) -> str | None:
+    """Slack's permalink for a message, or None (plain text) when there is none or Slack refuses."""
+    if not channel or not ts:
+        return None
+    try:
+        link = deps.slack.chat_getPermalink(channel=channel, message_ts=ts).get("permalink")
+    except SlackApiError as exc:
+        log.info("no permalink for %s %s: %s", channel, ts, exc.response.get("error"))
+        return None
+    return (
+        str(link)
+        if link and str(link).startswith("https://") and "|" not in link and ">" not in link
+        else None
+    )

@@ -18,6 +18,7 @@ No click within the outcome window: ``none``, from the outcome sweep (``judge_un
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -245,10 +246,17 @@ def judge_feedback(deps: runtime.WorkerDeps, task: Task, outcome: Outcome) -> st
     return autonomy_jobs.announce(deps, change)
 
 
-def judge_unanswered(db: Database, policy: Policy, *, batch: int = 1000) -> int:
+def judge_unanswered(
+    db: Database,
+    policy: Policy,
+    *,
+    batch: int = 1000,
+    announce: Callable[[autonomy.Change], Any] | None = None,
+) -> int:
     """Catch up on unjudged channel-answer decisions whose task has an outcome: the click that judges it at its
     level (a click whose job was lost), else ``none`` once the sweep marked the task ``none`` (no click within the
-    outcome window). Returns how many decisions were judged."""
+    outcome window). Each offer or demotion this causes goes to ``announce`` (the sweep's way to tell the
+    person). Returns how many decisions were judged."""
     with db.read() as s:
         rows = s.execute(
             select(AutonomyDecision.id, AutonomyDecision.level, Outcome.id, Outcome.kind, Outcome.actor)
@@ -271,5 +279,7 @@ def judge_unanswered(db: Database, policy: Policy, *, batch: int = 1000) -> int:
             timeouts.setdefault(decision_id, ("none", outcome_id, "clawback"))
     found = {**timeouts, **clicks}
     for decision_id, (verdict, outcome_id, actor) in found.items():
-        autonomy.judge(db, policy, decision_id, verdict, outcome_id=outcome_id, actor=actor)
+        change = autonomy.judge(db, policy, decision_id, verdict, outcome_id=outcome_id, actor=actor)
+        if change is not None and announce is not None:
+            announce(change)
     return len(found)

@@ -159,18 +159,28 @@ def sweep_outcomes() -> int:
 
     deps = runtime.current()
     verdicts.sweep(deps)
-    return sweep(deps.db, deps.settings, policy=deps.policy.current)
+    return sweep(deps.db, deps.settings, policy=deps.policy.current, queue=deps.queue)
 
 
-def sweep(db: Database, settings: Any, *, now: datetime | None = None, policy: Policy | None = None) -> int:
+def sweep(
+    db: Database,
+    settings: Any,
+    *,
+    now: datetime | None = None,
+    policy: Policy | None = None,
+    queue: Any = None,
+) -> int:
     """The outcome sweep plus a facts refresh; returns how many tasks got ``none``.
 
-    With ``policy``, earned autonomy's channel-answer decisions nobody reacted to are judged ``none`` too.
+    With ``policy``, earned autonomy's channel-answer decisions are caught up too (``none`` when nobody reacted,
+    the click when its job was lost); with ``queue`` (a ``bot.queue.TaskQueue``: the workers' housekeeping has
+    one) each offer or demotion this causes is announced, so the person gets its DM.
     """
     window = timedelta(hours=settings.clawback_outcome_window_hours)
     n = outcomes.sweep_none(db, window=window, now=now)
     if policy is not None:
-        judged = chat_reply.judge_unanswered(db, policy)
+        tell = None if queue is None else (lambda change: autonomy.announce(db, policy, queue, change))
+        judged = chat_reply.judge_unanswered(db, policy, announce=tell)
         if judged:
             log.info("outcome sweep: %d channel answer decision(s) judged none", judged)
     facts.refresh(db, outcomes.config_from_settings(settings))

@@ -8,7 +8,8 @@
         ├── MailNotFound          a folder or item the caller named does not exist
         └── MailSyncStateInvalid  the server rejected a sync state: sync again from None
 
-There is deliberately no delete and no free-form send: the bot can only send a draft it created as a reply.
+There is deliberately no free-form send and no delete of mail: the bot can only send a draft it created as a
+reply, and only delete a reply draft that is still in Drafts (``delete_draft``, for the owner's Discard).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Literal, Protocol, runtime_checkable
 from bot.errors import ClawbackError
 
 ChangeKind = Literal["create", "update", "delete", "read_flag"]
+DraftDeletion = Literal["deleted", "gone", "not a draft"]
 
 
 class MailError(ClawbackError):
@@ -129,6 +131,12 @@ class Mailbox(Protocol):
 
     def send_draft(self, draft_id: str) -> None:
         """Send a draft; a copy lands in Sent Items."""
+        ...
+
+    def delete_draft(self, draft_id: str) -> DraftDeletion:
+        """Delete a draft that is still in Drafts (EWS: moved to Deleted Items; Graph: DELETE). Returns
+        ``deleted``, ``gone`` (no such item: deleted already) or ``not a draft`` (the item exists outside Drafts,
+        e.g. it was sent: left alone)."""
         ...
 
     def find_sent_reply(self, internet_message_id: str) -> MailMessage | None:

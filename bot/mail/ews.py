@@ -39,13 +39,14 @@ from exchangelib.errors import (
     UnauthorizedError,
 )
 from exchangelib.folders import SHALLOW, FolderCollection
-from exchangelib.items import ID_ONLY, ReplyToItem
+from exchangelib.items import ID_ONLY, MOVE_TO_DELETED_ITEMS, ReplyToItem
 from exchangelib.properties import ItemId, ReferenceItemId
 from exchangelib.services import CreateFolder, SendItem, SyncFolderItems
 from exchangelib.version import EXCHANGE_2016
 from requests.exceptions import RequestException
 
 from bot.mail.base import (
+    DraftDeletion,
     MailAuthError,
     MailError,
     MailMessage,
@@ -440,6 +441,28 @@ class EwsMailbox:
                 items=[ItemId(id=draft.id, changekey=draft.changekey)], saved_item_folder=self._folder("sent")
             )
             _raise_first_error(list(results))
+
+    def delete_draft(self, draft_id: str) -> DraftDeletion:
+        """Move a draft that is still in Drafts to Deleted Items (GetItem, then DeleteItem with DeleteType
+        MoveToDeletedItems and its current ChangeKey); ``gone`` when no such item exists, ``not a draft`` (left
+        alone) when it is outside Drafts."""
+        msg = self.get_message(draft_id)
+        if msg is None:
+            return "gone"
+        if msg.folder != "drafts":
+            return "not a draft"
+        try:
+            with translate_errors():
+                _raise_first_error(
+                    list(
+                        self._account.bulk_delete(
+                            ids=[(draft_id, msg.change_key or None)], delete_type=MOVE_TO_DELETED_ITEMS
+                        )
+                    )
+                )
+        except MailNotFound:
+            return "gone"
+        return "deleted"
 
     def find_message(self, internet_message_id: str, folders: list[str]) -> MailMessage | None:
         """The message with ``internet_message_id`` in the Inbox or one of ``folders`` (one FindItem over them

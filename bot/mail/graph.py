@@ -35,6 +35,7 @@ import msal
 import requests
 
 from bot.mail.base import (
+    DraftDeletion,
     MailAuthError,
     MailError,
     MailMessage,
@@ -606,6 +607,21 @@ class GraphMailbox:
         if self.get_draft(draft_id) is None:
             raise MailNotFound(f"item {draft_id!r} is not in Drafts")
         self._request("POST", f"{self._message_path(draft_id)}/send")
+
+    def delete_draft(self, draft_id: str) -> DraftDeletion:
+        """Delete a draft that is still in Drafts (GET, then ``DELETE /users/{id}/messages/{id}``: 204); ``gone``
+        when Graph knows no such message, ``not a draft`` (left alone) when it is outside Drafts: with immutable
+        ids a draft sent from Outlook keeps its id in Sent Items, so the folder is checked before the DELETE."""
+        msg = self.get_message(draft_id)
+        if msg is None:
+            return "gone"
+        if msg.folder != "drafts":
+            return "not a draft"
+        try:
+            self._request("DELETE", self._message_path(draft_id))
+        except MailNotFound:
+            return "gone"
+        return "deleted"
 
     def find_message(self, internet_message_id: str, folders: list[str]) -> MailMessage | None:
         """The message with ``internet_message_id`` anywhere in the mailbox (``/messages`` filtered on

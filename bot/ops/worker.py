@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 RECONCILE_LOCK = "clawback:reconciler"
 FULL_PASS_SECONDS = 60.0  # queued tasks whose job Redis lost: checked this often (the lease pass runs more)
 HOUSEKEEPING_SECONDS = 300.0
+MAIL_VERDICTS = "workers.mail.verdicts.judge_past_window"  # RQ job by name
 
 
 def reconcile_once(deps: WorkerDeps, *, running_only: bool = False) -> list[str]:
@@ -35,8 +36,24 @@ def reconcile_once(deps: WorkerDeps, *, running_only: bool = False) -> list[str]
             deps.redis.delete(lock_key)
 
 
+def _enqueue_mail_verdicts(deps: WorkerDeps) -> int:
+    """Earned autonomy on triage: the sweep that judges mail decisions past the outcome window looks messages up
+    in mailboxes, so it runs as a bulk job rather than here (1 when enqueued, 0 without ``[autonomy]``)."""
+    from bot.queue import BULK
+
+    if not deps.policy.current.autonomy.configured:
+        return 0
+    try:
+        deps.queue.queues[BULK].enqueue(MAIL_VERDICTS, job_timeout=900, result_ttl=60, failure_ttl=86400)
+    except Exception:  # the next housekeeping tries again
+        log.warning("housekeeping: the mail verdict sweep was not enqueued")
+        return 0
+    return 1
+
+
 def housekeeping_once(deps: WorkerDeps) -> dict[str, int]:
-    """Periodic upkeep (one worker at a time): outcome sweep, expired deploys, lost deploy followers."""
+    """Periodic upkeep (one worker at a time): outcome sweep (its offers and demotions announced), the mail
+    verdict sweep (enqueued), expired deploys, lost deploy followers."""
     from bot.deploy import service as deploy_service
     from workers import deploy as deploy_jobs
     from workers import measure
@@ -51,7 +68,8 @@ def housekeeping_once(deps: WorkerDeps) -> dict[str, int]:
         "usergroups_synced": usergroups.sync(
             deps.slack, deps.redis, deps.settings.clawback_queue_prefix, groups
         ),
-        "outcomes_none": measure.sweep(deps.db, deps.settings, policy=deps.policy.current),
+        "outcomes_none": measure.sweep(deps.db, deps.settings, policy=deps.policy.current, queue=deps.queue),
+        "mail_verdict_sweeps": _enqueue_mail_verdicts(deps),
         "deploys_expired": len(deploy_service.expire_stale(deps.db)),
         "deploys_resumed": deploy_jobs.resume_lost_followers(deps),
     }

@@ -8,7 +8,9 @@ Entra ID does (``AADSTS7000215`` wrong secret, ``AADSTS90002`` unknown tenant, `
 Graph (``/v1.0/...``): the subset ``bot.mail.graph.GraphMailbox`` uses: mailFolders (well-known names, child
 folders, create), messages delta per folder with ``@odata.nextLink``/``@odata.deltaLink`` and
 ``Prefer: odata.maxpagesize``, get, PATCH (categories, body, recipients), move, createReply, send and JSON
-``$batch``. There is no DELETE: the stand-in answers 405 so a test notices any attempt.
+``$batch``, and DELETE of a message (204; it is gone, a second DELETE answers 404 ErrorItemNotFound). Like
+Graph, the stand-in deletes whatever it is asked to: Clawback may delete only its own reply drafts, so tests
+look at the recorded DELETE requests.
 
 Switches for tests: ``throttle(n, retry_after)`` (next n Graph calls answer 429), ``expire_tokens()`` (every
 issued token answers 401 from now on), ``evict_sync_states()`` (every delta/skip token answers 410),
@@ -434,8 +436,12 @@ class GraphStandIn(StandInServer):
             box = self._box(upn)
             msg = self._lookup(box, item_id)
             assert msg is not None
-            box.tombstones.append((next(self._seq), msg.folder_id, msg.immutable_id))
-            del box.messages[msg.immutable_id]
+            self._delete(box, msg)
+
+    def _delete(self, box: MailboxState, msg: Message) -> None:
+        """Gone from its folder (delta reports it removed); a later request for its id answers 404."""
+        box.tombstones.append((next(self._seq), msg.folder_id, msg.immutable_id))
+        del box.messages[msg.immutable_id]
 
     def send_from_outlook(
         self, item_id: str, body_text: str | None = None, mailbox: str | None = None
@@ -741,10 +747,7 @@ class GraphHandler(QuietHandler):
         self._serve("PATCH")
 
     def do_DELETE(self) -> None:  # noqa: N802
-        self.standin.record(RecordedRequest("DELETE", self.path, dict(self.headers.items()), b""))
-        self.send_json(
-            405, {"error": {"code": "ErrorInvalidRequest", "message": "The stand-in never deletes."}}
-        )
+        self._serve("DELETE")
 
 
 class Routes:
@@ -796,6 +799,9 @@ class Routes:
                 return 201, self.message_json(msg, {})
             if method == "POST" and action == "/createReply":
                 return 201, self.message_json(self.create_reply(msg, payload), {})
+            if method == "DELETE" and not action:  # as Graph: any message (tests watch the requests)
+                self.sd._delete(self.box, msg)
+                return 204, None
             if method == "POST" and action == "/send":
                 if not msg.is_draft:
                     raise GraphError(400, "ErrorInvalidOperation", "Only drafts can be sent.")

@@ -248,7 +248,11 @@ class SlackStandIn(StandInServer):
             "bot_id": self.bot_id,
         }
         if self.enterprise_id:  # an org-level token: the org is the installation, not one workspace
-            out |= {"team_id": self.enterprise_id, "enterprise_id": self.enterprise_id, "is_enterprise_install": True}
+            out |= {
+                "team_id": self.enterprise_id,
+                "enterprise_id": self.enterprise_id,
+                "is_enterprise_install": True,
+            }
         return out
 
     def api_auth_teams_list(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -314,6 +318,16 @@ class SlackStandIn(StandInServer):
                     m.blocks = _maybe_json(params["blocks"]) or []
                 return {"ok": True, "channel": cid, "ts": m.ts, "text": m.text}
         return {"ok": False, "error": "message_not_found"}
+
+    def api_chat_getPermalink(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A permalink for an extant message (``channel`` + ``message_ts``), in Slack's archive URL shape."""
+        cid, ts = params.get("channel"), str(params.get("message_ts") or "")
+        if not cid or cid not in self.channels:
+            return {"ok": False, "error": "channel_not_found"}
+        if not any(m.ts == ts and not m.ephemeral_to for m in self.messages[cid]):
+            return {"ok": False, "error": "message_not_found"}
+        link = f"https://standin.slack.local/archives/{cid}/p{ts.replace('.', '')}"
+        return {"ok": True, "channel": cid, "permalink": link}
 
     def api_conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
         cid, err = self._channel(params)
@@ -386,10 +400,12 @@ class _Handler(QuietHandler):
         method = path.rsplit("/", 1)[-1]
         body = self.read_body()
         ctype = self.headers.get("Content-Type", "")
+        # GET methods (chat.getPermalink) carry their arguments in the query string.
+        params = {k: v[-1] for k, v in parse_qs(urlparse(self.path).query, keep_blank_values=True).items()}
         if "json" in ctype:
-            params = json.loads(body or b"{}")
+            params |= json.loads(body or b"{}")
         else:
-            params = {k: v[-1] for k, v in parse_qs(body.decode("utf-8"), keep_blank_values=True).items()}
+            params |= {k: v[-1] for k, v in parse_qs(body.decode("utf-8"), keep_blank_values=True).items()}
         auth = self.headers.get("Authorization", "")
         token = auth[7:] if auth.startswith("Bearer ") else params.pop("token", None)
         standin.record(

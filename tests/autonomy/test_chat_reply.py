@@ -144,6 +144,14 @@ def test_suggest_post_offer_yes_auto_demote_and_private_again(slack, llm, sender
         assert level(deps) == ("auto" if n == 0 else "suggest")
     (notice,) = [m for m in slack.bot_messages(DM) if "went back from" in m.text]
     assert "*auto* to *suggest*" in notice.text and "wait for your Post to thread again" in notice.text
+    # each corrected answer: the question's first words, linked to the answer in the thread
+    corrected = [line for line in notice.text.splitlines() if line.startswith("• ")]
+    assert len(corrected) == 2 and "task `" not in notice.text
+    assert all(
+        line.startswith(f"• <https://standin.slack.local/archives/{CH}/p")
+        and line.endswith("|“when is the launch?”>")
+        for line in corrected
+    )
 
     # private again
     last = ask(sender, deps)
@@ -285,3 +293,49 @@ def test_a_click_whose_job_was_lost_is_judged_by_the_sweep(slack, llm, sender, d
     assert decision(deps, task).verdict is None
     measure.sweep(deps.db, deps.settings, policy=deps.policy.current)
     assert decision(deps, task).verdict == "accepted"
+
+
+def test_a_demotion_the_sweep_finds_is_told(slack, llm, sender, deps):
+    """Two Not helpful clicks whose jobs were lost: the workers' housekeeping judges them, demotes, and the
+    person gets the demotion DM (the sweep announces with the housekeeping's queue)."""
+    from bot.ops.worker import housekeeping_once
+
+    autonomy.set_level(
+        deps.db,
+        deps.policy.current,
+        user="U0ALICE",
+        action=ACTION,
+        category=None,
+        level="auto",
+        actor="U0ADMIN",
+    )
+    for _ in range(2):
+        task = ask(sender, deps)
+        (reply,) = in_thread(slack, task)
+        assert (
+            sender.block_action(
+                "U0ALICE", FEEDBACK_NOT_HELPFUL, task.id, channel=CH, message_ts=reply.ts
+            ).status
+            == 200
+        )
+        deps.queue.queues["interactive"].empty()  # the job that judges it is lost
+    assert level(deps) == "auto"
+    slack.fail_next("chat.getPermalink", "message_not_found")  # Slack refuses one link: plain text for it
+    housekeeping_once(deps)
+    drain(deps)
+    assert level(deps) == "suggest"
+    (notice,) = [m for m in slack.bot_messages(DM) if "went back from" in m.text]
+    assert "*auto* to *suggest*" in notice.text
+    corrected = [line for line in notice.text.splitlines() if line.startswith("• ")]
+    assert corrected[0] == "• “when is the launch?”" and corrected[1].startswith("• <https://")
+
+
+def test_first_words_of_a_question():
+    from workers.autonomy import first_words
+
+    assert first_words("when is the launch?") == "when is the launch?"
+    assert (
+        first_words("one two three four five six seven eight nine ten")
+        == "one two three four five six seven eight…"
+    )
+    assert first_words("x" * 200) == "x" * 80 + "…"

@@ -46,9 +46,15 @@ def autonomy_levels() -> dict[str, str]:
 
 
 @pytest.fixture
-def policy_file(tmp_path: Path, ews, mail_scopes, autonomy_levels) -> Path:
+def more_rules() -> str:
+    """Rules for other mail actions, appended to the test policy (tests override)."""
+    return ""
+
+
+@pytest.fixture
+def policy_file(tmp_path: Path, ews, mail_scopes, autonomy_levels, more_rules) -> Path:
     path = tmp_path / "policy.toml"
-    path.write_text(policy_text(ews.ews_url, mail_scopes, AUTONOMY.format(**autonomy_levels)))
+    path.write_text(policy_text(ews.ews_url, mail_scopes, AUTONOMY.format(**autonomy_levels) + more_rules))
     return path
 
 
@@ -179,6 +185,12 @@ def test_suggest_apply_offer_yes_auto_corrections_demote_back_to_suggest(
         m for m in slack.bot_messages("D0EMMA") if "went back from *auto* to *suggest*" in (m.text or "")
     ]
     assert notices and "Widgets weekly #3" in notices[0].text
+    # each corrected item links to the digest/DM message that showed it
+    (undone,) = [line for line in notices[0].text.splitlines() if "Widgets weekly #3" in line]
+    assert (
+        undone.startswith("• <https://standin.slack.local/archives/D0EMMA/p")
+        and "|Widgets weekly #3>" in undone
+    )
 
     # Suggest again: the next newsletter waits for Apply.
     _news(ews, 1, start=5)
@@ -295,3 +307,107 @@ def test_auto_kept_through_the_window_is_accepted(ews, poller, mail_deps, slack,
     with deps.db.read() as s:
         (d,) = s.execute(select(AutonomyDecision).where(AutonomyDecision.action == "mail.move")).scalars()
     assert (d.level, d.verdict) == ("auto", "accepted") and d.outcome_id is not None
+
+
+@pytest.mark.parametrize("autonomy_levels", [{"start": "shadow", "max": "auto"}])
+def test_an_offer_the_housekeeping_sweep_finds_is_offered(ews, poller, mail_deps, slack, autonomy_levels):
+    """Shadow agreement judged at the window's end by the workers' housekeeping (it enqueues the mail verdict
+    sweep): three of three agreed → the offer DM goes out."""
+    from sqlalchemy import update
+
+    from bot.ops.worker import housekeeping_once
+
+    deps = mail_deps
+    ids = _news(ews, 3)
+    _triage(poller, deps)
+    for item_id in ids:
+        _owner_move(ews, item_id, "Newsletters")
+    with deps.db.session() as s:  # the outcome window has passed for these decisions
+        s.execute(update(AutonomyDecision).values(created_at=datetime.now(UTC) - timedelta(days=30)))
+    assert housekeeping_once(deps)["mail_verdict_sweeps"] == 1
+    drain(deps)
+    with deps.db.read() as s:
+        (offer,) = s.execute(select(AutonomyOffer)).scalars().all()
+    assert (offer.from_level, offer.to_level) == ("shadow", "suggest")
+    assert [m for m in slack.bot_messages("D0EMMA") if "right 3 of your last 3" in (m.text or "")]
+
+
+SUGGEST_LABEL_AND_DRAFT = """
+[autonomy.actions."mail.categorize"]
+start = "suggest"
+max = "auto"
+
+[autonomy.actions."mail.draft"]
+start = "suggest"
+max = "auto"
+"""
+
+
+def _decision(deps, task_id: str, action: str) -> AutonomyDecision:
+    with deps.db.read() as s:
+        return s.execute(
+            select(AutonomyDecision).where(
+                AutonomyDecision.task_id == task_id, AutonomyDecision.action == action
+            )
+        ).scalar_one()
+
+
+def _action_row(deps, triage_id: str, kind: str) -> Action:
+    from bot.db import Task
+
+    with deps.db.read() as s:
+        return s.execute(
+            select(Action)
+            .join(Task, Task.id == Action.task_id)
+            .where(Action.kind == kind, Task.parent_id == triage_id)
+        ).scalar_one()
+
+
+@pytest.mark.parametrize("more_rules", [SUGGEST_LABEL_AND_DRAFT])
+def test_apply_label_sets_the_proposed_label(ews, poller, mail_deps, slack, sender, more_rules):
+    """suggest for labels: nothing labelled at triage; the owner's Apply label → exactly the proposed label in the
+    mailbox (their own categories kept), the decision accepted, the action row at suggest."""
+    deps = mail_deps
+    (item_id,) = _news(ews, 1)
+    ews.set_categories(item_id, ["Owner's own"])
+    _triage(poller, deps)
+    (item,) = _items(deps).values()
+    assert ews.message(item_id).categories == ["Owner's own"] and item.label is None
+    assert "Would label Newsletter" in _text_of(slack, item.task_id)
+    label, ts = _buttons(slack, item.task_id)["mail_apply_label"]
+    assert label == "Apply label"
+    _click(sender, "mail_apply_label", item.task_id, ts)
+    drain(deps)
+    assert ews.message(item_id).categories == ["Owner's own", "Newsletter"]
+    assert _items(deps)[item.subject].label == "Newsletter"
+    assert _decision(deps, item.task_id, "mail.categorize").verdict == "accepted"
+    assert _action_row(deps, item.task_id, "mail.categorize").autonomy_level == "suggest"
+    assert "mail_apply_label" not in _buttons(slack, item.task_id)
+
+
+@pytest.mark.parametrize("more_rules", [SUGGEST_LABEL_AND_DRAFT])
+def test_apply_save_draft_saves_the_proposed_draft(ews, poller, mail_deps, slack, sender, more_rules):
+    """suggest for drafts: the reply is written but not saved; "Apply: save draft" saves exactly that text to
+    Drafts, to the sender only; the decision is accepted; a second click saves nothing more."""
+    deps = mail_deps
+    ews.add_message(
+        subject="Lunch on Thursday?",
+        sender="dave@example.com",
+        body_text="Are you free for lunch on Thursday?",
+        internet_message_id="<lunch@example.com>",
+    )
+    _triage(poller, deps)
+    item = _items(deps)["Lunch on Thursday?"]
+    assert item.draft_status == "proposed" and item.draft_text and ews.drafts() == []
+    assert "Draft ready to save" in _text_of(slack, item.task_id)
+    label, ts = _buttons(slack, item.task_id)["mail_apply_draft"]
+    assert label == "Apply: save draft"
+    for _ in range(2):
+        _click(sender, "mail_apply_draft", item.task_id, ts)
+        drain(deps)
+    (draft,) = ews.drafts()
+    assert draft.to == ["dave@example.com"] and item.draft_text in draft.body_text
+    saved = _items(deps)["Lunch on Thursday?"]
+    assert saved.draft_status == "open" and saved.draft_id == draft.item_id
+    assert _decision(deps, item.task_id, "mail.draft").verdict == "accepted"
+    assert _action_row(deps, item.task_id, "mail.draft").autonomy_level == "suggest"

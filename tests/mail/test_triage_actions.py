@@ -316,8 +316,8 @@ def test_send_draft_without_mail_send_is_denied(ews, poller, mail_deps, slack, s
     assert any("`mail.send`" in c["text"] for c in slack.calls("chat.postMessage"))
 
 
-def test_discard_draft_button_records_and_never_deletes(ews, poller, mail_deps, slack, sender):
-    """ "Discard draft" records the outcome; the draft is left for the owner (triage never deletes)."""
+def test_discard_draft_button_records_and_deletes_the_draft(ews, poller, mail_deps, slack, sender):
+    """ "Discard draft" records the outcome and deletes the draft Clawback saved (moved to Deleted Items)."""
     _reply_mail(ews)
     poller.run_once()
     drain(mail_deps)
@@ -327,7 +327,10 @@ def test_discard_draft_button_records_and_never_deletes(ews, poller, mail_deps, 
     )
     drain(mail_deps)
     assert ("Lunch on Thursday?", "draft_discarded", "explicit") in _outcomes(mail_deps)
-    assert len(ews.drafts()) == 1 and "DeleteItem" not in ews.operations()
+    assert ews.drafts() == [] and [m.subject for m in ews.messages("deleteditems")] == [
+        "RE: Lunch on Thursday?"
+    ]
+    assert "DeleteItem" in ews.operations()
 
 
 def test_implicit_outcomes_on_later_syncs(ews, poller, mail_deps):

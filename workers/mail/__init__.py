@@ -4,8 +4,9 @@ Intents: ``triage`` (one email, created by the poller; short emails of one mailb
 call, and an email that may get a reply draft has it written by a call of its own that sees only that email),
 ``mail_digest`` (the owner's digest DM, created by the poller after a poll), ``mail_preview`` (the owner
 clicked "Send draft": show the exact draft), ``mail_send`` (the owner clicked "Confirm send" under it) and
-``mail_relabel`` (the owner picked the right category after "Wrong category"), ``mail_apply`` and ``mail_undo``
-(earned autonomy: the owner applied a proposal, or undid an automatic move). The email is untrusted data: it
+``mail_relabel`` (the owner picked the right category after "Wrong category"), ``mail_discard`` (the owner
+clicked "Discard draft": the draft Clawback saved is deleted), ``mail_apply`` and ``mail_undo`` (earned autonomy:
+the owner applied a proposal, or undid an automatic move). The email is untrusted data: it
 decides nothing about which actions run, who a draft goes to, or which links, addresses or numbers it may
 carry; code does.
 
@@ -21,6 +22,7 @@ One file per job or concern, each importing only those listed before it:
 - ``digest``: the ``mail_digest`` job and ``refresh_mail_message`` (a message rebuilt after a click).
 - ``send``: the ``mail_preview`` and ``mail_send`` jobs.
 - ``relabel``: the ``mail_relabel`` job.
+- ``discard``: the ``mail_discard`` job.
 - ``apply``: the ``mail_apply`` (Apply a proposal) and ``mail_undo`` (Undo an automatic move) jobs.
 - ``verdicts``: the sweep that judges earned-autonomy decisions at the end of the outcome window.
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 from workers.mail.apply import apply_proposal, undo_move
 from workers.mail.digest import digest, refresh_mail_message
+from workers.mail.discard import discard_draft
 from workers.mail.relabel import relabel
 from workers.mail.send import preview_send, send_draft
 from workers.mail.triage import triage
@@ -44,6 +47,7 @@ INTENTS = {
     "mail_preview": ("mail.send", preview_send),
     "mail_send": ("mail.send", send_draft),
     "mail_relabel": ("mail.categorize", relabel),
+    "mail_discard": ("mail.draft", discard_draft),
     "mail_apply": ("mail.read", apply_proposal),  # the actuator checks the applied action's own scope
     "mail_undo": ("mail.move", undo_move),
 }

@@ -1,8 +1,8 @@
 """The mailbox actuator: the only code that changes a mailbox, and the owner's Slack DM for triage.
 
 Each action re-checks the owner's scope and the kill switch, is recorded once per key in ``actions``, and is
-audited *before* it happens (fail closed). There is no delete and no free-form send: ``send_draft`` sends a
-draft triage saved, and only for an owner's click.
+audited *before* it happens (fail closed). There is no free-form send and no delete of mail: ``send_draft``
+sends a draft triage saved, and ``delete_draft`` deletes one still in Drafts, each only for an owner's click.
 """
 
 from __future__ import annotations
@@ -90,14 +90,20 @@ class MailboxActuator:
             raise
 
     def _begin(
-        self, task: Task, scope: str, key: str, detail: dict[str, Any], level: str | None = None
+        self,
+        task: Task,
+        scope: str,
+        key: str,
+        detail: dict[str, Any],
+        level: str | None = None,
+        kind: str | None = None,
     ) -> tuple[Any, bool]:
         self.guard(task, scope)
         return ledger.begin_action(
             self.db,
             task_id=task.id,
             key=key,
-            kind=scope,
+            kind=kind or scope,
             scope=scope,
             target=self.cfg.address,
             detail=detail,
@@ -206,6 +212,21 @@ class MailboxActuator:
             draft_id = self.mailbox.create_reply_draft(item_id, body)
         ledger.complete_action(self.db, key, "done", {**detail, "draft_id": draft_id})
         return draft_id
+
+    def delete_draft(self, task: Task, draft_id: str) -> str:
+        """Delete a reply draft triage saved, for the owner's Discard (scope ``mail.draft``, action kind
+        ``mail.draft.delete``); returns deleted, gone (deleted already: no error) or not a draft (it left
+        Drafts, e.g. sent: nothing deleted). The caller checks the draft is Clawback's own."""
+        key = f"{task.id}:mail.draft.delete"
+        detail = {"draft_id": draft_id}
+        action, created = self._begin(task, "mail.draft", key, detail, kind="mail.draft.delete")
+        if not created and action.status == "done":
+            return str((action.result or {}).get("outcome") or "deleted")
+        self._audit(task, "mail.draft", {**detail, "effect": "delete the draft"})
+        with mail_errors(self.cfg.address):
+            outcome = self.mailbox.delete_draft(draft_id)
+        ledger.complete_action(self.db, key, "done", {**detail, "outcome": outcome})
+        return outcome
 
     def send_draft(self, task: Task, draft_id: str) -> None:
         """Send a draft triage saved (mail.send): only ever for the owner's click."""

@@ -1,7 +1,7 @@
 """Earned autonomy on triage, the outcome window's end: judge every mail decision nobody judged by a click.
 
-Run by the outcome sweep (``workers.measure.sweep_outcomes``) for decisions older than
-``CLAWBACK_OUTCOME_WINDOW_HOURS``:
+Run as a job (``judge_past_window``) that the workers' housekeeping enqueues every five minutes while the policy
+has an ``[autonomy]`` section, for decisions older than ``CLAWBACK_OUTCOME_WINDOW_HOURS``:
 
 - ``auto`` (Clawback acted): a correction recorded on the email (``label_corrected`` from "Wrong category" or from
   the owner relabelling or moving it in Outlook, ``move_undone``, ``draft_discarded``) = rejected; otherwise the
@@ -29,6 +29,7 @@ from bot.mail.autonomy import GOVERNED, settle
 from bot.mail.base import MailError, MailMessage
 from bot.mail.config import LABEL_CATEGORIES
 from bot.mail.models import MailItem
+from workers import runtime
 from workers.autonomy import announce
 from workers.mail.items import config_for, mailbox_for
 from workers.runtime import WorkerDeps
@@ -90,6 +91,12 @@ def _looked_up(deps: WorkerDeps, item: MailItem, decisions: list[AutonomyDecisio
     if any(d.action == "mail.draft" for d in decisions):
         replied = mailbox.find_sent_reply(item.internet_message_id) is not None
     return msg, replied
+
+
+def judge_past_window() -> int:
+    """RQ entry, enqueued by the workers' housekeeping: ``sweep`` with this worker's deps (offers and demotions
+    it causes are announced with their queue)."""
+    return sweep(runtime.current())
 
 
 def sweep(deps: WorkerDeps, *, now: datetime | None = None) -> int:
