@@ -63,6 +63,11 @@ def entry_hash(fields: dict[str, Any], prev_hash: str) -> str:
 _HEAD = AuditHead.__table__
 _LOG = AuditEntry.__table__
 _INSERT = _LOG.insert()
+# SQLite's writer already holds the database lock (BEGIN IMMEDIATE); elsewhere the head row is locked.
+_READ_HEAD = select(_HEAD.c.seq, _HEAD.c.hash, _HEAD.c.next_seq, _HEAD.c.step).where(
+    _HEAD.c.id == bindparam("chain_id")
+)
+_LOCK_HEAD = _READ_HEAD.with_for_update()
 _ADVANCE = (
     _HEAD.update()
     .where(_HEAD.c.id == bindparam("chain_id"))
@@ -110,10 +115,8 @@ def append(
     held = session.info.get("audit_chain")
     chain = held[1] if held is not None and held[0] is txn else chain_of(session, task_id or actor)
     session.info["audit_chain"] = (txn, chain)
-    stmt = select(_HEAD.c.seq, _HEAD.c.hash, _HEAD.c.next_seq, _HEAD.c.step).where(_HEAD.c.id == chain)
-    if session.get_bind().dialect.name != "sqlite":
-        stmt = stmt.with_for_update()
-    last, prev, next_seq, step = session.execute(stmt).one()
+    stmt = _READ_HEAD if session.get_bind().dialect.name == "sqlite" else _LOCK_HEAD
+    last, prev, next_seq, step = session.execute(stmt, {"chain_id": chain}).one()
     seq = next_seq if next_seq is not None else last + 1
     fields = {
         "seq": seq,

@@ -87,6 +87,9 @@ class Task(Base):
     channel_id: Mapped[str | None] = mapped_column(String(32))
     thread_ts: Mapped[str | None] = mapped_column(String(32))
     message_ts: Mapped[str | None] = mapped_column(String(32))
+    # A person's Slack message as (team, channel, ts): unique, so one message is one task however many
+    # deliveries (event_ids) Slack makes of it. NULL for everything else.
+    message_key: Mapped[str | None] = mapped_column(String(160))
     status: Mapped[str] = mapped_column(
         String(16), default="queued"
     )  # queued running done failed denied ignored
@@ -101,7 +104,8 @@ class Task(Base):
 
     __table_args__ = (
         Index("ix_tasks_status_created", "status", "created_at"),
-        Index("ix_tasks_channel_message", "channel_id", "message_ts"),  # one message, several deliveries
+        Index("ix_tasks_channel_message", "channel_id", "message_ts"),
+        Index("uq_tasks_message_key", "message_key", unique=True),  # one message, several deliveries
     )
 
 

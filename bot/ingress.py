@@ -6,12 +6,11 @@ Surfaces call ``submit``; the Slack specifics live in ``handlers/``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import time
 from dataclasses import dataclass, replace
 
-import redis
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from bot import audit
@@ -25,7 +24,6 @@ from bot.text.redact import Redactor
 log = logging.getLogger(__name__)
 
 NOTIFY_DENIED = "workers.notify_denied"
-_INSERT_TASK = Task.__table__.insert()
 
 
 @dataclass
@@ -56,17 +54,14 @@ def redactor_for(policy: PolicyStore) -> Redactor:
 # Built once: building a statement costs more than running it on SQLite, and these run before every ack.
 _tasks = Task.__table__
 _INSERT_TASK = _tasks.insert()
-_OTHER_DELIVERY = select(_tasks.c.id, _tasks.c.idempotency_key).where(
-    _tasks.c.requester == bindparam("requester_"),  # indexed; one message has one author
-    _tasks.c.channel_id == bindparam("channel_"),
-    _tasks.c.message_ts == bindparam("ts_"),
-    _tasks.c.surface.in_(("mention", "dm")),
-    _tasks.c.idempotency_key != bindparam("key_"),
+_EXISTING = select(_tasks.c.id).where(
+    or_(_tasks.c.idempotency_key == bindparam("key_"), _tasks.c.message_key == bindparam("message_"))
 )
 
 
 def _insert(db: Database, task: Task, *, decision: str, scope: str | None, reason: str | None) -> bool:
-    """Insert the task and its audit entry in one transaction; False when the key was seen before."""
+    """Insert the task and its audit entry in one transaction; False when its idempotency key or its message
+    key is taken (another delivery of the same request or message made the task: nothing is written)."""
     row = {c.key: getattr(task, c.key) for c in Task.__table__.columns}
     row["id"] = row["id"] or new_id()
     row["created_at"] = row["created_at"] or utcnow()
@@ -106,55 +101,11 @@ def _insert(db: Database, task: Task, *, decision: str, scope: str | None, reaso
         return False
 
 
-MESSAGE_CLAIM_TTL = 86400  # Slack stops redelivering long before
-CLAIM_IN_FLIGHT = 30.0  # a claim older than this whose task never reached SQL is taken over
-
-
 def message_key(team: str | None, channel: str, ts: str) -> str:
-    """The identity of one person's Slack message, whatever event_id each delivery carries."""
-    return f"slack-msg:{team or '-'}:{channel}:{ts}"
-
-
-def _claim_message(deps: IngressDeps, new: NewTask, key: str) -> str | None:
-    """Claim a message for ``new``; returns the task id already answering it, or None when ``new`` may go on.
-
-    Redis ``SET NX`` decides between deliveries racing each other; SQL (the tasks of that channel and ts)
-    decides when Redis lost the claim. A claim whose task never reached SQL (its ingress failed) is taken over
-    after ``CLAIM_IN_FLIGHT`` seconds, so a failed first delivery cannot silence the others.
-    """
-    with deps.db.session() as s:
-        found = s.execute(
-            _OTHER_DELIVERY,
-            {
-                "requester_": new.requester,
-                "channel_": new.channel_id,
-                "ts_": new.message_ts,
-                "key_": new.idempotency_key,
-            },
-        ).first()
-    if found is not None:
-        return found[0]
-    conn = deps.queue.connection
-    claim = f"{deps.queue.prefix}:claim:{key}"
-    value = f"{time.time():.3f} {new.idempotency_key}"
-    try:
-        if conn.set(claim, value, nx=True, ex=MESSAGE_CLAIM_TTL):
-            return None
-        held = conn.get(claim)
-    except redis.RedisError:
-        return None  # SQL said no one answers it yet; the idempotency key still guards this delivery
-    held_s = held.decode() if isinstance(held, bytes) else str(held or "")
-    since, _, holder = held_s.partition(" ")
-    if holder == new.idempotency_key:
-        return None  # Slack's retry of the delivery that holds the claim
-    try:
-        young = time.time() - float(since) < CLAIM_IN_FLIGHT
-    except ValueError:
-        young = False
-    if young:
-        return f"in-flight:{holder}"
-    conn.set(claim, value, ex=MESSAGE_CLAIM_TTL)
-    return None
+    """The identity of one person's Slack message, whatever event_id each delivery carries (at most 160
+    characters: the column's width; longer ones, which Slack's ids never make, are hashed)."""
+    key = f"slack-msg:{team or '-'}:{channel}:{ts}"
+    return key if len(key) <= 160 else "slack-msg:sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def submit(
@@ -170,14 +121,12 @@ def submit(
     """Create the task for a request exactly once and enqueue it, or record and report a denial.
 
     ``message``: the ``message_key`` of the person's Slack message; a second delivery of it under another
-    event_id is a duplicate too (``created`` False).
+    event_id is a duplicate too (``created`` False). SQL decides, by the unique index on ``tasks.message_key``:
+    deliveries racing each other in several processes make one task, and a delivery whose ingress failed
+    before its commit holds nothing, so it cannot silence the others.
     """
     if message is not None:
-        existing_id = _claim_message(deps, new, message)
-        if existing_id is not None:
-            log.info("message %s already has task %s: delivery %s dropped", message, existing_id,
-                     new.idempotency_key)
-            return Submission(existing_id, created=False)
+        new = replace(new, message_key=message)
     policy = deps.policy.current
     origin = deps.policy.origin_of(new.requester) if new.surface != "email" else None
     if origin is not None:
@@ -199,10 +148,15 @@ def submit(
         reason=denied.reason if denied else None,
     )
     if not created:
-        with deps.db.session() as s:
+        with deps.db.read() as s:
             existing = s.execute(
-                select(Task.id).where(Task.idempotency_key == new.idempotency_key)
-            ).scalar_one()
+                _EXISTING, {"key_": new.idempotency_key, "message_": new.message_key}
+            ).scalar()
+        if existing is None:  # the row that held the key is gone (a purge): nothing to point at
+            raise ServiceUnavailable("task key taken but no task found; retry")
+        if message is not None:
+            log.info("message %s already has task %s: delivery %s dropped", message, existing,
+                     new.idempotency_key)
         return Submission(existing, created=False, denied=denied)
     enqueued = False
     try:

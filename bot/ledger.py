@@ -67,6 +67,7 @@ class NewTask:
     channel_id: str | None = None
     thread_ts: str | None = None
     message_ts: str | None = None
+    message_key: str | None = None  # a person's Slack message (``bot.ingress.message_key``): one task per key
     on_behalf_of: str | None = None
     parent_id: str | None = None
     payload: dict[str, Any] | None = None
@@ -84,6 +85,7 @@ class NewTask:
             channel_id=self.channel_id,
             thread_ts=self.thread_ts,
             message_ts=self.message_ts,
+            message_key=self.message_key,
             on_behalf_of=self.on_behalf_of,
             parent_id=self.parent_id,
             payload=self.payload or {},

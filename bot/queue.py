@@ -126,16 +126,21 @@ class TaskQueue:
         """Enqueue ``func(task_id)`` under job id ``task_id``; raises ServiceUnavailable if Redis is down."""
         retry = Retry(max=self.retries, interval=self.retry_intervals) if self.retries else None
         try:
-            return self.queues[queue].enqueue(
-                func,
-                task_id,
-                job_id=task_id,
-                retry=retry,
-                job_timeout=self.job_timeout,
-                result_ttl=600,
-                failure_ttl=7 * 86400,
-                description=f"{func}({task_id})",
-            )
+            # One MULTI/EXEC: without a pipeline RQ sends the queue-set update in a round trip of its own.
+            with self.connection.pipeline() as pipe:
+                job = self.queues[queue].enqueue(
+                    func,
+                    task_id,
+                    job_id=task_id,
+                    retry=retry,
+                    job_timeout=self.job_timeout,
+                    result_ttl=600,
+                    failure_ttl=7 * 86400,
+                    description=f"{func}({task_id})",
+                    pipeline=pipe,
+                )
+                pipe.execute()
+            return job
         except redis.RedisError as exc:
             raise ServiceUnavailable(f"queue unavailable: {exc}") from exc
 

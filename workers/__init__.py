@@ -8,6 +8,7 @@ end the task as ``failed`` with a short message in the thread.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Callable
@@ -30,8 +31,9 @@ DENIAL_NOTICE_SECONDS = 60  # one refusal notice of a kind per person in this ma
 Core = Callable[[runtime.WorkerDeps, Task], dict[str, Any]]
 
 
+@functools.cache
 def _intents() -> dict[str, tuple[str, Core]]:
-    """Intent → (scope it needs, core function), across every surface."""
+    """Intent → (scope it needs, core function), across every surface (built once per process)."""
     from workers import answer, deploy, mail
 
     return {"answer": ("chat.reply", answer.answer), **mail.INTENTS, **deploy.INTENTS}
