@@ -11,10 +11,12 @@ cores as the web processes and the database.
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -72,12 +74,57 @@ def stop_web(procs: list[subprocess.Popen]) -> None:
             p.kill()
 
 
-def measure(env: BenchEnv, urls: list[str], rate: int, seconds: float) -> dict[str, Any]:
-    """One measured run at ``rate``; counts lost and duplicated events in the ledger."""
+def _cpu_s(pid: int | str) -> float:
+    """CPU seconds (user + system) a process has used so far, from /proc (0 where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_cpu_s() -> float:
+    """CPU seconds of every local process named postgres* (the server and its backends), 0 without /proc."""
+    total = 0.0
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return 0.0
+    for d in proc.iterdir():
+        if d.name.isdigit():
+            try:
+                if (d / "comm").read_text().startswith("postgres"):
+                    total += _cpu_s(d.name)
+            except OSError:
+                continue
+    return total
+
+
+def _own_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def measure(
+    env: BenchEnv, urls: list[str], rate: int, seconds: float, web: list[subprocess.Popen] | None = None
+) -> dict[str, Any]:
+    """One measured run at ``rate``; counts lost and duplicated events in the ledger, and where the CPU went
+    (ms per request: the web processes, PostgreSQL when the database is a local one, the load generator)."""
     prefix = f"EvR{rate}x"
+    pg = not env.db.is_sqlite
+    web_before = [_cpu_s(p.pid) for p in web or []]
+    pg_before, own_before = (_postgres_cpu_s() if pg else 0.0), _own_cpu_s()
     result = run_load(
         urls, SIGNING_SECRET, rate=rate, seconds=seconds, prefix=prefix, threads=32 if rate > 200 else 16
     )
+    requests = max(1, result.sent + result.retries_sent)
+    cpu = {
+        "web_ms_per_request": round(
+            1000 * sum(_cpu_s(p.pid) - b for p, b in zip(web or [], web_before, strict=True)) / requests, 2
+        ),
+        "load_generator_ms_per_request": round(1000 * (_own_cpu_s() - own_before) / requests, 2),
+    }
+    if pg:
+        cpu["postgresql_ms_per_request"] = round(1000 * (_postgres_cpu_s() - pg_before) / requests, 2)
     time.sleep(0.5)  # let the last requests' transactions land
     with env.db.session() as s:
         rows = dict(
@@ -91,6 +138,8 @@ def measure(env: BenchEnv, urls: list[str], rate: int, seconds: float) -> dict[s
     dup = sum(1 for n in rows.values() if n > 1)
     summary = result.summary()
     summary.update(lost=lost, duplicated=dup, p99_vs_slack_limit=round(summary["p99_ms"] / SLACK_LIMIT_MS, 4))
+    if web:
+        summary["cpu"] = cpu
     return summary
 
 
@@ -101,7 +150,7 @@ def _series(
     procs, urls = start_web(env, processes)
     try:
         run_load(urls, SIGNING_SECRET, rate=20, seconds=1, prefix="EvWARM")
-        return {str(rate): measure(env, urls, rate, seconds) for rate in rates}
+        return {str(rate): measure(env, urls, rate, seconds, procs) for rate in rates}
     finally:
         stop_web(procs)
         env.close()
@@ -139,14 +188,21 @@ def run(
 
 
 def _row(label: str, rate: str, r: dict[str, Any]) -> str:
+    cpu = r.get("cpu", {})
     return (
         f"{label:>16} {rate:>7} {r['sent']:>6} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['p99_vs_slack_limit']:>8} "
-        f"{r['lost']:>5} {r['duplicated']:>4} {r['errors']:>6} {r['achieved_rate_per_s']:>8}"
+        f"{r['lost']:>5} {r['duplicated']:>4} {r['errors']:>6} {r['achieved_rate_per_s']:>8} "
+        f"{cpu.get('web_ms_per_request', '-'):>6} {cpu.get('postgresql_ms_per_request', '-'):>5} "
+        f"{cpu.get('load_generator_ms_per_request', '-'):>5}"
     )
 
 
 def main() -> None:
-    """Print the table and save the result (``--quick``: 5 s runs; ``--no-pg``: SQLite only)."""
+    """Print the table and save the result (``--quick``: 5 s runs; ``--no-pg``: SQLite only).
+
+    The last three columns are CPU milliseconds per request (retries included): the web processes, local
+    PostgreSQL's processes, the load generator.
+    """
     from bench.run_all import local_postgres
 
     seconds = 5.0 if "--quick" in sys.argv else 20.0
@@ -154,7 +210,7 @@ def main() -> None:
     result = run(seconds=seconds, pg_url=pg, scale_seconds=min(seconds, 10.0))
     print(
         f"{'web':>16} {'rate/s':>7} {'sent':>6} {'p50 ms':>8} {'p99 ms':>8} {'p99/3s':>8} {'lost':>5} {'dup':>4} "
-        f"{'errors':>6} {'sent/s':>8}"
+        f"{'errors':>6} {'sent/s':>8} {'web':>6} {'pg':>5} {'gen':>5}"
     )
     for rate, r in result["rates"].items():
         print(_row("1 x sqlite", rate, r))
