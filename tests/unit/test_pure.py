@@ -7,6 +7,7 @@ import pytest
 import prompts
 from bot import messages
 from bot.errors import ConfigError
+from bot.ingress import message_key
 from bot.llm import cost_of
 from bot.settings import load_settings
 from bot.slack.blocks import build_answer_blocks, build_feedback_done_blocks, split_answer_messages
@@ -182,3 +183,12 @@ def test_settings_read_dotenv(tmp_path, monkeypatch):
     env = tmp_path / ".env"
     env.write_text("CLAWBACK_MODEL=from-dotenv\n")
     assert load_settings(_env_file=str(env)).clawback_model == "from-dotenv"
+
+
+def test_message_key_fits_its_column_and_keeps_long_keys_apart():
+    """Slack's ids make short keys, kept readable; a longer one (the column holds 160) is hashed, and two long
+    keys that differ only at the end stay two keys, so the unique index never merges two messages."""
+    assert message_key("T0CLAWBACK", "C0GENERAL", "1800000500.000100") == "slack-msg:T0CLAWBACK:C0GENERAL:1800000500.000100"
+    assert message_key(None, "D0BOB", "1.2") == "slack-msg:-:D0BOB:1.2"
+    a, b = message_key("T" * 200, "C1", "1.1"), message_key("T" * 200, "C1", "1.2")
+    assert len(a) <= 160 and len(b) <= 160 and a != b
