@@ -116,17 +116,14 @@ def submit(
     channel: str | None = None,
     queue: str = INTERACTIVE,
     notify_denial: bool = True,
-    message: str | None = None,
 ) -> Submission:
     """Create the task for a request exactly once and enqueue it, or record and report a denial.
 
-    ``message``: the ``message_key`` of the person's Slack message; a second delivery of it under another
-    event_id is a duplicate too (``created`` False). SQL decides, by the unique index on ``tasks.message_key``:
+    ``new.message_key`` (a person's Slack message): a second delivery of it under another event_id is a
+    duplicate too (``created`` False). SQL decides, by the unique index on ``tasks.message_key``:
     deliveries racing each other in several processes make one task, and a delivery whose ingress failed
     before its commit holds nothing, so it cannot silence the others.
     """
-    if message is not None:
-        new = replace(new, message_key=message)
     policy = deps.policy.current
     origin = deps.policy.origin_of(new.requester) if new.surface != "email" else None
     if origin is not None:
@@ -154,8 +151,8 @@ def submit(
             ).scalar()
         if existing is None:  # the row that held the key is gone (a purge): nothing to point at
             raise ServiceUnavailable("task key taken but no task found; retry")
-        if message is not None:
-            log.info("message %s already has task %s: delivery %s dropped", message, existing,
+        if new.message_key is not None:
+            log.info("message %s already has task %s: delivery %s dropped", new.message_key, existing,
                      new.idempotency_key)
         return Submission(existing, created=False, denied=denied)
     enqueued = False

@@ -54,12 +54,12 @@ def ingest_question(
         requester=event["user"],
         payload={"text": text, "redacted": dict(counts)},
         redactions=sum(counts.values()),
+        # Shared channels and org-wide installs deliver one message once per workspace or authorization, each
+        # under its own event_id; a message and its ``file_share`` variant share the ts.
+        message_key=message_key(payloads.requester_team(body), channel, event["ts"]),
         **base,
     )
-    # Shared channels and org-wide installs deliver one message once per workspace or authorization, each
-    # under its own event_id; a message and its ``file_share`` variant share the ts.
-    key = message_key(payloads.requester_team(body), channel, event["ts"])
-    result = submit(deps, new, scope="chat.reply", channel=channel if surface != "dm" else None, message=key)
+    result = submit(deps, new, scope="chat.reply", channel=channel if surface != "dm" else None)
     if not result.created:
         return "duplicate"
     return "denied" if result.denied else "queued"
