@@ -343,13 +343,15 @@ class SocketModeStandIn:
         if not self._handshake(sock):
             sock.close()
             return
+        # Numbered in order of connecting, and listed (sent to) from its hello on. Hello and listing happen
+        # under one lock: an app that has read its hello finds its link listed (mute/drop/current see it), and
+        # no envelope goes out on the link before the hello.
         with self.lock:
-            self._numbered += 1  # numbered in order of connecting; listed (and sent to) once it has said hello
+            self._numbered += 1
             conn = _Conn(sock, self._numbered)
             live = 1 + sum(c.open for c in self.connections)
-        conn.send_text(json.dumps({"type": "hello", "num_connections": live, "connection_info": {"app_id": "A0"},
-                                   "debug_info": {"host": "standin", "approximate_connection_time": 3600}}))
-        with self.lock:
+            conn.send_text(json.dumps({"type": "hello", "num_connections": live, "connection_info": {"app_id": "A0"},
+                                       "debug_info": {"host": "standin", "approximate_connection_time": 3600}}))
             self.connections.append(conn)
             self.lock.notify_all()
         try:
