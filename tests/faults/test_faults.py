@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import pytest
 from rq import Worker
-from sqlalchemy import select
+from sqlalchemy import delete, event, select
 
 from bot.db import Action, Database, LLMCall, Task
 from bot.ingress import IngressDeps
@@ -293,6 +293,34 @@ def test_database_down_answers_503_then_the_retry_is_processed(slack, llm, deps,
         s.close()
     drain(deps)
     assert len(_tasks(deps)) == 1 and len(_answers(slack)) == 1
+
+
+def test_a_task_purged_between_the_key_clash_and_its_read_back_answers_503(slack, llm, sender, deps):
+    """A second delivery of a message clashes with the first's task on ``tasks.message_key``; before ingress
+    reads that task back, the row is gone (an operator's purge, staged here by a listener on our own engine).
+    Ingress has nothing to point at: it answers 503 and writes nothing, and Slack's retry makes the task."""
+    ts = "1700000750.000100"
+    assert sender.mention("U0ALICE", "C0GENERAL", "purged?", ts=ts, event_id="EvPURGE1").status == 200
+    [first] = _tasks(deps)
+    purged: list[str] = []
+
+    def purge(conn, cursor, statement, params, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "message_key" in statement and not purged:
+            purged.append(first.id)
+            with deps.db.engine.begin() as other:  # another connection: the purge commits on its own
+                other.execute(delete(Task.__table__).where(Task.id == first.id))  # the audit keeps its entries
+
+    event.listen(deps.db.engine, "before_cursor_execute", purge)
+    try:
+        reply = sender.mention("U0ALICE", "C0GENERAL", "purged?", ts=ts, event_id="EvPURGE2")
+    finally:
+        event.remove(deps.db.engine, "before_cursor_execute", purge)
+    assert purged == [first.id]  # the read-back ran, after the clash
+    assert reply.status == 503 and _tasks(deps) == []  # nothing written for the second delivery
+    retry = sender.mention("U0ALICE", "C0GENERAL", "purged?", ts=ts, event_id="EvPURGE2", retry_num=1)
+    assert retry.status == 200
+    [task] = _tasks(deps)
+    assert task.idempotency_key != first.idempotency_key  # the retry's own task
 
 
 def test_redis_down_at_ingress_keeps_the_task_for_the_reconciler(slack, llm, deps, settings, ingress):
