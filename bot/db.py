@@ -104,7 +104,6 @@ class Task(Base):
 
     __table_args__ = (
         Index("ix_tasks_status_created", "status", "created_at"),
-        Index("ix_tasks_channel_message", "channel_id", "message_ts"),
         Index("uq_tasks_message_key", "message_key", unique=True),  # one message, several deliveries
     )
 
